@@ -1,0 +1,17 @@
+"""Evaluate a checkpoint: `python evaluate.py ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt benchmark=[pitts30k_test]`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from vprlab.evaluation.run import run_evaluation
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    return run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""GSV-Cities training set: one item is a *place*, returned as K images of it.
+
+On-disk layout (as released, https://github.com/amaralibey/gsv-cities)::
+
+    <root>/Dataframes/<City>.csv   columns: place_id, year, month, northdeg, city_id, lat, lon, panoid
+    <root>/Images/<city_id>/<city_id>_<place_id:07d>_<year:04d>_<month:02d>_<northdeg:03d>_<lat>_<lon>_<panoid>.jpg
+
+``lat`` and ``lon`` appear in file names as Python prints the float read from the csv
+(``str(51.5074)``), which is how the release names its files.
+
+Place ids restart at 0 in every city, so the label of a place is
+``city_index * label_stride + place_id`` with ``label_stride = 10**5`` (the release's
+convention: place 13 of the second city is 100013), widened automatically if a city
+ever has place ids of 10**5 or more, so labels never collide across cities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
+LABEL_STRIDE = 10**5
+
+HOW_TO_GET_DATA = (
+    "download GSV-Cities (https://github.com/amaralibey/gsv-cities, also on Kaggle as "
+    "'gsv-cities') and point the dataset root at the folder holding Dataframes/ and Images/, "
+    "or run `make quickstart` to generate a small synthetic set in the same layout"
+)
+
+PlaceKey = int | tuple[int, int]
+
+
+def gsv_image_name(city_id: str, place_id: int, year: int, month: int, northdeg: int,
+                   lat: float, lon: float, panoid: str) -> str:
+    """File name of one GSV-Cities image (``place_id`` is the per-city id, not the label)."""
+    return (
+        f"{city_id}_{int(place_id):07d}_{int(year):04d}_{int(month):02d}_{int(northdeg):03d}"
+        f"_{lat}_{lon}_{panoid}.jpg"
+    )
+
+
+def _load_image(path: str) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+class GSVCitiesDataset(Dataset):
+    """Places of one or more GSV-Cities cities; ``dataset[key] -> (images [K,3,H,W], labels [K])``.
+
+    ``key`` is a place index or ``(place_index, draw_seed)``. With a draw seed, both the
+    choice of the K images and the transform's randomness (RandAugment draws from torch's
+    global RNG) are a pure function of ``(seed, place_index, draw_seed)``, so a run that
+    is interrupted and resumed sees exactly the same batches. A bare index draws its seed
+    from torch's global RNG (reproducible under ``seed_everything``).
+
+    Args:
+        root: folder holding ``Dataframes/`` and ``Images/``.
+        cities: city names (csv stems), a single name, or ``None`` for every csv in ``Dataframes/``.
+        img_per_place: K, images returned per place.
+        min_img_per_place: places with fewer images are dropped (must be >= K).
+        transform: PIL image -> tensor [3, H, W]; ``None`` gives an unnormalised ToTensor.
+        seed: mixed into every draw, so two datasets with different seeds draw differently.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cities: Sequence[str] | str | None,
+        img_per_place: int = 4,
+        min_img_per_place: int = 4,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if img_per_place < 1:
+            raise ValueError(f"img_per_place must be >= 1, got {img_per_place}")
+        if img_per_place > min_img_per_place:
+            raise ValueError(
+                f"img_per_place={img_per_place} is larger than min_img_per_place={min_img_per_place}: "
+                "a kept place could have fewer images than a batch needs; raise min_img_per_place "
+                f"to at least {img_per_place}"
+            )
+        self.root = Path(root)
+        self.img_per_place = img_per_place
+        self.min_img_per_place = min_img_per_place
+        self.transform = transform
+        self.seed = int(seed)
+        self.cities = self._resolve_cities(cities)
+
+        frames = [self._read_city(city) for city in self.cities]
+        max_place_id = max((int(df["place_id"].max()) for df in frames if len(df)), default=0)
+        self.label_stride = LABEL_STRIDE
+        while max_place_id >= self.label_stride:
+            self.label_stride *= 10
+
+        paths: list[str] = []
+        labels: list[int] = []
+        counts: list[int] = []
+        for city_index, df in enumerate(frames):
+            df = df.assign(label=df["place_id"].astype(np.int64) + city_index * self.label_stride)
+            # Keep csv order inside a place (stable sort) so the draw depends only on the data.
+            df = df.sort_values("label", kind="stable")
+            sizes = df.groupby("label", sort=False)["label"].transform("size")
+            df = df[sizes >= min_img_per_place]
+            images_dir = self.root / "Images"
+            paths += [
+                str(images_dir / r.city_id / gsv_image_name(r.city_id, r.place_id, r.year, r.month,
+                                                             r.northdeg, r.lat, r.lon, r.panoid))
+                for r in df.itertuples(index=False)
+            ]
+            place_labels, place_counts = np.unique(df["label"].to_numpy(), return_counts=True)
+            labels += place_labels.tolist()
+            counts += place_counts.tolist()
+
+        if not labels:
+            raise ValueError(
+                f"no place in {self.cities} under {self.root} has at least min_img_per_place="
+                f"{min_img_per_place} images; lower min_img_per_place or check the csv files"
+            )
+        # numpy arrays rather than lists of str: DataLoader workers fork the dataset and
+        # touching python objects would copy their pages (the memory "leak" of big lists).
+        self._paths = np.array(paths)
+        self._labels = np.array(labels, dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    # ------------------------------------------------------------------ reading
+    def _resolve_cities(self, cities: Sequence[str] | str | None) -> list[str]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"GSV-Cities root {self.root} does not exist; {HOW_TO_GET_DATA}")
+        frames_dir = self.root / "Dataframes"
+        if not frames_dir.is_dir():
+            raise FileNotFoundError(
+                f"{frames_dir} does not exist (expected <root>/Dataframes/<City>.csv); {HOW_TO_GET_DATA}"
+            )
+        if cities is None:
+            found = sorted(p.stem for p in frames_dir.glob("*.csv"))
+            if not found:
+                raise FileNotFoundError(f"no <City>.csv in {frames_dir}; {HOW_TO_GET_DATA}")
+            return found
+        if isinstance(cities, str):
+            cities = [cities]
+        cities = list(cities)
+        if not cities:
+            raise ValueError("cities is empty; name at least one city (or pass None for all)")
+        if len(set(cities)) != len(cities):
+            raise ValueError(f"cities has duplicates: {cities}")
+        return cities
+
+    def _read_city(self, city: str) -> pd.DataFrame:
+        csv = self.root / "Dataframes" / f"{city}.csv"
+        if not csv.is_file():
+            available = sorted(p.stem for p in csv.parent.glob("*.csv"))
+            raise FileNotFoundError(
+                f"city csv {csv} does not exist (cities available there: {available or 'none'}); "
+                f"fix the cities list or {HOW_TO_GET_DATA}"
+            )
+        df = pd.read_csv(csv)
+        missing = [c for c in CSV_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{csv} lacks columns {missing}; a GSV-Cities csv has {list(CSV_COLUMNS)}")
+        if len(df) and int(df["place_id"].min()) < 0:
+            raise ValueError(f"{csv} has negative place_id values; place ids must be >= 0")
+        return df
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def num_places(self) -> int:
+        return len(self._labels)
+
+    @property
+    def num_images(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label of every kept place, in place-index order."""
+        return self._labels
+
+    def place_image_paths(self, place_index: int) -> list[str]:
+        lo, hi = self._offsets[place_index], self._offsets[place_index + 1]
+        return [str(p) for p in self._paths[lo:hi]]
+
+    # ------------------------------------------------------------------ items
+    def __getitem__(self, key: PlaceKey) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(key, (tuple, list)):
+            place_index, draw_seed = int(key[0]), int(key[1])
+        else:
+            place_index = int(key)
+            draw_seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        if not 0 <= place_index < len(self):
+            raise IndexError(f"place index {place_index} out of range for {len(self)} places")
+
+        rng = np.random.default_rng([self.seed, place_index, draw_seed])
+        paths = self.place_image_paths(place_index)
+        chosen = rng.choice(len(paths), size=self.img_per_place, replace=False)
+        transform_seed = int(rng.integers(0, 2**63 - 1))
+
+        # fork_rng: seed the transforms without disturbing the caller's global RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(transform_seed)
+            images = [self._transform(_load_image(paths[i])) for i in chosen]
+        labels = torch.full((self.img_per_place,), int(self._labels[place_index]), dtype=torch.long)
+        return torch.stack(images), labels
+
+    def _transform(self, image: Image.Image) -> torch.Tensor:
+        if self.transform is None:
+            import torchvision.transforms.functional as TF
+
+            return TF.to_tensor(image)
+        return self.transform(image)
+
+    def __repr__(self) -> str:
+        return (
+            f"GSVCitiesDataset(root={str(self.root)!r}, cities={self.cities}, places={self.num_places}, "
+            f"images={self.num_images}, img_per_place={self.img_per_place})"
+        )

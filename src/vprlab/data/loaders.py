@@ -1,0 +1,84 @@
+"""Turn the ``dataset`` and ``benchmark`` config groups into loaders and benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from vprlab.utils.instantiate import build
+
+# Keys of the dataset config that describe how batches are made, not the dataset itself.
+LOADER_KEYS = (
+    "image_size", "places_per_batch", "num_workers", "pin_memory", "persistent_workers",
+    "prefetch_factor", "randaugment_ops", "randaugment_magnitude",
+)
+
+
+def split_dataset_config(cfg: DictConfig | Mapping) -> tuple[dict, dict]:
+    """Return (dataset kwargs with ``_target_``, loader settings)."""
+    full = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    loader = {k: full.pop(k) for k in LOADER_KEYS if k in full}
+    return full, loader
+
+
+def build_train_loader(cfg: DictConfig | Mapping, *, mean: Any, std: Any, seed: int, device_type: str = "cpu"):
+    """Build the place dataset, its sampler and the P x K DataLoader.
+
+    Returns ``(loader, sampler, dataset)``; the sampler's ``set_epoch``/``set_start`` make the
+    order of places and the images drawn a pure function of (seed, epoch), so resuming from
+    a checkpoint continues exactly.
+    """
+    from vprlab.data.samplers import PlaceSampler, collate_places
+    from vprlab.data.transforms import train_transform
+
+    dataset_cfg, loader_cfg = split_dataset_config(cfg)
+    transform = train_transform(
+        _size(loader_cfg.get("image_size", 320)),
+        randaugment_ops=loader_cfg.get("randaugment_ops", 3),
+        randaugment_magnitude=loader_cfg.get("randaugment_magnitude", 15),
+        mean=mean, std=std,
+    )
+    dataset = build(dataset_cfg, transform=transform, seed=seed)
+    places_per_batch = int(loader_cfg.get("places_per_batch", 160))
+    if places_per_batch < 2:
+        raise ValueError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
+    if len(dataset) < places_per_batch:
+        raise ValueError(
+            f"dataset has {len(dataset)} places with at least {dataset_cfg.get('min_img_per_place', '?')} images, "
+            f"fewer than dataset.places_per_batch={places_per_batch}; lower places_per_batch or add cities"
+        )
+    sampler = PlaceSampler(len(dataset), seed=seed, shuffle=True)
+    num_workers = int(loader_cfg.get("num_workers", 0))
+    loader = DataLoader(
+        dataset,
+        batch_size=places_per_batch,
+        sampler=sampler,
+        collate_fn=collate_places,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=bool(loader_cfg.get("pin_memory", device_type == "cuda")),
+        persistent_workers=bool(loader_cfg.get("persistent_workers", False)) and num_workers > 0,
+        prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
+    )
+    return loader, sampler, dataset
+
+
+def build_benchmarks(cfg: DictConfig | Mapping | None) -> list:
+    """Build every benchmark selected in the ``benchmark`` group (a mapping name -> config)."""
+    if cfg is None:
+        return []
+    benchmarks = []
+    for key, node in cfg.items():
+        if node is None:
+            continue
+        benchmarks.append(build(node))
+    return benchmarks
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    h, w = value
+    return (int(h), int(w))

@@ -1,0 +1,74 @@
+"""Image transforms for training and evaluation.
+
+Evaluation follows the BoQ release: the image becomes a tensor first and is then
+resized with bicubic interpolation *and antialiasing*. Published recalls depend on
+this order (a PIL resize or a resize without antialiasing shifts R@1 by a point or
+more at large downscaling factors), so keep it when adding variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torchvision.transforms as T
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+ImageSize = int | Sequence[int]
+
+
+def as_hw(image_size: ImageSize) -> tuple[int, int]:
+    """``320 -> (320, 320)``; ``(320, 240) -> (320, 240)`` as (height, width).
+
+    An int means a square image, not "resize the shorter side" as in torchvision:
+    VPR models are trained and evaluated at fixed (H, W).
+    """
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    else:
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def train_transform(
+    image_size: ImageSize,
+    randaugment_ops: int = 3,
+    randaugment_magnitude: int = 15,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """PIL image -> normalised float tensor [3, H, W]: bicubic resize, RandAugment, normalise.
+
+    ``randaugment_ops=0`` disables RandAugment. Its randomness comes from torch's global
+    RNG, which :class:`vprlab.data.gsv_cities.GSVCitiesDataset` seeds per item.
+    """
+    steps: list = [T.Resize(as_hw(image_size), interpolation=InterpolationMode.BICUBIC)]
+    if randaugment_ops > 0:
+        steps.append(
+            T.RandAugment(
+                num_ops=randaugment_ops,
+                magnitude=randaugment_magnitude,
+                interpolation=InterpolationMode.BILINEAR,
+            )
+        )
+    steps += [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
+    return T.Compose(steps)
+
+
+def eval_transform(
+    image_size: ImageSize,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """PIL image -> normalised float tensor [3, H, W]: ToTensor, bicubic antialiased resize, normalise."""
+    return T.Compose(
+        [
+            T.ToTensor(),
+            T.Resize(as_hw(image_size), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            T.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )

@@ -1,0 +1,85 @@
+"""Optimizer construction and learning-rate schedules.
+
+Schedules are pure functions of the step: ``factor = schedule(step)``. The trainer
+sets ``lr = base_lr * factor`` on every step, so resuming needs nothing but the step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from vprlab.utils.instantiate import build
+
+Schedule = Callable[[int], float]
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr: float | None = None) -> list[dict]:
+    """Trainable parameters split into a backbone group and an aggregator (head) group,
+    so the pretrained backbone can learn more slowly than the freshly initialised head."""
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    groups = []
+    if backbone:
+        groups.append({"name": "backbone", "params": backbone, "lr": lr if backbone_lr is None else backbone_lr})
+    if head:
+        groups.append({"name": "aggregator", "params": head, "lr": lr})
+    if not groups:
+        raise ValueError("the model has no trainable parameters: check backbone.num_trainable_blocks and the aggregator")
+    return groups
+
+
+def make_optimizer(cfg: DictConfig | dict, model: nn.Module) -> torch.optim.Optimizer:
+    """Build the optimizer from a ``_partial_`` config. ``backbone_lr`` (null = same as lr)
+    is ours, not the optimizer's, so it is taken out before instantiation."""
+    cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
+    backbone_lr = cfg.pop("backbone_lr", None)
+    factory = build(cfg)
+    optimizer = factory(param_groups(model, lr=float(cfg.lr), backbone_lr=backbone_lr))
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+
+def warmup_multistep(
+    step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0,
+    milestones: Sequence[float] = (), gamma: float = 0.1,
+) -> float:
+    """Linear warmup, then the factor is multiplied by ``gamma`` at each milestone (in epochs)."""
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    passed = sum(step >= int(round(m * steps_per_epoch)) for m in milestones)
+    return _warmup(step, warmup_steps) * gamma**passed
+
+
+def warmup_cosine(
+    step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0, min_factor: float = 0.0,
+) -> float:
+    """Linear warmup, then cosine decay from 1 to ``min_factor`` at the last step."""
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def constant(step: int, *, steps_per_epoch: int, total_steps: int) -> float:
+    return 1.0
+
+
+def make_schedule(cfg: DictConfig | dict, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """Bind a ``_partial_`` schedule config to this run's step counts."""
+    fn = build(cfg)
+    return lambda step: fn(step, steps_per_epoch=steps_per_epoch, total_steps=total_steps)

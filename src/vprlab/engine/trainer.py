@@ -1,0 +1,237 @@
+"""The training loop.
+
+Everything is built before the loop; the loop body reads top to bottom:
+lr for this step, forward under autocast, (scaled) backward, unscale, clip, step,
+update, zero_grad, log every N steps; at the end of each epoch: evaluate, checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vprlab.data.loaders import build_benchmarks, build_train_loader
+from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
+from vprlab.engine.validate import validate_train_config
+from vprlab.evaluation.run import evaluate_model, print_before_after
+from vprlab.models.vpr_model import build_model
+from vprlab.tracking.logger import RunLogger
+from vprlab.utils.instantiate import build
+from vprlab.utils.io import atomic_write_text
+from vprlab.utils.progress import progress_bar
+from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "16": torch.float16}
+
+
+def resolve_precision(name: Any, device: torch.device) -> str:
+    """``auto``: bf16 where the GPU supports it, fp32 elsewhere (CPU bf16 autocast is slow on most CPUs)."""
+    if str(name) != "auto":
+        return str(name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "32"
+
+
+@dataclass
+class Precision:
+    """One switch: bf16 needs no scaler, fp16 gets a GradScaler, fp32 neither."""
+
+    name: str
+    dtype: torch.dtype | None
+    device_type: str
+
+    @classmethod
+    def from_config(cls, name: Any, device: torch.device) -> "Precision":
+        key = resolve_precision(name, device)
+        if key not in PRECISIONS:
+            raise ValueError(f"trainer.precision={name!r} is not supported; use one of auto, 32, bf16, fp16")
+        dtype = PRECISIONS[key]
+        if dtype is torch.float16 and device.type != "cuda":
+            raise ValueError("trainer.precision=fp16 needs a CUDA device; on the CPU use bf16 or 32")
+        return cls(key, dtype, device.type)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def make_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device_type, enabled=self.dtype is torch.float16)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=cpu or auto")
+    return device
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the model described by ``cfg`` and return the final metrics.
+
+    ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
+    """
+    validate_train_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    tcfg = cfg.trainer
+    seed_everything(int(cfg.seed), deterministic=bool(tcfg.get("deterministic", False)))
+    device = resolve_device(str(tcfg.device))
+    precision = Precision.from_config(tcfg.precision, device)
+
+    model = build_model(cfg.backbone, cfg.aggregator).to(device)
+    if tcfg.get("channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    loader, sampler, dataset = build_train_loader(
+        cfg.dataset, mean=model.backbone.mean, std=model.backbone.std, seed=int(cfg.seed), device_type=device.type
+    )
+    benchmarks = build_benchmarks(cfg.get("benchmark"))
+    loss_fn = build(cfg.loss).to(device)
+    optimizer = make_optimizer(cfg.optimizer, model)
+    scaler = precision.make_scaler()
+    steps_per_epoch = len(loader)
+    max_epochs = int(tcfg.max_epochs)
+    total_steps = max_epochs * steps_per_epoch
+    schedule = make_schedule(cfg.scheduler, steps_per_epoch, total_steps)
+    monitor = _monitor_key(tcfg, benchmarks)
+
+    epoch, step, best, history = 0, 0, -math.inf, []
+    if cfg.get("ckpt_path"):
+        state = load_checkpoint(cfg.ckpt_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, step, best = state["epoch"], state["step"], state["best_metric"]
+        history = state.get("history", [])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d, step %d", cfg.ckpt_path, epoch, step)
+
+    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True))
+    eval_kwargs = dict(
+        batch_size=int(tcfg.eval_batch_size), num_workers=int(cfg.dataset.get("num_workers", 0)),
+        device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
+    )
+    log.info(
+        "model: %s + %s, %d-d descriptors, %.2fM trainable params; %d places, %d steps/epoch x %d epochs on %s (%s)",
+        type(model.backbone).__name__, type(model.aggregator).__name__, model.descriptor_dim,
+        sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+        len(dataset), steps_per_epoch, max_epochs, device, precision.name,
+    )
+    try:
+        if tcfg.get("eval_before_training", False) and step == 0 and benchmarks:
+            before = evaluate_model(model, benchmarks, **eval_kwargs)
+            history.append({"epoch": 0, "step": 0, "metrics": before})
+            logger.log(_flatten(before), step=0)
+
+        log_every = int(tcfg.log_every_n_steps)
+        for epoch in range(epoch, max_epochs):
+            sampler.set_epoch(epoch)
+            sampler.set_start(step - epoch * steps_per_epoch)
+            model.train()
+            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=step - epoch * steps_per_epoch, total=steps_per_epoch)
+            tick, seen = time.perf_counter(), 0
+            for images, labels in bar:
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if tcfg.get("channels_last", False):
+                    images = images.contiguous(memory_format=torch.channels_last)
+                lr_factor = schedule(step)
+                set_lr(optimizer, lr_factor)
+
+                with precision.autocast():
+                    descriptors = model(images)
+                loss, stats = loss_fn(descriptors, labels)
+
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip)) if tcfg.grad_clip else None
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                seen += images.shape[0]
+
+                if step % log_every == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - tick
+                    metrics = {
+                        "train/loss": loss.item(), "train/lr": optimizer.param_groups[-1]["lr"],
+                        "train/img_per_s": seen / max(elapsed, 1e-9), "epoch": epoch + 1,
+                        **{f"train/{k}": v for k, v in stats.items()},
+                    }
+                    if grad_norm is not None:
+                        metrics["train/grad_norm"] = grad_norm.item()
+                    logger.log(metrics, step=step)
+                    bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}", img_s=f"{metrics['train/img_per_s']:.1f}")
+                    tick, seen = time.perf_counter(), 0
+
+            epoch_metrics: dict[str, Any] = {}
+            is_last = epoch + 1 == max_epochs
+            if benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or is_last):
+                epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
+                history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
+                logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "step": step, "best_metric": best, "config": resolved,
+                "rng": rng_state(), "history": history,
+            }
+            current = _lookup(epoch_metrics, monitor)
+            if current is not None and current > best:
+                best = state["best_metric"] = current
+                save_checkpoint(ckpt_dir / "best.ckpt", state)
+            save_checkpoint(ckpt_dir / "last.ckpt", state)
+
+        final = history[-1]["metrics"] if history else {}
+        summary = {**_flatten(final), "best/" + (monitor or "none"): best, "train/steps": step}
+        if history and history[0]["epoch"] == 0:
+            summary.update({f"before/{k}": v for k, v in _flatten(history[0]["metrics"]).items()})
+        logger.update_summary(summary)
+    finally:
+        logger.finish()
+
+    if history and history[0]["epoch"] == 0 and len(history) > 1:
+        print_before_after(history[0]["metrics"], history[-1]["metrics"], ks=tuple(tcfg.recall_ks))
+    result = {
+        "metrics": final, "best_metric": best, "monitor": monitor, "run_dir": str(run_dir),
+        "checkpoints": str(ckpt_dir), "metrics_file": str(logger.metrics_path),
+        "wandb_dir": str(logger.wandb_dir) if logger.wandb_dir else None, "history": history,
+    }
+    return result
+
+
+def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
+    """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark."""
+    if tcfg.get("monitor"):
+        return str(tcfg.monitor)
+    return f"{benchmarks[0].name}/R@1" if benchmarks else None
+
+
+def _flatten(metrics: dict[str, dict]) -> dict[str, Any]:
+    return {f"{bench}/{k}": v for bench, values in metrics.items() for k, v in values.items()}
+
+
+def _lookup(metrics: dict[str, dict], key: str | None) -> float | None:
+    if not key or not metrics:
+        return None
+    bench, _, name = key.partition("/")
+    if bench not in metrics:
+        raise KeyError(f"trainer.monitor={key!r}: no benchmark named {bench!r}; evaluated: {', '.join(metrics)}")
+    return float(metrics[bench][name])

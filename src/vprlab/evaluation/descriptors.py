@@ -1,0 +1,168 @@
+"""Turn a list of image files into one float32 descriptor matrix.
+
+This is the only place where descriptors leave the model during evaluation;
+retrieval, recall and any caching read the array returned here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+_AMP_DTYPES: dict[str, torch.dtype | None] = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "fp32": None,
+    "float32": None,
+    "none": None,
+}
+
+
+def resolve_amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept a torch dtype or a config string ("bf16", "fp16", "fp32"/"none"); None means no autocast."""
+    if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
+        return None if amp_dtype == torch.float32 else amp_dtype
+    key = str(amp_dtype).strip().lower().removeprefix("torch.")
+    if key not in _AMP_DTYPES:
+        raise ValueError(
+            f"unknown amp_dtype {amp_dtype!r}; use one of {sorted(_AMP_DTYPES)} or a torch dtype"
+        )
+    return _AMP_DTYPES[key]
+
+
+class ImagePathDataset(Dataset):
+    """Opens each path with PIL (converted to RGB) and applies ``transform``."""
+
+    def __init__(self, image_paths: Sequence[str | os.PathLike], transform: Callable) -> None:
+        self.image_paths = [str(p) for p in image_paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.image_paths[index]
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"image {path} (index {index}) does not exist; check the benchmark root "
+                "and that the dataset was fully downloaded/extracted"
+            )
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"cannot read image {path} (index {index}): {error}; the file is corrupt or "
+                "not an image, re-download it or remove it from the benchmark"
+            ) from error
+        return self.transform(image)
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    descriptors: np.ndarray  # float32 [N, D]
+    seconds: float  # wall time of the whole pass, image decoding included
+    images_per_second: float
+
+
+def _descriptor_from_output(output: object) -> torch.Tensor:
+    # Aggregators may return (descriptor, attention maps); the descriptor comes first.
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(
+            f"the model returned {shape}; descriptor extraction needs model(x) to return a "
+            "[batch, descriptor_dim] tensor (or a tuple whose first item is one)"
+        )
+    return output
+
+
+def extract_descriptors_timed(
+    model: nn.Module,
+    image_paths: Sequence[str | os.PathLike],
+    transform: Callable,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | str | None = None,
+    desc: str = "",
+    progress: bool = True,
+) -> ExtractionResult:
+    """Like :func:`extract_descriptors`, and also reports the end-to-end throughput.
+
+    The model is moved to ``device`` and put in eval mode for the pass; its
+    previous train/eval mode is restored afterwards (training loops call this
+    mid-epoch).
+    """
+    if len(image_paths) == 0:
+        raise ValueError(f"no images to extract descriptors from ({desc or 'empty path list'})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    dtype = resolve_amp_dtype(amp_dtype)
+
+    loader = DataLoader(
+        ImagePathDataset(image_paths, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    was_training = model.training
+    model.to(device).eval()
+    chunks: list[np.ndarray] = []
+    start = time.perf_counter()
+    try:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None),
+            tqdm(total=len(image_paths), desc=desc or None, unit="img", disable=not progress,
+                 leave=False, dynamic_ncols=True) as bar,
+        ):
+            for images in loader:
+                images = images.to(device, non_blocking=True)
+                descriptors = _descriptor_from_output(model(images))
+                chunks.append(descriptors.float().cpu().numpy())
+                bar.update(images.shape[0])
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    descriptors = np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
+    return ExtractionResult(
+        descriptors=descriptors,
+        seconds=seconds,
+        images_per_second=len(image_paths) / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def extract_descriptors(
+    model: nn.Module,
+    image_paths: Sequence[str | os.PathLike],
+    transform: Callable,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | str | None = None,
+    desc: str = "",
+    progress: bool = True,
+) -> np.ndarray:
+    """Run ``model`` over the images in order; returns float32 descriptors [len(image_paths), D]."""
+    return extract_descriptors_timed(
+        model, image_paths, transform, batch_size=batch_size, num_workers=num_workers,
+        device=device, amp_dtype=amp_dtype, desc=desc, progress=progress,
+    ).descriptors

@@ -1,0 +1,172 @@
+"""Recall tables: on the console, in Markdown, and as CSV + JSON files that accumulate across runs.
+
+A row is a flat dict such as ``{"model": "boq_resnet50", "benchmark": "pitts30k",
+"R@1": 88.1, "R@5": 94.3, "num_queries": 6816, ...}``. The results files are
+keyed by (model, benchmark): writing a row replaces the earlier row with the
+same key and leaves every other row alone, so evaluating one more model never
+loses the numbers of the previous ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rich.console import Console
+from rich.table import Table
+
+from vprlab.utils.io import atomic_write_json, atomic_write_text
+
+RESULT_KEY = ("model", "benchmark")
+_RECALL_COLUMN = re.compile(r"^R@(\d+)$")
+
+
+class ResultPaths(NamedTuple):
+    csv: Path
+    json: Path
+
+
+def recall_columns(rows: Sequence[dict]) -> list[str]:
+    """The ``R@k`` keys present in any row, in increasing k."""
+    found = {key for row in rows for key in row if _RECALL_COLUMN.match(key)}
+    return sorted(found, key=lambda key: int(_RECALL_COLUMN.match(key).group(1)))
+
+
+def ordered_columns(rows: Sequence[dict]) -> list[str]:
+    """Key columns, then R@k by k, then every other field in first-seen order."""
+    recalls = recall_columns(rows)
+    columns = [key for key in RESULT_KEY if any(key in row for row in rows)] + recalls
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def _format(value: Any, float_format: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return format(value, float_format)
+    return str(value)
+
+
+def print_recall_table(
+    rows: Sequence[dict],
+    title: str = "Recall@N (%)",
+    console: Console | None = None,
+    float_format: str = ".2f",
+) -> Table:
+    """One line per (model, benchmark), one column per R@k. Returns the rich Table it printed."""
+    columns = [key for key in RESULT_KEY if any(key in row for row in rows)] + recall_columns(rows)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in RESULT_KEY else "right")
+    for row in rows:
+        table.add_row(*(_format(row.get(column), float_format) for column in columns))
+    (console or Console()).print(table)
+    return table
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, float_format: str = ".2f") -> str:
+    """A GitHub-flavoured Markdown table; ``columns`` defaults to all fields (key, R@k, rest)."""
+    columns = list(columns) if columns is not None else ordered_columns(rows)
+    if not columns:
+        raise ValueError("markdown_table needs at least one column; the rows are empty")
+    align = ["---" if column in RESULT_KEY else "---:" for column in columns]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    for row in rows:
+        cells = (_format(row.get(column), float_format).replace("|", "\\|") for column in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _parse_csv_value(text: str) -> Any:
+    if text == "":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_results(out_dir: str | os.PathLike, stem: str = "results") -> list[dict]:
+    """Rows of an earlier :func:`write_results`; the JSON file is authoritative, the CSV a fallback."""
+    json_path, csv_path = Path(out_dir) / f"{stem}.json", Path(out_dir) / f"{stem}.csv"
+    if json_path.is_file():
+        try:
+            rows = json.loads(json_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"results file {json_path} is not valid JSON ({error}); move it away to start a new one"
+            ) from error
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise ValueError(f"results file {json_path} should hold a list of row objects; move it away to start a new one")
+        return rows
+    if csv_path.is_file():
+        with csv_path.open(newline="") as f:
+            return [{k: _parse_csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return []
+
+
+def _row_key(row: dict) -> tuple:
+    missing = [key for key in RESULT_KEY if row.get(key) in (None, "")]
+    if missing:
+        raise ValueError(f"result row {row} lacks {missing}; every row needs {list(RESULT_KEY)}")
+    return tuple(str(row[key]) for key in RESULT_KEY)
+
+
+def merge_rows(existing: Sequence[dict], new: Sequence[dict]) -> list[dict]:
+    """Existing rows in their order with same-key rows replaced in place; unseen new rows appended."""
+    merged = {_row_key(row): dict(row) for row in existing}
+    for row in new:
+        merged[_row_key(row)] = dict(row)  # dict keeps the first insertion position on update
+    return list(merged.values())
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Serialise read-merge-write between processes (parallel sweep jobs) where fcntl exists."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a concurrent writer may drop a row
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _to_csv(rows: Sequence[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ordered_columns(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "results") -> ResultPaths:
+    """Merge ``rows`` into ``out_dir/{stem}.json`` and ``.csv`` (atomically), replacing rows by (model, benchmark)."""
+    out_dir = Path(out_dir)
+    for row in rows:
+        _row_key(row)
+    with _locked(out_dir / f".{stem}.lock"):
+        merged = merge_rows(read_results(out_dir, stem), rows)
+        json_path = atomic_write_json(out_dir / f"{stem}.json", merged)
+        csv_path = atomic_write_text(out_dir / f"{stem}.csv", _to_csv(merged))
+    return ResultPaths(csv=csv_path, json=json_path)

@@ -1,0 +1,109 @@
+"""Exact nearest-neighbour search by inner product (descriptors are L2-normalised).
+
+Large databases can be searched in chunks (``db_chunk_size``) to bound memory,
+especially on GPU; the per-chunk top-k lists are merged exactly, so the result
+equals a single search over the whole database.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+# faiss GPU brute-force search supports k up to this value; above it we search on CPU.
+_FAISS_GPU_MAX_K = 2048
+
+
+def _as_matrix(name: str, array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [num_items, descriptor_dim] array, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def faiss_num_gpus() -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def _resolve_use_gpu(use_gpu: bool | str, k: int) -> bool:
+    if isinstance(use_gpu, str):
+        value = use_gpu.strip().lower()
+        if value == "auto":
+            return faiss_num_gpus() > 0 and k <= _FAISS_GPU_MAX_K
+        if value not in ("true", "false"):
+            raise ValueError(f"use_gpu must be 'auto', true or false, got {use_gpu!r}")
+        use_gpu = value == "true"
+    if use_gpu:
+        if faiss_num_gpus() == 0:
+            raise RuntimeError(
+                "use_gpu=true but this faiss build sees no GPU; install faiss-gpu "
+                "(conda install -c pytorch faiss-gpu) or set use_gpu=auto/false"
+            )
+        if k > _FAISS_GPU_MAX_K:
+            raise ValueError(
+                f"faiss GPU search supports k <= {_FAISS_GPU_MAX_K}, got k={k}; lower k or set use_gpu=false"
+            )
+    return bool(use_gpu)
+
+
+def _search_one(database: np.ndarray, queries: np.ndarray, k: int, gpu_resources) -> tuple[np.ndarray, np.ndarray]:
+    index = faiss.IndexFlatIP(database.shape[1])
+    if gpu_resources is not None:
+        index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)
+    index.add(database)
+    scores, indices = index.search(queries, k)
+    return scores, indices.astype(np.int64, copy=False)
+
+
+def _sort_rows(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the k best per row: highest score first, ties broken by lower database index."""
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+def search(
+    database: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    db_chunk_size: int | None = None,
+    use_gpu: bool | str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k database items for every query by inner product.
+
+    Returns ``(scores [num_queries, k] float32, indices [num_queries, k] int64)``,
+    best first. ``k`` larger than the database is clamped to the database size.
+    ``use_gpu``: "auto" uses faiss GPUs when this faiss build has any, true
+    requires one, false stays on CPU. Among the returned items, equal scores are
+    ordered by database index; which of several equal-score items at the k-th
+    place is kept follows faiss.
+    """
+    database = _as_matrix("database descriptors", database)
+    queries = _as_matrix("query descriptors", queries)
+    num_db, dim = database.shape
+    if queries.shape[1] != dim:
+        raise ValueError(
+            f"descriptor dims differ: database has dim {dim}, queries have dim {queries.shape[1]}; "
+            "extract both with the same model"
+        )
+    if num_db == 0:
+        raise ValueError("the database is empty; there is nothing to search")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if db_chunk_size is not None and db_chunk_size < 1:
+        raise ValueError(f"db_chunk_size must be >= 1 or None, got {db_chunk_size}")
+    k = min(int(k), num_db)
+    if queries.shape[0] == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+
+    gpu_resources = faiss.StandardGpuResources() if _resolve_use_gpu(use_gpu, k) else None
+    chunk = num_db if db_chunk_size is None else min(int(db_chunk_size), num_db)
+
+    all_scores, all_indices = [], []
+    for start in range(0, num_db, chunk):
+        part = database[start : start + chunk]
+        scores, indices = _search_one(part, queries, min(k, part.shape[0]), gpu_resources)
+        all_scores.append(scores)
+        all_indices.append(indices + start)
+    scores, indices = _sort_rows(np.concatenate(all_scores, axis=1), np.concatenate(all_indices, axis=1), k)
+    return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(indices, dtype=np.int64)

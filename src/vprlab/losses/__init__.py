@@ -1,0 +1,3 @@
+from vprlab.losses.metric import MinedMetricLoss, multi_similarity
+
+__all__ = ["MinedMetricLoss", "multi_similarity"]

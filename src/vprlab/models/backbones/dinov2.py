@@ -1,0 +1,181 @@
+"""DINOv2 ViTs (built with timm) as VPR backbones, computing exactly what the BoQ release computes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vprlab.models.backbones._weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    download_failed,
+    load_state_dict_file,
+    load_strict,
+)
+
+DINOV2_MODELS = (
+    "vit_small_patch14_dinov2",
+    "vit_base_patch14_dinov2",
+    "vit_large_patch14_dinov2",
+    "vit_giant_patch14_dinov2",
+)
+PATCH_SIZE = 14
+# Position embeddings are stored for 518x518 inputs: a 37x37 patch grid plus the class token.
+POS_EMBED_IMAGE_SIZE = 518
+# The DINOv2 release adds this to the target grid before turning it into a scale factor.
+_INTERPOLATE_OFFSET = 0.1
+
+
+def check_image_size(size: int | Sequence[int], patch_size: int = PATCH_SIZE) -> None:
+    """Raise a ValueError unless every side of ``size`` (int or (H, W)) is a multiple of ``patch_size``.
+
+    Called by the backbone on each input, and usable by config validation before anything is built.
+    """
+    sides = [size] if isinstance(size, int) else list(size)
+    for side in sides:
+        side = int(side)
+        if side < patch_size or side % patch_size:
+            below = max(patch_size, side // patch_size * patch_size)
+            above = (side // patch_size + 1) * patch_size
+            suggestion = f"{above}" if above == below else f"{above} or {below}"
+            raise ValueError(
+                f"image size {side} is not a multiple of the DINOv2 patch size {patch_size}; use {suggestion}"
+            )
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Resize [1, 1 + M*M, C] position embeddings to a grid_h x grid_w patch grid like the DINOv2 release.
+
+    Bicubic, no antialiasing, driven by the scale factor ``(grid + 0.1) / M`` rather than a target size
+    (the two give different sampling positions); the class-token embedding is kept as is. Computed in
+    float32 and returned in the input dtype. For non-square grids the release swaps height and width
+    (it only works for square inputs); here each side uses its own grid.
+    """
+    num_patches = pos_embed.shape[1] - 1
+    side = int(round(num_patches**0.5))
+    if side * side != num_patches:
+        raise ValueError(f"pos_embed has {num_patches} patch positions, not a square grid")
+    if grid_h == side and grid_w == side:
+        return pos_embed
+    dtype = pos_embed.dtype
+    pos_embed = pos_embed.float()
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    patch_pos = F.interpolate(
+        patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2),
+        scale_factor=((grid_h + _INTERPOLATE_OFFSET) / side, (grid_w + _INTERPOLATE_OFFSET) / side),
+        mode="bicubic",
+        antialias=False,
+    )
+    if patch_pos.shape[-2:] != (grid_h, grid_w):  # floor(M * (g + 0.1) / M) == g for every sane g
+        raise RuntimeError(f"position embeddings resized to {tuple(patch_pos.shape[-2:])}, not {(grid_h, grid_w)}")
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
+    return torch.cat((cls_pos, patch_pos), dim=1).to(dtype)
+
+
+class DinoV2Backbone(nn.Module):
+    """A DINOv2 ViT returning its patch tokens as a feature map [B, C, H/14, W/14].
+
+    The timm model lives in ``self.dino`` with an extra (unused, frozen) ``mask_token`` so that the
+    state-dict keys are those of the DINOv2 release and of the released BoQ checkpoint
+    (``backbone.dino.*``); an original DINOv2 ``dinov2_vit*14_pretrain.pth`` file loads as is.
+
+    The forward pass is written here rather than taken from timm because timm resizes position
+    embeddings differently from the release (antialiased, by target size), which changes the features
+    at any input size other than 518. The final ``norm`` is stored but not applied, and the class
+    token is dropped, as in BoQ.
+
+    Only the last ``num_trainable_blocks`` transformer blocks train; patch embedding, class token,
+    position embeddings, earlier blocks, mask token and final norm are frozen (and run without
+    autograd, which saves memory).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vit_base_patch14_dinov2",
+        pretrained: bool = True,
+        weights_path: str | Path | None = None,
+        num_trainable_blocks: int = 2,
+    ) -> None:
+        super().__init__()
+        if model_name not in DINOV2_MODELS:
+            raise ValueError(f"unknown DINOv2 model_name={model_name!r}; choose one of {list(DINOV2_MODELS)}")
+        download = pretrained and weights_path is None  # a local file wins over downloading
+        kwargs = dict(img_size=POS_EMBED_IMAGE_SIZE, num_classes=0)
+        if download:
+            try:
+                dino = timm.create_model(model_name, pretrained=True, **kwargs)
+            except Exception as err:  # no network, hub offline mode, corrupt cache...
+                raise download_failed(model_name, err, f"{model_name}.pth") from err
+        else:
+            dino = timm.create_model(model_name, pretrained=False, **kwargs)
+        if dino.num_prefix_tokens != 1:
+            raise ValueError(f"{model_name} has {dino.num_prefix_tokens} prefix tokens; only the class token is supported")
+        # DINOv2 keeps a mask token for masked-image pretraining; timm drops it. Registered (zeros, as in
+        # DINOv2's init) only so that released checkpoints load strictly.
+        dino.mask_token = nn.Parameter(torch.zeros(1, dino.embed_dim))
+        self.dino = dino
+        if weights_path is not None:
+            what = f"a {model_name} state dict (DINOv2 or timm key names)"
+            state = load_state_dict_file(weights_path, what)
+            state.setdefault("mask_token", self.dino.mask_token.detach().clone())  # timm files lack it
+            load_strict(self.dino, state, weights_path, what)
+
+        self.model_name = model_name
+        self.out_channels: int = dino.embed_dim
+        self.patch_size: int = PATCH_SIZE
+        self.stride: int = PATCH_SIZE
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+
+        depth = len(dino.blocks)
+        if not 0 <= num_trainable_blocks <= depth:
+            raise ValueError(
+                f"num_trainable_blocks={num_trainable_blocks} is out of range for {model_name}; use 0..{depth}"
+            )
+        self.num_trainable_blocks = num_trainable_blocks
+        self.dino.requires_grad_(False)
+        for block in self.trainable_blocks:
+            block.requires_grad_(True)
+
+    @property
+    def trainable_blocks(self) -> list[nn.Module]:
+        blocks = list(self.dino.blocks)
+        return blocks[len(blocks) - self.num_trainable_blocks :]
+
+    @property
+    def frozen_blocks(self) -> list[nn.Module]:
+        blocks = list(self.dino.blocks)
+        return blocks[: len(blocks) - self.num_trainable_blocks]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding + class token + (resized) position embeddings -> tokens [B, 1 + N, C]."""
+        _, _, height, width = x.shape
+        check_image_size((height, width), self.patch_size)
+        tokens = self.dino.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        tokens = self.dino.patch_embed.norm(tokens)  # Identity for DINOv2; kept for other timm configs
+        cls = self.dino.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat((cls, tokens), dim=1)
+        pos = interpolate_pos_embed(self.dino.pos_embed, height // self.patch_size, width // self.patch_size)
+        return tokens + pos.to(tokens.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
+        frozen = [self.dino.patch_embed, *self.frozen_blocks]
+        frozen_params = [self.dino.cls_token, self.dino.pos_embed, *(p for m in frozen for p in m.parameters())]
+        no_grad = not any(p.requires_grad for p in frozen_params)
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            tokens = self.embed(x)
+            for block in self.frozen_blocks:
+                tokens = block(tokens)
+        for block in self.trainable_blocks:
+            tokens = block(tokens)
+        patches = tokens[:, 1:]
+        return patches.transpose(1, 2).reshape(batch, self.out_channels, height // self.patch_size, width // self.patch_size)

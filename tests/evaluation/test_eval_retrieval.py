@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from vprlab.evaluation.retrieval import faiss_num_gpus, search
+
+
+def _normalised(rng, n, dim):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute_force(database, queries, k):
+    scores = queries @ database.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return _normalised(rng, 37, 16), _normalised(rng, 11, 16)
+
+
+def test_search_matches_numpy_brute_force(data):
+    database, queries = data
+    scores, indices = search(database, queries, k=5, use_gpu=False)
+    expected_scores, expected_indices = _brute_force(database, queries, 5)
+    assert scores.dtype == np.float32 and indices.dtype == np.int64
+    assert scores.shape == indices.shape == (11, 5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 10, 36, 37, 100])
+@pytest.mark.parametrize("k", [1, 7, 37, 50])
+def test_chunked_search_equals_unchunked(data, chunk, k):
+    database, queries = data
+    full_scores, full_indices = search(database, queries, k=k, use_gpu=False)
+    scores, indices = search(database, queries, k=k, db_chunk_size=chunk, use_gpu=False)
+    assert indices.shape == (11, min(k, 37))
+    np.testing.assert_array_equal(indices, full_indices)
+    np.testing.assert_allclose(scores, full_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_k_larger_than_database_returns_every_item_ranked(data):
+    database, queries = data
+    _, indices = search(database, queries, k=1000, use_gpu=False)
+    assert indices.shape == (11, 37)
+    assert all(sorted(row) == list(range(37)) for row in indices.tolist())
+
+
+def test_equal_scores_are_ordered_by_database_index():
+    database = np.eye(3, dtype=np.float32)[[0, 1, 0, 2, 0]]  # item 0 repeated at 0, 2, 4
+    queries = np.array([[1, 0, 0]], dtype=np.float32)
+    for chunk in (None, 1, 2):
+        _, indices = search(database, queries, k=5, db_chunk_size=chunk, use_gpu=False)
+        assert indices[0, :3].tolist() == [0, 2, 4]
+
+
+def test_dim_mismatch_names_both_dims(data):
+    database, queries = data
+    with pytest.raises(ValueError, match="database has dim 16, queries have dim 8"):
+        search(database, queries[:, :8], k=1)
+
+
+def test_invalid_arguments():
+    database = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        search(database, database, k=0)
+    with pytest.raises(ValueError, match="db_chunk_size"):
+        search(database, database, k=1, db_chunk_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        search(database[:0], database, k=1)
+    with pytest.raises(ValueError, match="2-D"):
+        search(database[0], database, k=1)
+    with pytest.raises(ValueError, match="use_gpu"):
+        search(database, database, k=1, use_gpu="sometimes")
+
+
+def test_no_queries_gives_empty_result():
+    scores, indices = search(np.eye(4, dtype=np.float32), np.zeros((0, 4), np.float32), k=2)
+    assert scores.shape == indices.shape == (0, 2)
+
+
+@pytest.mark.skipif(faiss_num_gpus() > 0, reason="this faiss build has GPUs")
+def test_use_gpu_true_without_faiss_gpu_says_what_to_do(data):
+    database, queries = data
+    with pytest.raises(RuntimeError, match="faiss-gpu"):
+        search(database, queries, k=1, use_gpu=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss_num_gpus() == 0, reason="faiss build without GPU support")
+def test_gpu_search_matches_cpu(data):
+    database, queries = data
+    cpu_scores, cpu_indices = search(database, queries, k=10, db_chunk_size=8, use_gpu=False)
+    gpu_scores, gpu_indices = search(database, queries, k=10, db_chunk_size=8, use_gpu=True)
+    np.testing.assert_array_equal(gpu_indices, cpu_indices)
+    np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,24 @@
+"""Train a VPR model: `python train.py backbone=dinov2 aggregator=boq dataset.root=/data/gsv-cities`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from vprlab.engine.trainer import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    result = train(cfg)
+    print(f"run folder:   {result['run_dir']}")
+    print(f"checkpoints:  {result['checkpoints']}")
+    print(f"metrics file: {result['metrics_file']}")
+    if result["wandb_dir"]:
+        print(f"W&B run:      {result['wandb_dir']}  (offline runs upload with `wandb sync {result['wandb_dir']}`)")
+    # The value Optuna sweeps optimise.
+    return result["best_metric"] if result["monitor"] else None
+
+
+if __name__ == "__main__":
+    main()
