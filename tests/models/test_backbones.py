@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+from safetensors.torch import save_file
 
 from vprlab.models.backbones import DinoV2Backbone, ResNetBackbone, check_image_size
 from vprlab.models.backbones.dinov2 import interpolate_pos_embed
@@ -56,7 +57,9 @@ def test_resnet_num_trainable_blocks_out_of_range() -> None:
 
 def test_resnet_frozen_batchnorm_keeps_running_stats_in_train_mode() -> None:
     torch.manual_seed(0)
-    backbone = ResNetBackbone("resnet18", pretrained=False, num_trainable_blocks=1).train()
+    backbone = ResNetBackbone("resnet18", pretrained=False, num_trainable_blocks=1)
+    assert backbone.training and not backbone.net[1].training  # frozen BN in eval mode from the start
+    backbone.eval().train()
     frozen_bn, trained_bn = backbone.net[1], backbone.net[6][0].bn1  # stem bn, layer3 bn
     assert not frozen_bn.training and not backbone.net[5][0].bn1.training
     assert trained_bn.training
@@ -188,6 +191,10 @@ def test_dinov2_weights_path(tmp_path, small_dino: DinoV2Backbone) -> None:
     loaded = DinoV2Backbone(SMALL_DINO, pretrained=True, weights_path=path)  # file wins, no download
     torch.testing.assert_close(loaded.dino.pos_embed, small_dino.dino.pos_embed)
     torch.testing.assert_close(loaded.dino.blocks[3].ls1.gamma, small_dino.dino.blocks[3].ls1.gamma)
+    safetensors_path = tmp_path / "model.safetensors"
+    save_file(timm_state, safetensors_path)
+    loaded = DinoV2Backbone(SMALL_DINO, pretrained=False, weights_path=safetensors_path)
+    torch.testing.assert_close(loaded.dino.norm.bias, small_dino.dino.norm.bias)
     # DINOv2-release layout (with mask_token) loads too, and extra keys are refused.
     torch.save({**timm_state, "mask_token": torch.ones(1, 384)}, path)
     assert torch.equal(DinoV2Backbone(SMALL_DINO, pretrained=False, weights_path=path).dino.mask_token, torch.ones(1, 384))
@@ -205,3 +212,16 @@ def test_dinov2_pretrained_offline_gives_clear_error(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match=r"backbone\.pretrained=false.*backbone\.weights_path=/path/to/") as info:
         DinoV2Backbone(SMALL_DINO, pretrained=True)
     assert "couldn't connect" in str(info.value)  # our stub raised it, not a real download attempt
+
+
+def test_image_size_attributes() -> None:
+    resnet = ResNetBackbone("resnet18", pretrained=False, train_image_size=[48, 64], eval_image_size=96)
+    assert resnet.train_image_size == (48, 64) and resnet.eval_image_size == (96, 96)
+    assert ResNetBackbone("resnet18", pretrained=False).eval_image_size == (384, 384)
+    with pytest.raises(ValueError, match="train_image_size=\\[48\\] must be a positive int or a \\[height, width\\] pair"):
+        ResNetBackbone("resnet18", pretrained=False, train_image_size=[48])
+
+
+def test_dinov2_checks_configured_image_sizes_before_building() -> None:
+    with pytest.raises(ValueError, match="backbone.eval_image_size: image size 320 is not a multiple of the DINOv2 patch size 14"):
+        DinoV2Backbone(SMALL_DINO, pretrained=False, eval_image_size=[322, 320])

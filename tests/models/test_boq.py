@@ -106,6 +106,10 @@ def test_boq_parameter_names_and_heads() -> None:
     assert model.fc.in_features == 2 * 4
 
 
+def test_boq_default_projection_is_half_the_input_width() -> None:
+    assert BoQ(in_channels=256, proj_channels=None, num_queries=2, num_layers=1, row_dim=2).proj_channels == 128
+
+
 def test_boq_rejects_channels_not_divisible_by_heads() -> None:
     with pytest.raises(ValueError, match=r"proj_channels=200 is not divisible by its number of attention heads 3"):
         BoQ(in_channels=8, proj_channels=200)

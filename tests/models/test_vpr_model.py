@@ -73,7 +73,8 @@ def test_released_layout_loads_strictly(layout_file, make_model, input_size: int
 
 
 BACKBONES = {
-    "resnet18": ({"_target_": "vprlab.models.backbones.ResNetBackbone", "model_name": "resnet18", "pretrained": False}, 64),
+    "resnet18": ({"_target_": "vprlab.models.backbones.ResNetBackbone", "model_name": "resnet18", "pretrained": False,
+                  "train_image_size": [48, 64], "eval_image_size": [64, 64]}, 64),
     "resnet18_full": ({"_target_": "vprlab.models.backbones.ResNetBackbone", "model_name": "resnet18", "pretrained": False,
                        "crop_last_block": False, "num_trainable_blocks": 2}, 64),
     "dinov2_small": ({"_target_": "vprlab.models.backbones.DinoV2Backbone", "model_name": "vit_small_patch14_dinov2",
@@ -96,6 +97,8 @@ def test_build_model_forward_backward(backbone_name: str, aggregator_name: str) 
     assert desc.shape == (2, model.descriptor_dim)
     torch.testing.assert_close(desc.norm(dim=1), torch.ones(2), atol=1e-5, rtol=0)
     assert (attns is None) == (aggregator_name == "gem")
+    if isinstance(model.backbone, ResNetBackbone):  # VPRModel.train() reaches the frozen BatchNorm rule
+        assert not model.backbone.net[1].training and model.backbone.net[-1][0].bn1.training
 
     (desc * torch.randn_like(desc)).sum().backward()
     for name, param in model.named_parameters():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from vprlab.utils.config import to_plain
 from vprlab.utils.instantiate import build
 
 # Keys of the dataset config that describe how batches are made, not the dataset itself.
@@ -18,7 +19,7 @@ LOADER_KEYS = (
 
 def split_dataset_config(cfg: DictConfig | Mapping) -> tuple[dict, dict]:
     """Return (dataset kwargs with ``_target_``, loader settings)."""
-    full = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    full = to_plain(cfg)
     loader = {k: full.pop(k) for k in LOADER_KEYS if k in full}
     return full, loader
 

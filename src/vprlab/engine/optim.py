@@ -10,9 +10,10 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from vprlab.utils.config import to_plain
 from vprlab.utils.instantiate import build
 
 Schedule = Callable[[int], float]
@@ -36,10 +37,10 @@ def param_groups(model: nn.Module, lr: float, backbone_lr: float | None = None) 
 def make_optimizer(cfg: DictConfig | dict, model: nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer from a ``_partial_`` config. ``backbone_lr`` (null = same as lr)
     is ours, not the optimizer's, so it is taken out before instantiation."""
-    cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
+    cfg = to_plain(cfg)
     backbone_lr = cfg.pop("backbone_lr", None)
     factory = build(cfg)
-    optimizer = factory(param_groups(model, lr=float(cfg.lr), backbone_lr=backbone_lr))
+    optimizer = factory(param_groups(model, lr=float(cfg["lr"]), backbone_lr=backbone_lr))
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer

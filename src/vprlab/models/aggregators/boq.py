@@ -54,17 +54,22 @@ class BoQBlock(nn.Module):
 
 class BoQ(nn.Module):
     """Bag-of-Queries aggregator: feature map [B, C, H, W] -> L2-normalised descriptor
-    [B, proj_channels * row_dim] plus the ``num_layers`` cross-attention maps [B, num_queries, H*W]."""
+    [B, proj_channels * row_dim] plus the ``num_layers`` cross-attention maps [B, num_queries, H*W].
+
+    ``proj_channels=None`` uses ``in_channels // 2`` (the width of both released models).
+    """
 
     def __init__(
         self,
         in_channels: int,
-        proj_channels: int = 512,
+        proj_channels: int | None = 512,
         num_queries: int = 64,
         num_layers: int = 2,
         row_dim: int = 32,
     ) -> None:
         super().__init__()
+        if proj_channels is None:  # half the backbone width: ResNet50 1024 -> 512, DINOv2-B 768 -> 384
+            proj_channels = in_channels // 2
         for name, value in dict(
             in_channels=in_channels, proj_channels=proj_channels, num_queries=num_queries,
             num_layers=num_layers, row_dim=row_dim,

@@ -1,7 +1,9 @@
-"""Weight loading shared by the backbones: local files and the offline-download error."""
+"""What the backbones share: ImageNet statistics, image-size arguments, weight files and the
+offline-download error."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -11,8 +13,18 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+def as_image_size(size: int | Sequence[int] | None, name: str) -> tuple[int, int] | None:
+    """``320`` or ``[320, 320]`` -> ``(320, 320)`` (height, width); None stays None."""
+    if size is None:
+        return None
+    sides = [size, size] if isinstance(size, int) else list(size)
+    if len(sides) != 2 or not all(int(v) == v and v > 0 for v in sides):
+        raise ValueError(f"{name}={size!r} must be a positive int or a [height, width] pair")
+    return int(sides[0]), int(sides[1])
+
+
 def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """Read a state dict saved with ``torch.save`` (tensors only, ``weights_only=True``).
+    """Read a state dict saved with ``torch.save`` (tensors only, ``weights_only=True``) or as safetensors.
 
     ``what`` names the expected content in error messages (e.g. "a torchvision resnet50 state dict").
     """
@@ -22,7 +34,12 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
             f"backbone.weights_path={str(path)!r} does not exist; point it to {what} "
             "or set backbone.weights_path=null"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":  # e.g. a timm / Hugging Face cache file copied by hand
+        from safetensors.torch import load_file
+
+        state = load_file(path, device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(
             f"backbone.weights_path={str(path)!r} does not hold a plain state dict "

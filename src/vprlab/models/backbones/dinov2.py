@@ -14,6 +14,7 @@ from torch import nn
 from vprlab.models.backbones._weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    as_image_size,
     download_failed,
     load_state_dict_file,
     load_strict,
@@ -54,8 +55,8 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> 
 
     Bicubic, no antialiasing, driven by the scale factor ``(grid + 0.1) / M`` rather than a target size
     (the two give different sampling positions); the class-token embedding is kept as is. Computed in
-    float32 and returned in the input dtype. For non-square grids the release swaps height and width
-    (it only works for square inputs); here each side uses its own grid.
+    float32 and returned in the dtype of ``pos_embed``. Rows use ``grid_h`` and columns ``grid_w``, as the
+    release does (its code calls the image height ``w``, but the result is the same).
     """
     num_patches = pos_embed.shape[1] - 1
     side = int(round(num_patches**0.5))
@@ -94,6 +95,14 @@ class DinoV2Backbone(nn.Module):
     Only the last ``num_trainable_blocks`` transformer blocks train; patch embedding, class token,
     position embeddings, earlier blocks, mask token and final norm are frozen (and run without
     autograd, which saves memory).
+
+    Weights: ``weights_path`` (a state dict with DINOv2 or timm key names; ``mask_token`` optional) is
+    loaded whenever it is given, whatever ``pretrained`` says; otherwise ``pretrained=True`` downloads
+    timm's DINOv2 weights (LVD-142M) and ``pretrained=False`` keeps the random initialisation.
+
+    ``train_image_size`` / ``eval_image_size`` record the input sizes the model is meant for (BoQ
+    DINOv2: trained at 280, evaluated at 322); they are checked against the patch size at once so a
+    bad config fails before any data is read.
     """
 
     def __init__(
@@ -102,10 +111,20 @@ class DinoV2Backbone(nn.Module):
         pretrained: bool = True,
         weights_path: str | Path | None = None,
         num_trainable_blocks: int = 2,
+        train_image_size: int | Sequence[int] | None = (280, 280),
+        eval_image_size: int | Sequence[int] | None = (322, 322),
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
             raise ValueError(f"unknown DINOv2 model_name={model_name!r}; choose one of {list(DINOV2_MODELS)}")
+        self.train_image_size = as_image_size(train_image_size, "train_image_size")
+        self.eval_image_size = as_image_size(eval_image_size, "eval_image_size")
+        for name, size in (("train_image_size", self.train_image_size), ("eval_image_size", self.eval_image_size)):
+            if size is not None:
+                try:
+                    check_image_size(size)
+                except ValueError as err:
+                    raise ValueError(f"backbone.{name}: {err}") from None
         download = pretrained and weights_path is None  # a local file wins over downloading
         kwargs = dict(img_size=POS_EMBED_IMAGE_SIZE, num_classes=0)
         if download:
@@ -163,7 +182,7 @@ class DinoV2Backbone(nn.Module):
         cls = self.dino.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat((cls, tokens), dim=1)
         pos = interpolate_pos_embed(self.dino.pos_embed, height // self.patch_size, width // self.patch_size)
-        return tokens + pos.to(tokens.dtype)
+        return tokens + pos  # dtype promotion as in the release (fp32 embeddings under autocast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape

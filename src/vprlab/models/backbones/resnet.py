@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ from torch import nn
 from vprlab.models.backbones._weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    as_image_size,
     download_failed,
     load_state_dict_file,
     load_strict,
@@ -35,13 +37,24 @@ class ResNetBackbone(nn.Module):
 
     Freezing: the network is seen as the blocks ``[stem (conv1+bn1), layer1, layer2, layer3(, layer4)]``
     and ``num_trainable_blocks`` counts the trained ones from the end. The default 1 trains only the
-    last kept stage (layer3 when layer4 is cropped), as BoQ (``unfreeze_n_blocks=1``) and GSV-Cities
-    (``layers_to_freeze=2``) do for ResNet50; 0 freezes everything, ``len(blocks)`` trains everything.
+    last kept stage (layer3 when layer4 is cropped), the default of BoQ's ResNet class
+    (``unfreeze_n_blocks=1``) and of GSV-Cities/MixVPR (``layers_to_freeze=2``). BoQ's training script
+    passes its shared default ``unfreeze_n_blocks=2`` instead, which here means 2: layer2 and layer3
+    train. 0 freezes everything, ``len(blocks)`` trains everything, stem included.
     Frozen blocks keep their BatchNorm layers in eval mode even in ``model.train()``, so their running
     statistics stay those of the loaded weights. (The BoQ code only sets ``requires_grad=False``, which
     lets frozen BatchNorm statistics drift during training; we keep a frozen stage truly frozen.)
     Freezing does not depend on ``pretrained``: a model built with ``pretrained=False`` and then
     loaded from a checkpoint trains the same parameters as one built from ImageNet weights.
+
+    Weights: ``weights_path`` (a torchvision state dict of the full ResNet, fc included) is loaded
+    whenever it is given, whatever ``pretrained`` says; otherwise ``pretrained=True`` downloads
+    torchvision's IMAGENET1K_V1 weights (the ones BoQ started from) and ``pretrained=False`` keeps
+    the random initialisation.
+
+    ``train_image_size`` / ``eval_image_size`` are not used by the network (it takes any size); they
+    record the input sizes the model is meant for (BoQ ResNet50: trained at 320, evaluated at 384),
+    read by the training data pipeline and by evaluation when a benchmark sets no size.
     """
 
     def __init__(
@@ -51,6 +64,8 @@ class ResNetBackbone(nn.Module):
         weights_path: str | Path | None = None,
         crop_last_block: bool = True,
         num_trainable_blocks: int = 1,
+        train_image_size: int | Sequence[int] | None = (320, 320),
+        eval_image_size: int | Sequence[int] | None = (384, 384),
     ) -> None:
         super().__init__()
         if model_name not in _RESNETS:
@@ -79,6 +94,8 @@ class ResNetBackbone(nn.Module):
         self.stride: int = 16 if crop_last_block else 32
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
+        self.train_image_size = as_image_size(train_image_size, "train_image_size")
+        self.eval_image_size = as_image_size(eval_image_size, "eval_image_size")
 
         # Indices into self.net of each freezable block; relu/maxpool have no parameters.
         self._blocks: list[list[int]] = [[0, 1]] + [[4 + i] for i in range(len(stages))]
@@ -92,6 +109,7 @@ class ResNetBackbone(nn.Module):
         for indices in self.frozen_block_indices():
             for index in indices:
                 self.net[index].requires_grad_(False)
+        self.train(self.training)  # puts the frozen BatchNorm layers in eval mode right away
 
     def frozen_block_indices(self) -> list[list[int]]:
         """Indices into ``self.net`` of the frozen blocks (one list per block)."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: Hydra composition without a Hydra run, and a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = REPO.parent / "shared"
+
+# Tests never reach the network and never need a TTY.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("VPRLAB_PROGRESS", "0")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY_SYNTHETIC = dict(
+    num_train_places=24, images_per_place=4, num_cities=2, num_bench_places=12,
+    bench_db_per_place=1, bench_queries_per_place=1, image_size=(48, 64), seed=3,
+)
+
+
+def compose_config(config_name: str = "train", overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=hydra)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    from vprlab.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    return generate_synthetic(root, **TINY_SYNTHETIC)
+
+
+def tiny_train_overrides(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    """A BoQ small enough to train for a few steps in seconds on a CPU."""
+    return [
+        "experiment=quickstart",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={output_dir}",
+        "backbone.train_image_size=[48,64]",
+        "backbone.eval_image_size=[48,64]",
+        "aggregator.proj_channels=32",
+        "aggregator.num_queries=8",
+        "aggregator.num_layers=1",
+        "aggregator.row_dim=4",
+        "dataset.places_per_batch=8",
+        "trainer.max_epochs=2",
+        "trainer.eval_batch_size=16",
+        "trainer.log_every_n_steps=1",
+        *extra,
+    ]
