@@ -57,3 +57,18 @@ def tiny_train_overrides(data_dir: Path, output_dir: Path, *extra: str) -> list[
         "trainer.log_every_n_steps=1",
         *extra,
     ]
+
+
+# A schedule that does not depend on max_epochs, so a 1-epoch run continued to 3 epochs
+# must retrace the 3-epoch run exactly.
+RESUMABLE_SCHEDULE = ["scheduler=warmup_multistep", "scheduler.warmup_epochs=0.5", "scheduler.milestones=[2]", "scheduler.gamma=0.5"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_synthetic, tmp_path_factory):
+    """(result of train(), run folder) of a 3-epoch tiny BoQ run, shared by engine and evaluation tests."""
+    from vprlab.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("trained_run")
+    cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, out, "trainer.max_epochs=3", *RESUMABLE_SCHEDULE))
+    return train(cfg), out

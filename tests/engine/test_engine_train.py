@@ -8,22 +8,17 @@ import pytest
 import torch
 import yaml
 
+from conftest import RESUMABLE_SCHEDULE as SCHEDULE
 from conftest import compose_config, tiny_train_overrides
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.trainer import train
 from vprlab.tracking import read_metrics
 from vprlab.tracking.wandb_offline import read_offline_run
 
-# A schedule that does not depend on max_epochs, so a 1-epoch run continued to 3 epochs
-# must retrace the 3-epoch run exactly.
-SCHEDULE = ["scheduler=warmup_multistep", "scheduler.warmup_epochs=0.5", "scheduler.milestones=[2]", "scheduler.gamma=0.5"]
 
-
-@pytest.fixture(scope="module")
-def full_run(tiny_synthetic, tmp_path_factory):
-    out = tmp_path_factory.mktemp("full_run")
-    cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, out, "trainer.max_epochs=3", *SCHEDULE))
-    return train(cfg), out
+@pytest.fixture()
+def full_run(trained_run):
+    return trained_run
 
 
 def test_training_writes_everything_a_run_needs(full_run):

@@ -143,10 +143,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         log_every = int(tcfg.log_every_n_steps)
         for epoch in range(epoch, max_epochs):
+            done_in_epoch = step - epoch * steps_per_epoch  # > 0 only when resuming mid-epoch
             sampler.set_epoch(epoch)
-            sampler.set_start(step - epoch * steps_per_epoch)
+            sampler.set_start(done_in_epoch * loader.batch_size)
             model.train()
-            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=step - epoch * steps_per_epoch, total=steps_per_epoch)
+            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch, total=steps_per_epoch)
             tick, seen = time.perf_counter(), 0
             for images, labels in bar:
                 images = images.to(device, non_blocking=True)

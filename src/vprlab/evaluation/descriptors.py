@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from vprlab.utils.progress import progress_bar
 
 _AMP_DTYPES: dict[str, torch.dtype | None] = {
     "bf16": torch.bfloat16,
@@ -131,8 +132,7 @@ def extract_descriptors_timed(
         with (
             torch.inference_mode(),
             torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None),
-            tqdm(total=len(image_paths), desc=desc or None, unit="img", disable=not progress,
-                 leave=False, dynamic_ncols=True) as bar,
+            progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=progress) as bar,
         ):
             for images in loader:
                 images = images.to(device, non_blocking=True)
