@@ -44,7 +44,7 @@ from vprlab.data.gsv_cities import gsv_image_name
 from vprlab.data.transforms import as_hw
 from vprlab.utils.io import atomic_write_bytes, atomic_write_json
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2  # bump whenever the same config would draw different pixels
 MARKER_NAME = "synthetic.json"
 
 # Seed-stream ids: training scenes, benchmark scenes and training metadata never share a stream.
@@ -70,13 +70,13 @@ class SyntheticConfig:
     jpeg_quality: int = 90
     benchmark_name: str = "synthetic"
     # viewpoint (fractions of the view size)
-    max_shift: float = 0.2
-    max_tilt: float = 0.08
-    zoom_range: tuple[float, float] = (0.85, 1.2)
-    max_roll_deg: float = 4.0
-    max_keystone: float = 0.1
+    max_shift: float = 0.12
+    max_tilt: float = 0.05
+    zoom_range: tuple[float, float] = (0.9, 1.12)
+    max_roll_deg: float = 3.0
+    max_keystone: float = 0.06
     # light and colour
-    shadow_prob: float = 0.5
+    shadow_prob: float = 0.35
     shadow_strength: tuple[float, float] = (0.45, 0.8)
     brightness_range: tuple[float, float] = (0.55, 1.4)
     contrast_range: tuple[float, float] = (0.6, 1.3)
@@ -85,10 +85,10 @@ class SyntheticConfig:
     max_hue_rotation_deg: float = 180.0
     saturation_range: tuple[float, float] = (0.3, 1.5)
     # occlusion and sensor
-    max_occluders: int = 4
-    blur_prob: float = 0.35
+    max_occluders: int = 2
+    blur_prob: float = 0.25
     max_blur_radius: float = 1.2
-    max_noise_std: float = 0.04
+    max_noise_std: float = 0.03
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", as_hw(self.image_size))
@@ -198,7 +198,8 @@ def _draw_building(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x0: floa
         ax = rng.uniform(x0 + 0.2 * width, x1 - 0.2 * width)
         draw.line([ax, top, ax, top - rng.uniform(0.1, 0.25) * unit], fill=trim, width=2)
 
-    texture = rng.choice(["windows", "bands", "pilasters", "curtain", "bricks"], p=[0.5, 0.15, 0.1, 0.15, 0.1])
+    texture = rng.choice(["windows", "bands", "pilasters", "curtain", "bricks", "checker", "diagonal", "dots"],
+                         p=[0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     shop_h = min(rng.uniform(0.08, 0.15) * unit, 0.4 * height) if rng.random() < 0.5 else 0.0
     upper = base - shop_h
     if texture in ("windows", "bands", "pilasters"):
@@ -232,6 +233,27 @@ def _draw_building(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x0: floa
             draw.line([x, top + 2, x, upper], fill=trim)
         for y in np.arange(top + 2, upper, step_y):
             draw.line([x0 + 2, y, x1 - 2, y], fill=trim)
+    elif texture == "checker":
+        cell = rng.uniform(0.05, 0.12) * unit
+        for i, y in enumerate(np.arange(top, upper - 1, cell)):
+            for j, x in enumerate(np.arange(x0, x1 - 1, cell)):
+                if (i + j) % 2:
+                    draw.rectangle([x, y, min(x + cell, x1), min(y + cell, upper)], fill=trim)
+    elif texture == "diagonal":
+        step = rng.uniform(0.06, 0.14) * unit
+        slope = rng.choice([-1.0, 1.0]) * (upper - top)
+        stripe = max(2, int(rng.uniform(0.2, 0.5) * step))
+        facade_img = Image.new("L", (max(1, int(x1 - x0)), max(1, int(upper - top))), 0)
+        mask_draw = ImageDraw.Draw(facade_img)
+        for x in np.arange(-abs(slope), x1 - x0 + abs(slope), step):
+            mask_draw.line([x, 0, x + slope, upper - top], fill=255, width=stripe)
+        draw.bitmap((x0, top), facade_img, fill=trim)
+    elif texture == "dots":
+        step = rng.uniform(0.08, 0.16) * unit
+        r = rng.uniform(0.2, 0.4) * step
+        for y in np.arange(top + step / 2, upper - r, step):
+            for x in np.arange(x0 + step / 2, x1 - r, step):
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=trim)
     else:  # bricks: a dense hatch of short strokes
         step = rng.uniform(0.025, 0.045) * unit
         for i, y in enumerate(np.arange(top + step, upper, step)):
@@ -271,7 +293,7 @@ def _render_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> _Scene:
     unit = float(h)  # vertical scale of the scene: one view height
     canvas = Image.new("RGBA", (cw, ch), (0, 0, 0, 0))
     draw = ImageDraw.Draw(canvas)
-    horizon = ch / 2 + rng.uniform(-0.15, 0.15) * h
+    horizon = ch / 2 + rng.uniform(0.0, 0.25) * h  # below the view centre: mostly buildings in view
 
     if rng.random() < 0.7:  # distant skyline, low contrast
         far = _hls(rng, rng.uniform(0.55, 0.65), (0.5, 0.75), (0.0, 0.2))
@@ -305,7 +327,7 @@ def _render_scene(cfg: SyntheticConfig, rng: np.random.Generator) -> _Scene:
             x += rng.uniform(0.03, 0.15) * w
         bw = rng.uniform(0.12, 0.5) * w
         base = street_front - rng.uniform(0.0, 0.02) * unit
-        top = base - rng.uniform(0.15, 0.75) * unit
+        top = base - rng.uniform(0.2, 0.9) * unit
         _draw_building(draw, rng, x, x + bw, base, top, unit)
         x += bw
 
@@ -400,7 +422,8 @@ def _draw_occluders(img: Image.Image, rng: np.random.Generator, max_occluders: i
             ph = rng.uniform(0.2, 0.45) * h
             x, y = rng.uniform(0, w), rng.uniform(0.6, 1.0) * h
             draw.rectangle([x - 0.12 * ph, y - 0.8 * ph, x + 0.12 * ph, y], fill=colour)
-            draw.ellipse([x - 0.1 * ph, y - ph, x + 0.1 * ph, y - 0.78 * ph], fill=_hls(rng, 0.07, (0.3, 0.8), (0.2, 0.6)))
+            skin = _hls(rng, 0.07, (0.3, 0.8), (0.2, 0.6))
+            draw.ellipse([x - 0.1 * ph, y - ph, x + 0.1 * ph, y - 0.78 * ph], fill=skin)
         else:
             r = rng.uniform(0.05, 0.2) * min(w, h)
             x, y = rng.uniform(0, w), rng.uniform(0, h)
@@ -538,9 +561,10 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig | None = None, 
     write (no marker) are never deleted: that raises ``FileExistsError`` instead.
     """
     cfg = config or SyntheticConfig()
-    unknown = set(overrides) - {f.name for f in fields(SyntheticConfig)}
+    known = [f.name for f in fields(SyntheticConfig)]
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise TypeError(f"unknown synthetic parameters {sorted(unknown)}; known: {[f.name for f in fields(SyntheticConfig)]}")
+        raise TypeError(f"unknown synthetic parameters {unknown}; known: {known}")
     cfg = replace(cfg, **overrides)
 
     root = Path(root)
