@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -11,6 +14,9 @@ from vprlab.engine.trainer import train
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     result = train(cfg)
+    if result["interrupted"]:
+        # Conventional exit status for a job ended by a signal (143 for SIGTERM, 130 for SIGINT).
+        sys.exit(128 + signal.Signals[result["interrupted"]].value)
     print(f"run folder:   {result['run_dir']}")
     print(f"checkpoints:  {result['checkpoints']}")
     print(f"metrics file: {result['metrics_file']}")

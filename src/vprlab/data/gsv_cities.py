@@ -16,6 +16,7 @@ ever has place ids of 10**5 or more, so labels never collide across cities.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 
 CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LABEL_STRIDE = 10**5
+log = logging.getLogger(__name__)
 
 HOW_TO_GET_DATA = (
     "download GSV-Cities (https://github.com/amaralibey/gsv-cities, also on Kaggle as "
@@ -45,6 +47,9 @@ def gsv_image_name(city_id: str, place_id: int, year: int, month: int, northdeg:
         f"{city_id}_{int(place_id):07d}_{int(year):04d}_{int(month):02d}_{int(northdeg):03d}"
         f"_{lat}_{lon}_{panoid}.jpg"
     )
+
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
 def _load_image(path: str) -> Image.Image:
@@ -68,6 +73,9 @@ class GSVCitiesDataset(Dataset):
         min_img_per_place: places with fewer images are dropped (must be >= K).
         transform: PIL image -> tensor [3, H, W]; ``None`` gives an unnormalised ToTensor.
         seed: mixed into every draw, so two datasets with different seeds draw differently.
+        bad_image_policy: what an unreadable or corrupt image does: ``fail`` raises an error
+            naming the file; ``skip`` logs it, counts it in ``bad_images`` and uses another
+            image of the same place instead (an error only if the place has too few readable ones).
     """
 
     def __init__(
@@ -78,8 +86,14 @@ class GSVCitiesDataset(Dataset):
         min_img_per_place: int = 4,
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         seed: int = 0,
+        bad_image_policy: str = "fail",
     ) -> None:
         super().__init__()
+        if bad_image_policy not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_image_policy={bad_image_policy!r}; use one of {BAD_IMAGE_POLICIES}")
+        self.bad_image_policy = bad_image_policy
+        # Paths found unreadable in this process (each DataLoader worker keeps its own set).
+        self.bad_images: set[str] = set()
         if img_per_place < 1:
             raise ValueError(f"img_per_place must be >= 1, got {img_per_place}")
         if img_per_place > min_img_per_place:
@@ -203,15 +217,41 @@ class GSVCitiesDataset(Dataset):
 
         rng = np.random.default_rng([self.seed, place_index, draw_seed])
         paths = self.place_image_paths(place_index)
-        chosen = rng.choice(len(paths), size=self.img_per_place, replace=False)
+        # A full permutation: the first K are the draw, the rest are stand-ins for unreadable images.
+        order = rng.permutation(len(paths))
         transform_seed = int(rng.integers(0, 2**63 - 1))
 
         # fork_rng: seed the transforms without disturbing the caller's global RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(transform_seed)
-            images = [self._transform(_load_image(paths[i])) for i in chosen]
+            images = [self._transform(image) for image in self._read_place([paths[i] for i in order])]
         labels = torch.full((self.img_per_place,), int(self._labels[place_index]), dtype=torch.long)
         return torch.stack(images), labels
+
+    def _read_place(self, candidates: Sequence[str]) -> list[Image.Image]:
+        """The first ``img_per_place`` readable images among ``candidates`` (in order)."""
+        images: list[Image.Image] = []
+        for path in candidates:
+            if len(images) == self.img_per_place:
+                break
+            path = str(path)
+            try:
+                images.append(_load_image(path))
+            except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/corrupt files
+                if self.bad_image_policy == "fail":
+                    raise OSError(
+                        f"cannot read training image '{path}' ({type(e).__name__}: {e}); remove or replace it, "
+                        "or set dataset.bad_image_policy=skip to use another image of the same place"
+                    ) from e
+                if path not in self.bad_images:
+                    self.bad_images.add(path)
+                    log.warning("skipping unreadable image %s (%s); %d bad so far", path, e, len(self.bad_images))
+        if len(images) < self.img_per_place:
+            raise OSError(
+                f"place with images {list(map(str, candidates))[:3]}... has only {len(images)} readable images, "
+                f"fewer than img_per_place={self.img_per_place}; fix the files or lower img_per_place"
+            )
+        return images
 
     def _transform(self, image: Image.Image) -> torch.Tensor:
         if self.transform is None:

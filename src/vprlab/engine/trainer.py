@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vprlab.data.loaders import build_benchmarks, build_train_loader
 from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.engine.validate import validate_train_config
 from vprlab.evaluation.run import evaluate_model, print_before_after
@@ -114,15 +116,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     monitor = _monitor_key(tcfg, benchmarks)
 
     epoch, step, best, history = 0, 0, -math.inf, []
-    if cfg.get("ckpt_path"):
-        state = load_checkpoint(cfg.ckpt_path, map_location=device)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir)
+    if ckpt_path:
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         epoch, step, best = state["epoch"], state["step"], state["best_metric"]
         history = state.get("history", [])
         set_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", cfg.ckpt_path, epoch, step)
+        log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
     logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True))
     eval_kwargs = dict(
@@ -135,70 +138,85 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
         len(dataset), steps_per_epoch, max_epochs, device, precision.name,
     )
+
+    def checkpoint_state(epoch_done: int) -> dict[str, Any]:
+        """``epoch_done`` counts finished epochs; ``step`` may lie inside the next one (mid-epoch resume)."""
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch_done, "step": step, "best_metric": best, "config": resolved,
+            "rng": rng_state(), "history": history,
+        }
+
+    log_every = int(tcfg.log_every_n_steps)
+    ckpt_every = int(tcfg.get("checkpoint_every_n_steps") or 0)
+    guard = NonFiniteGuard(int(tcfg.get("max_nonfinite_steps", 3)))
+    interrupted: str | None = None
     try:
-        if tcfg.get("eval_before_training", False) and step == 0 and benchmarks:
-            before = evaluate_model(model, benchmarks, **eval_kwargs)
-            history.append({"epoch": 0, "step": 0, "metrics": before})
-            logger.log(_flatten(before), step=0)
+        with StopOnSignal() as stop:
+            if tcfg.get("eval_before_training", False) and step == 0 and benchmarks:
+                before = evaluate_model(model, benchmarks, **eval_kwargs)
+                history.append({"epoch": 0, "step": 0, "metrics": before})
+                logger.log(_flatten(before), step=0)
 
-        log_every = int(tcfg.log_every_n_steps)
-        for epoch in range(epoch, max_epochs):
-            done_in_epoch = step - epoch * steps_per_epoch  # > 0 only when resuming mid-epoch
-            sampler.set_epoch(epoch)
-            sampler.set_start(done_in_epoch * loader.batch_size)
-            model.train()
-            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch, total=steps_per_epoch)
-            tick, seen = time.perf_counter(), 0
-            for images, labels in bar:
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if tcfg.get("channels_last", False):
-                    images = images.contiguous(memory_format=torch.channels_last)
-                lr_factor = schedule(step)
-                set_lr(optimizer, lr_factor)
+            for epoch in range(epoch, max_epochs):
+                done_in_epoch = step - epoch * steps_per_epoch  # > 0 only when resuming mid-epoch
+                sampler.set_epoch(epoch)
+                sampler.set_start(done_in_epoch * loader.batch_size)
+                model.train()
+                bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch, total=steps_per_epoch)
+                tick, seen = time.perf_counter(), 0
+                for images, labels in bar:
+                    images = images.to(device, non_blocking=True)
+                    labels = labels.to(device, non_blocking=True)
+                    if tcfg.get("channels_last", False):
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    set_lr(optimizer, schedule(step))
 
-                with precision.autocast():
-                    descriptors = model(images)
-                loss, stats = loss_fn(descriptors, labels)
+                    with precision.autocast():
+                        descriptors = model(images)
+                    loss, stats = loss_fn(descriptors, labels)
 
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip)) if tcfg.grad_clip else None
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                seen += images.shape[0]
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip) if tcfg.grad_clip else math.inf)
+                    # The miner has already synchronised with the host this step, so this check is free.
+                    # fp16: the GradScaler itself skips overflowing steps while it calibrates its scale.
+                    if guard.finite(loss, None if scaler.is_enabled() else grad_norm, step, optimizer):
+                        scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    seen += images.shape[0]
 
-                if step % log_every == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - tick
-                    metrics = {
-                        "train/loss": loss.item(), "train/lr": optimizer.param_groups[-1]["lr"],
-                        "train/img_per_s": seen / max(elapsed, 1e-9), "epoch": epoch + 1,
-                        **{f"train/{k}": v for k, v in stats.items()},
-                    }
-                    if grad_norm is not None:
-                        metrics["train/grad_norm"] = grad_norm.item()
-                    logger.log(metrics, step=step)
-                    bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}", img_s=f"{metrics['train/img_per_s']:.1f}")
-                    tick, seen = time.perf_counter(), 0
+                    if step % log_every == 0 or step == total_steps:
+                        elapsed = time.perf_counter() - tick
+                        metrics = {
+                            "train/loss": loss.item(), "train/lr": optimizer.param_groups[-1]["lr"],
+                            "train/grad_norm": grad_norm.item(), "train/img_per_s": seen / max(elapsed, 1e-9),
+                            "train/skipped_steps": guard.skipped, "epoch": epoch + 1,
+                            **{f"train/{k}": v for k, v in stats.items()},
+                        }
+                        logger.log(metrics, step=step)
+                        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}", img_s=f"{metrics['train/img_per_s']:.1f}")
+                        tick, seen = time.perf_counter(), 0
+                    if stop.requested is not None or (ckpt_every and step % ckpt_every == 0):
+                        save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch))
+                    if stop.requested is not None:
+                        interrupted = signal.Signals(stop.requested).name
+                        break
+                if interrupted:
+                    break
 
-            epoch_metrics: dict[str, Any] = {}
-            is_last = epoch + 1 == max_epochs
-            if benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or is_last):
-                epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
-                history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
-                logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "step": step, "best_metric": best, "config": resolved,
-                "rng": rng_state(), "history": history,
-            }
-            current = _lookup(epoch_metrics, monitor)
-            if current is not None and current > best:
-                best = state["best_metric"] = current
-                save_checkpoint(ckpt_dir / "best.ckpt", state)
-            save_checkpoint(ckpt_dir / "last.ckpt", state)
+                epoch_metrics: dict[str, Any] = {}
+                if benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or epoch + 1 == max_epochs):
+                    epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
+                    history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
+                    logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
+                current = _lookup(epoch_metrics, monitor)
+                if current is not None and current > best:
+                    best = current
+                    save_checkpoint(ckpt_dir / "best.ckpt", checkpoint_state(epoch + 1))
+                save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch + 1))
 
         final = history[-1]["metrics"] if history else {}
         summary = {**_flatten(final), "best/" + (monitor or "none"): best, "train/steps": step}
@@ -208,14 +226,63 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         logger.finish()
 
-    if history and history[0]["epoch"] == 0 and len(history) > 1:
+    if interrupted:
+        log.warning(
+            "stopped by %s at step %d; resume with ckpt_path=%s (or ckpt_path=auto with the same run folder)",
+            interrupted, step, ckpt_dir / "last.ckpt",
+        )
+    elif history and history[0]["epoch"] == 0 and len(history) > 1:
         print_before_after(history[0]["metrics"], history[-1]["metrics"], ks=tuple(tcfg.recall_ks))
-    result = {
+    return {
         "metrics": final, "best_metric": best, "monitor": monitor, "run_dir": str(run_dir),
         "checkpoints": str(ckpt_dir), "metrics_file": str(logger.metrics_path),
         "wandb_dir": str(logger.wandb_dir) if logger.wandb_dir else None, "history": history,
+        "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
     }
-    return result
+
+
+def resolve_ckpt_path(value: Any, ckpt_dir: Path) -> Path | None:
+    """``ckpt_path``: null, a file, or ``auto`` = this run folder's last.ckpt if there is one
+    (so a requeued job with a fixed run folder continues, and a first start begins fresh)."""
+    if not value:
+        return None
+    if str(value) == "auto":
+        last = ckpt_dir / "last.ckpt"
+        if last.is_file():
+            return last
+        log.info("ckpt_path=auto: no checkpoint in %s yet, starting from scratch", ckpt_dir)
+        return None
+    return Path(str(value))
+
+
+class NonFiniteGuard:
+    """Skip optimizer steps whose loss or gradient norm is NaN/inf; stop after ``patience`` in a row.
+
+    A skipped step leaves weights and optimizer state untouched, so the last good checkpoint
+    (and the next one) never contains NaNs.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.skipped = 0
+        self.in_a_row = 0
+
+    def finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int, optimizer: torch.optim.Optimizer) -> bool:
+        if bool(torch.isfinite(loss)) and (grad_norm is None or bool(torch.isfinite(grad_norm))):
+            self.in_a_row = 0
+            return True
+        self.skipped += 1
+        self.in_a_row += 1
+        lr = optimizer.param_groups[-1]["lr"]
+        grad = "n/a" if grad_norm is None else grad_norm.item()
+        log.warning("step %d: non-finite loss %s / grad norm %s (lr %.3g): step skipped", step, loss.item(), grad, lr)
+        if self.in_a_row >= self.patience:
+            raise FloatingPointError(
+                f"{self.in_a_row} steps in a row with non-finite loss or gradients (last at step {step}: loss "
+                f"{loss.item()}, grad norm {grad}, lr {lr:.3g}); training stopped and the last good "
+                "checkpoint is untouched. Lower optimizer.lr, set trainer.grad_clip, or use trainer.precision=32"
+            )
+        return False
 
 
 def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
