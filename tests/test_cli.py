@@ -39,3 +39,9 @@ def test_bad_override_fails_with_hydra_message(tmp_path):
     result = _run([str(REPO / "train.py"), "backbone=resnet5O", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'backbone/resnet5O'" in result.stderr and "resnet50" in result.stderr
+
+
+def test_misspelled_key_is_rejected_before_training(tmp_path):
+    result = _run([str(REPO / "train.py"), "trainer.max_epoch=3", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not override 'trainer.max_epoch'" in result.stderr and "not in struct" in result.stderr

@@ -72,3 +72,10 @@ def test_dinov2_size_not_multiple_of_14_fails_before_building(tmp_path):
     cfg = compose_config("train", ["backbone=dinov2", "backbone.train_image_size=[320,320]", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="dataset.image_size: image size 320 is not a multiple of the DINOv2 patch size 14; use 322 or 308"):
         train(cfg)
+
+
+def test_too_few_places_for_one_batch_fails_early(tiny_synthetic, tmp_path):
+    cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, tmp_path, "dataset.places_per_batch=64"))
+    with pytest.raises(ValueError, match=r"dataset has 24 places .* fewer than dataset.places_per_batch=64"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
