@@ -218,7 +218,7 @@ def test_image_size_attributes() -> None:
     resnet = ResNetBackbone("resnet18", pretrained=False, train_image_size=[48, 64], eval_image_size=96)
     assert resnet.train_image_size == (48, 64) and resnet.eval_image_size == (96, 96)
     assert ResNetBackbone("resnet18", pretrained=False).eval_image_size == (384, 384)
-    with pytest.raises(ValueError, match="train_image_size=\\[48\\] must be a positive int or a \\[height, width\\] pair"):
+    with pytest.raises(ValueError, match=r"train_image_size must be a positive int or \(height, width\), got \[48\]"):
         ResNetBackbone("resnet18", pretrained=False, train_image_size=[48])
 
 

@@ -19,7 +19,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 ImageSize = int | Sequence[int]
 
 
-def as_hw(image_size: ImageSize) -> tuple[int, int]:
+def as_hw(image_size: ImageSize, name: str = "image_size") -> tuple[int, int]:
     """``320 -> (320, 320)``; ``(320, 240) -> (320, 240)`` as (height, width).
 
     An int means a square image, not "resize the shorter side" as in torchvision:
@@ -30,7 +30,7 @@ def as_hw(image_size: ImageSize) -> tuple[int, int]:
     else:
         size = tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+        raise ValueError(f"{name} must be a positive int or (height, width), got {image_size!r}")
     return size  # type: ignore[return-value]
 
 

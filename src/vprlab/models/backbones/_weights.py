@@ -1,26 +1,15 @@
-"""What the backbones share: ImageNet statistics, image-size arguments, weight files and the
+"""What the backbones share: ImageNet statistics, weight files and the
 offline-download error."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-# ImageNet statistics: both torchvision ResNets and DINOv2 were trained with them.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def as_image_size(size: int | Sequence[int] | None, name: str) -> tuple[int, int] | None:
-    """``320`` or ``[320, 320]`` -> ``(320, 320)`` (height, width); None stays None."""
-    if size is None:
-        return None
-    sides = [size, size] if isinstance(size, int) else list(size)
-    if len(sides) != 2 or not all(int(v) == v and v > 0 for v in sides):
-        raise ValueError(f"{name}={size!r} must be a positive int or a [height, width] pair")
-    return int(sides[0]), int(sides[1])
+# ImageNet statistics (both torchvision ResNets and DINOv2 were trained with them) live with
+# the transforms; re-exported here for the backbones.
+from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401
 
 
 def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vprlab.data.transforms import as_hw
 from vprlab.models.backbones._weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    as_image_size,
     download_failed,
     load_state_dict_file,
     load_strict,
@@ -117,8 +117,8 @@ class DinoV2Backbone(nn.Module):
         super().__init__()
         if model_name not in DINOV2_MODELS:
             raise ValueError(f"unknown DINOv2 model_name={model_name!r}; choose one of {list(DINOV2_MODELS)}")
-        self.train_image_size = as_image_size(train_image_size, "train_image_size")
-        self.eval_image_size = as_image_size(eval_image_size, "eval_image_size")
+        self.train_image_size = None if train_image_size is None else as_hw(train_image_size, "train_image_size")
+        self.eval_image_size = None if eval_image_size is None else as_hw(eval_image_size, "eval_image_size")
         for name, size in (("train_image_size", self.train_image_size), ("eval_image_size", self.eval_image_size)):
             if size is not None:
                 try:

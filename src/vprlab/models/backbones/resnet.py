@@ -10,10 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
+from vprlab.data.transforms import as_hw
 from vprlab.models.backbones._weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    as_image_size,
     download_failed,
     load_state_dict_file,
     load_strict,
@@ -94,8 +94,8 @@ class ResNetBackbone(nn.Module):
         self.stride: int = 16 if crop_last_block else 32
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
-        self.train_image_size = as_image_size(train_image_size, "train_image_size")
-        self.eval_image_size = as_image_size(eval_image_size, "eval_image_size")
+        self.train_image_size = None if train_image_size is None else as_hw(train_image_size, "train_image_size")
+        self.eval_image_size = None if eval_image_size is None else as_hw(eval_image_size, "eval_image_size")
 
         # Indices into self.net of each freezable block; relu/maxpool have no parameters.
         self._blocks: list[list[int]] = [[0, 1]] + [[4 + i] for i in range(len(stages))]
