@@ -127,6 +127,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
+    elif hasattr(model.aggregator, "init_from_features"):
+        init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.get("aggregator_init_images", 500)))
+
     logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True))
     eval_kwargs = dict(
         batch_size=int(tcfg.eval_batch_size), num_workers=int(cfg.dataset.get("num_workers", 0)),
@@ -239,6 +242,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wandb_dir": str(logger.wandb_dir) if logger.wandb_dir else None, "history": history,
         "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
     }
+
+
+@torch.no_grad()
+def init_aggregator_from_data(model: torch.nn.Module, dataset, device: torch.device, num_images: int) -> None:
+    """Aggregators that start from data (NetVLAD's k-means centroids) get the backbone features
+    of up to ``num_images`` training images, one per place first, drawn reproducibly."""
+    was_training = model.training
+    model.eval()
+    features, seen = [], 0
+    for place in range(len(dataset)):
+        images, _ = dataset[(place, 0)]
+        features.append(model.backbone(images[:1].to(device)))
+        seen += 1
+        if seen >= num_images:
+            break
+    log.info("initialising %s from %d training images", type(model.aggregator).__name__, seen)
+    model.aggregator.init_from_features(torch.cat(features) if isinstance(features[0], torch.Tensor) else features)
+    model.train(was_training)
 
 
 def resolve_ckpt_path(value: Any, ckpt_dir: Path) -> Path | None:
