@@ -43,12 +43,39 @@ class BoQBlock(nn.Module):
         self.cross_attn = nn.MultiheadAttention(channels, num_heads=heads, batch_first=True)
         self.norm_out = nn.LayerNorm(channels)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens [B, N, D] -> (encoded tokens [B, N, D], block output [B, Q, D], attention [B, Q, N])."""
+        self._context_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def query_context(self) -> torch.Tensor:
+        """The queries after their self-attention and ``norm_q``: [1, Q, D]. It depends only on
+        the weights, so it is computed once per batch rather than once per image."""
+        q = self.queries
+        return self.norm_q(q + self.self_attn(q, q, q, need_weights=False)[0])
+
+    def _query_context(self) -> torch.Tensor:
+        # In eval mode without autograd the context is cached, keyed on every parameter it reads
+        # (storage and in-place version: optimizer steps, load_state_dict and .to() all change it).
+        if self.training or torch.is_grad_enabled():
+            self._context_cache = None
+            return self.query_context()
+        params = (self.queries, *self.self_attn.parameters(), *self.norm_q.parameters())
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._context_cache is None or self._context_cache[0] != key:
+            with torch.autocast(self.queries.device.type, enabled=False):
+                self._context_cache = (key, self.query_context())
+        return self._context_cache[1]
+
+    def forward(
+        self, tokens: torch.Tensor, return_attention: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """tokens [B, N, D] -> (encoded tokens [B, N, D], block output [B, Q, D], attention [B, Q, N] or None).
+
+        Without attention maps the cross-attention runs as fused scaled-dot-product attention."""
         tokens = self.encoder(tokens)
-        queries = self.queries.expand(tokens.shape[0], -1, -1)
-        queries = self.norm_q(queries + self.self_attn(queries, queries, queries, need_weights=False)[0])
-        out, attn = self.cross_attn(queries, tokens, tokens, need_weights=True, average_attn_weights=True)
+        context = self._query_context()
+        queries = context.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        out, attn = self.cross_attn(
+            queries, tokens, tokens, need_weights=return_attention, average_attn_weights=True
+        )
         return tokens, self.norm_out(out), attn
 
 
@@ -92,14 +119,19 @@ class BoQ(nn.Module):
     def descriptor_dim(self) -> int:
         return self.proj_channels * self.row_dim
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    # VPRModel.forward asks for the descriptor alone, which enables the fused attention path.
+    returns_attention = True
+
+    def forward(self, x: torch.Tensor, return_attention: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Descriptor and the per-block attention maps (an empty list when ``return_attention`` is False)."""
         tokens = self.proj_c(x).flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = self.norm_input(tokens)
         outputs, attentions = [], []
         for block in self.boqs:
-            tokens, out, attn = block(tokens)
+            tokens, out, attn = block(tokens, return_attention)
             outputs.append(out)
-            attentions.append(attn)
+            if attn is not None:
+                attentions.append(attn)
         out = torch.cat(outputs, dim=1)  # [B, L*Q, D]
         out = self.fc(out.transpose(1, 2))  # [B, D, row_dim]
         descriptor = F.normalize(out.flatten(1), p=2, dim=-1)  # channel-major: d * row_dim + r

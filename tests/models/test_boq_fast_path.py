@@ -1,0 +1,61 @@
+"""The BoQ eval fast path (cached query context, fused attention) computes what the training path computes."""
+
+from __future__ import annotations
+
+import torch
+
+from vprlab.models.aggregators import BoQ
+
+
+def _reference(boq: BoQ, x: torch.Tensor) -> torch.Tensor:
+    """The training path: grad enabled, attention maps requested, context recomputed."""
+    with torch.enable_grad():
+        return boq(x, return_attention=True)[0].detach()
+
+
+def test_fast_path_equals_training_path():
+    torch.manual_seed(0)
+    boq = BoQ(in_channels=32, proj_channels=128, num_queries=8, num_layers=2, row_dim=4).eval()
+    x = torch.randn(3, 32, 5, 6)
+    expected = _reference(boq, x)
+    with torch.inference_mode():
+        fast, attns = boq(x, return_attention=False)
+        again, _ = boq(x, return_attention=False)  # second call uses the cached context
+    assert attns == []
+    assert (fast - expected).abs().max() <= 1e-5
+    assert torch.equal(fast, again)
+    assert all(block._context_cache is not None for block in boq.boqs)
+
+
+def test_cache_follows_weight_changes():
+    torch.manual_seed(0)
+    boq = BoQ(in_channels=16, proj_channels=64, num_queries=4, num_layers=1, row_dim=2)
+    x = torch.randn(2, 16, 4, 4)
+    boq.eval()
+    with torch.no_grad():
+        before = boq(x, return_attention=False)[0]
+    # an optimizer step changes the weights in place
+    boq.train()
+    opt = torch.optim.SGD(boq.parameters(), lr=0.5)
+    boq(x)[0].sum().backward()
+    opt.step()
+    boq.eval()
+    with torch.no_grad():
+        after = boq(x, return_attention=False)[0]
+    assert (after - _reference(boq, x)).abs().max() <= 1e-5
+    assert not torch.allclose(before, after)
+    # loading other weights too
+    other = BoQ(in_channels=16, proj_channels=64, num_queries=4, num_layers=1, row_dim=2).eval()
+    boq.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        loaded = boq(x, return_attention=False)[0]
+    assert (loaded - _reference(other, x)).abs().max() <= 1e-5
+
+
+def test_training_mode_never_uses_a_stale_cache():
+    boq = BoQ(in_channels=16, proj_channels=64, num_queries=4, num_layers=1, row_dim=2).eval()
+    with torch.no_grad():
+        boq(torch.randn(1, 16, 3, 3), return_attention=False)
+    boq.train()
+    out = boq(torch.randn(1, 16, 3, 3))[0]
+    assert boq.boqs[0]._context_cache is None and out.requires_grad
