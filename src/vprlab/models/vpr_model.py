@@ -7,8 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vprlab.utils.instantiate import build
-
 
 class VPRModel(nn.Module):
     """``backbone`` and ``aggregator`` are the only children, so state-dict keys are
@@ -31,11 +29,18 @@ class VPRModel(nn.Module):
         return out[0], (out[1] if len(out) > 1 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(x)[0]
+        features = self.backbone(x)
+        if getattr(self.aggregator, "returns_attention", False):
+            # Only the descriptor is wanted: let the aggregator skip its attention maps (fused kernels).
+            return self.aggregator(features, return_attention=False)[0]
+        out = self.aggregator(features)
+        return out if isinstance(out, torch.Tensor) else out[0]
 
 
 def build_model(backbone_cfg: Any, aggregator_cfg: Any) -> VPRModel:
     """Build a VPRModel from two ``_target_`` configs; the aggregator gets ``in_channels`` from the backbone."""
+    from vprlab.utils.instantiate import build  # Hydra only here: torch.hub users get the model without it
+
     backbone = build(backbone_cfg)
     aggregator = build(aggregator_cfg, in_channels=backbone.out_channels)
     return VPRModel(backbone, aggregator)
