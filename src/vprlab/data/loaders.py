@@ -24,12 +24,15 @@ def split_dataset_config(cfg: DictConfig | Mapping) -> tuple[dict, dict]:
     return full, loader
 
 
-def build_train_loader(cfg: DictConfig | Mapping, *, mean: Any, std: Any, seed: int, device_type: str = "cpu"):
+def build_train_loader(
+    cfg: DictConfig | Mapping, *, mean: Any, std: Any, seed: int, device_type: str = "cpu", rank: int = 0, world_size: int = 1,
+):
     """Build the place dataset, its sampler and the P x K DataLoader.
 
     Returns ``(loader, sampler, dataset)``; the sampler's ``set_epoch``/``set_start`` make the
     order of places and the images drawn a pure function of (seed, epoch), so resuming from
-    a checkpoint continues exactly.
+    a checkpoint continues exactly. Under DDP each of ``world_size`` ranks gets its own share
+    of the places and still builds batches of ``places_per_batch`` places.
     """
     from vprlab.data.samplers import PlaceSampler, collate_places
     from vprlab.data.transforms import train_transform
@@ -45,12 +48,13 @@ def build_train_loader(cfg: DictConfig | Mapping, *, mean: Any, std: Any, seed: 
     places_per_batch = int(loader_cfg.get("places_per_batch", 160))
     if places_per_batch < 2:
         raise ValueError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
-    if len(dataset) < places_per_batch:
+    if len(dataset) // world_size < places_per_batch:
+        per_rank = f" ({len(dataset) // world_size} per rank on {world_size} ranks)" if world_size > 1 else ""
         raise ValueError(
-            f"dataset has {len(dataset)} places with at least {dataset_cfg.get('min_img_per_place', '?')} images, "
+            f"dataset has {len(dataset)} places with at least {dataset_cfg.get('min_img_per_place', '?')} images{per_rank}, "
             f"fewer than dataset.places_per_batch={places_per_batch}; lower places_per_batch or add cities"
         )
-    sampler = PlaceSampler(len(dataset), seed=seed, shuffle=True)
+    sampler = PlaceSampler(len(dataset), seed=seed, shuffle=True, num_replicas=world_size, rank=rank)
     num_workers = int(loader_cfg.get("num_workers", 0))
     loader = DataLoader(
         dataset,

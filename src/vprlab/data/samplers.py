@@ -23,24 +23,39 @@ class PlaceSampler(Sampler[tuple[int, int]]):
     Call :meth:`set_epoch` before iterating each epoch. :meth:`set_start` skips the first
     ``index`` *places* (not batches: pass ``batches_done * P``) of the next iteration only,
     which is what a mid-epoch resume needs; later epochs start from the beginning again.
+
+    With ``num_replicas > 1`` (DistributedDataParallel) every rank computes the same epoch
+    order and takes every ``num_replicas``-th place from position ``rank``, so the ranks see
+    disjoint places and each rank's batch stays P places x K images. The order is cut to a
+    multiple of ``num_replicas`` so all ranks make the same number of steps.
     """
 
-    def __init__(self, num_places: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, num_places: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
         if num_places < 1:
             raise ValueError(f"num_places must be >= 1, got {num_places}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, num_replicas={num_replicas})")
+        if num_places < num_replicas:
+            raise ValueError(f"{num_places} places cannot be split across {num_replicas} ranks")
         self.num_places = int(num_places)
         self.seed = int(seed)
         self.shuffle = shuffle
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
         self.epoch = 0
         self._start = 0
+
+    @property
+    def places_per_rank(self) -> int:
+        return self.num_places // self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def set_start(self, index: int) -> None:
-        if not 0 <= index <= self.num_places:
+        if not 0 <= index <= self.places_per_rank:
             raise ValueError(
-                f"start index {index} is outside [0, {self.num_places}] (the number of places per epoch)"
+                f"start index {index} is outside [0, {self.places_per_rank}] (the number of places per epoch)"
             )
         self._start = int(index)
 
@@ -54,11 +69,14 @@ class PlaceSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order, draw_seeds = self.epoch_keys()
+        used = self.places_per_rank * self.num_replicas
+        mine = slice(self.rank, used, self.num_replicas)
+        order, draw_seeds = order[mine], draw_seeds[mine]
         start, self._start = self._start, 0  # consumed here, at iter() time
         return iter(list(zip(order[start:].tolist(), draw_seeds[start:].tolist())))
 
     def __len__(self) -> int:
-        return self.num_places - self._start
+        return self.places_per_rank - self._start
 
 
 def collate_places(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,6 +76,21 @@ def warmup_cosine(
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_linear(
+    step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0,
+    start_factor: float = 1.0, end_factor: float = 0.0, decay_steps: int | None = None,
+) -> float:
+    """Linear warmup, then the factor moves linearly from ``start_factor`` to ``end_factor`` over
+    ``decay_steps`` optimizer steps (None: until the last step) and stays at ``end_factor``
+    (torch's LinearLR stepped every iteration, as SALAD trains)."""
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps) * start_factor
+    span = max(1, int(decay_steps) if decay_steps else total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return start_factor + (end_factor - start_factor) * progress
+
+
 def constant(step: int, *, steps_per_epoch: int, total_steps: int) -> float:
     return 1.0
 

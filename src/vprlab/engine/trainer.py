@@ -18,9 +18,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.data.loaders import build_benchmarks, build_train_loader
-from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint, state_dict_hash
+from vprlab.engine.distributed import (
+    DistInfo, any_rank, barrier, broadcast_buffers, init_distributed, mean_across_ranks, shutdown,
+)
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.engine.validate import validate_train_config
@@ -86,28 +90,46 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the model described by ``cfg`` and return the final metrics.
 
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
+    Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
     validate_train_config(cfg)
+    device = resolve_device(str(cfg.trainer.device))
+    dist_info = init_distributed(device.type)
+    try:
+        if dist_info.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist_info.local_rank)
+        return _train(cfg, device, dist_info)
+    finally:
+        shutdown(dist_info)
+
+
+def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    main = dist_info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     tcfg = cfg.trainer
-    seed_everything(int(cfg.seed), deterministic=bool(tcfg.get("deterministic", False)))
-    device = resolve_device(str(tcfg.device))
+    # seed + rank: ranks draw different randomness; DDP copies rank 0's initial weights to all.
+    seed_everything(int(cfg.seed) + dist_info.rank, deterministic=bool(tcfg.get("deterministic", False)))
     precision = Precision.from_config(tcfg.precision, device)
 
     model = build_model(cfg.backbone, cfg.aggregator).to(device)
     if tcfg.get("channels_last", False):
         model = model.to(memory_format=torch.channels_last)
     loader, sampler, dataset = build_train_loader(
-        cfg.dataset, mean=model.backbone.mean, std=model.backbone.std, seed=int(cfg.seed), device_type=device.type
+        cfg.dataset, mean=model.backbone.mean, std=model.backbone.std, seed=int(cfg.seed), device_type=device.type,
+        rank=dist_info.rank, world_size=dist_info.world_size,
     )
     benchmarks = build_benchmarks(cfg.get("benchmark"))
     loss_fn = build(cfg.loss).to(device)
     optimizer = make_optimizer(cfg.optimizer, model)
+    # The module that trains: DDP all-reduces gradients; `model` stays the plain module for
+    # evaluation and checkpoints (so checkpoint keys never carry a "module." prefix).
+    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.enabled else model
     scaler = precision.make_scaler()
     steps_per_epoch = len(loader)
     max_epochs = int(tcfg.max_epochs)
@@ -128,9 +150,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
     elif hasattr(model.aggregator, "init_from_features"):
+        # Every rank computes the same initialisation (same images, same k-means seed).
         init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.get("aggregator_init_images", 500)))
 
-    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True))
+    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main)
     eval_kwargs = dict(
         batch_size=int(tcfg.eval_batch_size), num_workers=int(cfg.dataset.get("num_workers", 0)),
         device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
@@ -156,17 +179,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     interrupted: str | None = None
     try:
         with StopOnSignal() as stop:
-            if tcfg.get("eval_before_training", False) and step == 0 and benchmarks:
+            if tcfg.get("eval_before_training", False) and step == 0 and benchmarks and main:
                 before = evaluate_model(model, benchmarks, **eval_kwargs)
                 history.append({"epoch": 0, "step": 0, "metrics": before})
                 logger.log(_flatten(before), step=0)
+            barrier(dist_info)
 
             for epoch in range(epoch, max_epochs):
                 done_in_epoch = step - epoch * steps_per_epoch  # > 0 only when resuming mid-epoch
                 sampler.set_epoch(epoch)
                 sampler.set_start(done_in_epoch * loader.batch_size)
                 model.train()
-                bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch, total=steps_per_epoch)
+                bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch,
+                                   total=steps_per_epoch, enabled=main)
                 tick, seen = time.perf_counter(), 0
                 for images, labels in bar:
                     images = images.to(device, non_blocking=True)
@@ -176,7 +201,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     set_lr(optimizer, schedule(step))
 
                     with precision.autocast():
-                        descriptors = model(images)
+                        descriptors = train_model(images)
                     loss, stats = loss_fn(descriptors, labels)
 
                     scaler.scale(loss).backward()
@@ -194,24 +219,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     if step % log_every == 0 or step == total_steps:
                         elapsed = time.perf_counter() - tick
                         metrics = {
-                            "train/loss": loss.item(), "train/lr": optimizer.param_groups[-1]["lr"],
-                            "train/grad_norm": grad_norm.item(), "train/img_per_s": seen / max(elapsed, 1e-9),
+                            "train/loss": mean_across_ranks(loss, dist_info).item(), "train/lr": optimizer.param_groups[-1]["lr"],
+                            "train/grad_norm": grad_norm.item(),
+                            "train/img_per_s": seen * dist_info.world_size / max(elapsed, 1e-9),
                             "train/skipped_steps": guard.skipped, "epoch": epoch + 1,
                             **{f"train/{k}": v for k, v in stats.items()},
                         }
                         logger.log(metrics, step=step)
                         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}", img_s=f"{metrics['train/img_per_s']:.1f}")
                         tick, seen = time.perf_counter(), 0
-                    if stop.requested is not None or (ckpt_every and step % ckpt_every == 0):
+                    # SLURM signals every task, but only one rank may have seen it before this step.
+                    stopping = any_rank(stop.requested is not None, dist_info, device)
+                    if main and (stopping or (ckpt_every and step % ckpt_every == 0)):
                         save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch))
-                    if stop.requested is not None:
-                        interrupted = signal.Signals(stop.requested).name
+                    if stopping:
+                        interrupted = signal.Signals(stop.requested or signal.SIGTERM).name
                         break
+                broadcast_buffers(model, dist_info)
                 if interrupted:
                     break
 
                 epoch_metrics: dict[str, Any] = {}
-                if benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or epoch + 1 == max_epochs):
+                if main and benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or epoch + 1 == max_epochs):
                     epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
                     history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
                     logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
@@ -219,7 +248,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 if current is not None and current > best:
                     best = current
                     save_checkpoint(ckpt_dir / "best.ckpt", checkpoint_state(epoch + 1))
-                save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch + 1))
+                if main:
+                    save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch + 1))
+                barrier(dist_info)
 
         final = history[-1]["metrics"] if history else {}
         summary = {**_flatten(final), "best/" + (monitor or "none"): best, "train/steps": step}
@@ -229,18 +260,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         logger.finish()
 
-    if interrupted:
+    if interrupted and main:
         log.warning(
             "stopped by %s at step %d; resume with ckpt_path=%s (or ckpt_path=auto with the same run folder)",
             interrupted, step, ckpt_dir / "last.ckpt",
         )
-    elif history and history[0]["epoch"] == 0 and len(history) > 1:
+    elif main and history and history[0]["epoch"] == 0 and len(history) > 1:
         print_before_after(history[0]["metrics"], history[-1]["metrics"], ks=tuple(tcfg.recall_ks))
     return {
         "metrics": final, "best_metric": best, "monitor": monitor, "run_dir": str(run_dir),
         "checkpoints": str(ckpt_dir), "metrics_file": str(logger.metrics_path),
         "wandb_dir": str(logger.wandb_dir) if logger.wandb_dir else None, "history": history,
         "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
+        "weights_hash": state_dict_hash(model.state_dict()), "rank": dist_info.rank,
     }
 
 

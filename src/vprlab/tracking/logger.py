@@ -35,9 +35,12 @@ class RunLogger:
         enabled: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._file = open(self.metrics_path, "a", buffering=1)
+        self.enabled = enabled  # False: log nothing anywhere (DDP ranks other than 0)
+        self._file = None
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.metrics_path, "a", buffering=1)
         self.summary: dict[str, Any] = {}
         self.wandb_run = None
         self.wandb_dir: Path | None = None
@@ -61,6 +64,8 @@ class RunLogger:
             self.wandb_run = None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self._file is None:
+            return
         clean = {k: _plain(v) for k, v in metrics.items()}
         self._file.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
         if self.wandb_run is not None:
@@ -79,7 +84,7 @@ class RunLogger:
                 log.warning("W&B summary update failed (%s)", e)
 
     def finish(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
         if self.wandb_run is not None:
             try:
