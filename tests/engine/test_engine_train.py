@@ -79,3 +79,10 @@ def test_too_few_places_for_one_batch_fails_early(tiny_synthetic, tmp_path):
     with pytest.raises(ValueError, match=r"dataset has 24 places .* fewer than dataset.places_per_batch=64"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_runs(tiny_synthetic, tmp_path):
+    cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, tmp_path, "trainer.compile=true", "trainer.max_epochs=1"))
+    result = train(cfg)
+    assert result["step"] == 3 and 0 <= result["metrics"]["synthetic"]["R@1"] <= 100

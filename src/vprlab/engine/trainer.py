@@ -130,6 +130,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     # The module that trains: DDP all-reduces gradients; `model` stays the plain module for
     # evaluation and checkpoints (so checkpoint keys never carry a "module." prefix).
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.enabled else model
+    if tcfg.get("compile", False):
+        train_model = torch.compile(train_model)
     scaler = precision.make_scaler()
     steps_per_epoch = len(loader)
     max_epochs = int(tcfg.max_epochs)
