@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,15 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("VPRLAB_PROGRESS", "0")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# evaluate.py's descriptor cache defaults to outputs/descriptor_cache in the repo; tests that do not
+# pass cache_dir= write to a throwaway folder instead.
+if "VPRLAB_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="vprlab-test-cache-")
+    os.environ["VPRLAB_CACHE_DIR"] = _CACHE_DIR
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# At most 2 threads, fewer when OMP_NUM_THREADS asks (on a shared, busy CPU one thread per process is
+# many times faster than two that wait for each other).
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS") or 2))))
 
 TINY_SYNTHETIC = dict(
     num_train_places=24, images_per_place=4, num_cities=2, num_bench_places=12,

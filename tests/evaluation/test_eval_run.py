@@ -15,7 +15,7 @@ from vprlab.evaluation.run import run_evaluation
 
 def _eval_cfg(data_dir, out, *extra):
     return compose_config("evaluate", [
-        "benchmark=[synthetic]", f"paths.data_dir={data_dir}", f"paths.output_dir={out}",
+        "benchmark=[synthetic]", f"paths.data_dir={data_dir}", f"paths.output_dir={out}", f"paths.log_dir={out}",
         "num_workers=0", "batch_size=16", *extra,
     ])
 

@@ -2,65 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
+from release_reference import reference_boq
 from vprlab.models.aggregators import BoQ
-
-EPS = 1e-5  # LayerNorm default of nn.LayerNorm and nn.TransformerEncoderLayer
-
-
-def _layer_norm(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
-    return F.layer_norm(x, x.shape[-1:], sd[prefix + ".weight"], sd[prefix + ".bias"], EPS)
-
-
-def _attention(query, key, value, sd: dict, prefix: str, heads: int):
-    """Multi-head attention by hand: returns (output [B, Lq, D], head-averaged weights [B, Lq, Lk])."""
-    batch, len_q, dim = query.shape
-    w_q, w_k, w_v = sd[prefix + ".in_proj_weight"].chunk(3)
-    b_q, b_k, b_v = sd[prefix + ".in_proj_bias"].chunk(3)
-
-    def split(t):  # [B, L, D] -> [B, heads, L, D/heads]
-        return t.reshape(batch, t.shape[1], heads, dim // heads).transpose(1, 2)
-
-    q = split(query @ w_q.T + b_q)
-    k = split(key @ w_k.T + b_k)
-    v = split(value @ w_v.T + b_v)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim // heads), dim=-1)
-    out = (weights @ v).transpose(1, 2).reshape(batch, len_q, dim)
-    out = out @ sd[prefix + ".out_proj.weight"].T + sd[prefix + ".out_proj.bias"]
-    return out, weights.mean(dim=1)
-
-
-def _encoder_layer(x, sd: dict, prefix: str, heads: int):
-    """Post-norm transformer encoder layer with ReLU, dropout 0."""
-    x = _layer_norm(x + _attention(x, x, x, sd, prefix + ".self_attn", heads)[0], sd, prefix + ".norm1")
-    hidden = torch.relu(x @ sd[prefix + ".linear1.weight"].T + sd[prefix + ".linear1.bias"])
-    ff = hidden @ sd[prefix + ".linear2.weight"].T + sd[prefix + ".linear2.bias"]
-    return _layer_norm(x + ff, sd, prefix + ".norm2")
-
-
-def reference_boq(x: torch.Tensor, sd: dict, num_layers: int, heads: int):
-    feats = F.conv2d(x, sd["proj_c.weight"], sd["proj_c.bias"], padding=1)
-    batch, dim = feats.shape[:2]
-    tokens = feats.reshape(batch, dim, -1).permute(0, 2, 1)
-    tokens = _layer_norm(tokens, sd, "norm_input")
-    outs, attns = [], []
-    for i in range(num_layers):
-        p = f"boqs.{i}"
-        tokens = _encoder_layer(tokens, sd, p + ".encoder", heads)
-        q = sd[p + ".queries"].repeat(batch, 1, 1)
-        q = _layer_norm(q + _attention(q, q, q, sd, p + ".self_attn", heads)[0], sd, p + ".norm_q")
-        out, attn = _attention(q, tokens, tokens, sd, p + ".cross_attn", heads)
-        outs.append(_layer_norm(out, sd, p + ".norm_out"))
-        attns.append(attn)
-    cat = torch.cat(outs, dim=1)  # [B, L*Q, D]
-    rows = cat.permute(0, 2, 1) @ sd["fc.weight"].T + sd["fc.bias"]  # [B, D, row_dim]
-    desc = rows.reshape(batch, -1)
-    return desc / desc.norm(dim=1, keepdim=True), attns
 
 
 @pytest.mark.parametrize(

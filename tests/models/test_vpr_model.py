@@ -3,48 +3,13 @@ forward/backward for every backbone x aggregator combination."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 import torch
 
+from release_reference import random_state_dict, read_layout
 from vprlab.models import VPRModel, build_model
 from vprlab.models.aggregators import BoQ, GeM
 from vprlab.models.backbones import DinoV2Backbone, ResNetBackbone
-
-# key<TAB>shape listings of the released BoQ checkpoints (resnet50_16384.pth, dinov2_12288.pth).
-LAYOUTS = Path(__file__).parent / "data"
-
-
-def read_layout(name: str) -> dict[str, tuple[int, ...]]:
-    """key -> shape from a ``key<TAB>shape`` file listing a released checkpoint."""
-    layout = {}
-    for line in (LAYOUTS / name).read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            layout[key] = tuple(ast.literal_eval(shape))
-    return layout
-
-
-def random_state_dict(layout: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Random tensors with the layout's keys and shapes, scaled so a forward pass stays finite."""
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in layout.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            state[key] = 1 + 0.1 * torch.rand(shape, generator=generator)
-        elif key.endswith(("running_mean", "bias")) or key.endswith("gamma"):
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-        elif len(shape) == 1:  # norm weights
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=generator)
-        elif key.endswith("weight"):  # fan-in scaling
-            state[key] = torch.randn(shape, generator=generator) / torch.tensor(shape[1:]).prod().sqrt()
-        else:  # queries, tokens, position embeddings
-            state[key] = torch.randn(shape, generator=generator)
-    return state
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ positive database indices of every query.
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,8 +37,6 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vprlab.data.transforms import as_hw
-
-log = logging.getLogger(__name__)
 
 QUERIES_WITHOUT_POSITIVE = ("miss", "exclude")
 SUBMISSION_FORMATS = (None, "msls")
@@ -231,7 +228,6 @@ def check_counts(
     if strict:
         raise ValueError(message + ", or strict_counts=false to only warn")
     warnings.warn(message + " (strict_counts=true turns this into an error)", BenchmarkCountWarning, stacklevel=3)
-    log.warning(message)
     return problems
 
 

@@ -1,15 +1,25 @@
-"""Evaluate one model on a list of benchmarks: descriptors -> exact search -> Recall@N."""
+"""Evaluate one model on a list of benchmarks: descriptors -> exact search -> Recall@N.
+
+:func:`run_benchmark` is the whole pipeline for one benchmark (and what evaluate.py uses, since it
+needs the predictions for visualisations and submission files); :func:`evaluate_benchmark` and
+:func:`evaluate` return only the metrics (the trainer's validation).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from vprlab.evaluation.descriptors import extract_descriptors_timed
+from vprlab.data.transforms import as_hw
+from vprlab.evaluation.cache import CacheKey, DescriptorCache, fingerprint
+from vprlab.evaluation.descriptors import extract_descriptors_timed, resolve_amp_dtype
 from vprlab.evaluation.recall import compute_recalls
 from vprlab.evaluation.retrieval import search
 
@@ -17,6 +27,167 @@ if TYPE_CHECKING:
     from vprlab.data.benchmarks import Benchmark
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkDescriptors:
+    database: np.ndarray  # [num_db, D] float32, or float16 / memory-mapped from the cache
+    queries: np.ndarray  # [num_queries, D]
+    seconds: float  # extraction wall time (of the first run when read from the cache)
+    images_per_second: float
+    from_cache: bool = False
+
+
+@dataclass
+class BenchmarkRun:
+    metrics: dict[str, Any]
+    predictions: np.ndarray  # [num_queries, k] database indices, best first
+    scores: np.ndarray  # [num_queries, k] inner products
+    descriptors: BenchmarkDescriptors
+
+
+def cache_key_for(
+    benchmark: Benchmark, weights_hash: str, image_size: Any, transform: Callable, amp_dtype: Any = None
+) -> CacheKey:
+    """The cache key of ``benchmark`` evaluated with these weights, size, transform and precision."""
+    dtype = resolve_amp_dtype(amp_dtype)
+    return CacheKey(
+        weights_hash=str(weights_hash),
+        benchmark=benchmark.name,
+        image_size=as_hw(image_size),
+        transform=repr(transform),
+        precision=str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+        db_fingerprint=fingerprint(benchmark.db_paths),
+        query_fingerprint=fingerprint(benchmark.query_paths),
+    )
+
+
+def benchmark_descriptors(
+    model: nn.Module,
+    benchmark: Benchmark,
+    transform: Callable,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | str | None = None,
+    progress: bool = True,
+    cache: DescriptorCache | None = None,
+    cache_key: CacheKey | None = None,
+) -> BenchmarkDescriptors:
+    """Database and query descriptors of ``benchmark``: from ``cache`` when it holds ``cache_key``,
+    else extracted with ``model`` (and then stored there)."""
+    if cache is not None and cache_key is not None:
+        hit = cache.load(cache_key)
+        if hit is not None:
+            log.info("%s: descriptors read from the cache (%s)", benchmark.name, cache.entry_dir(cache_key))
+            seconds = float(hit.meta.get("extract_seconds", float("nan")))
+            return BenchmarkDescriptors(
+                database=hit.database,
+                queries=hit.queries,
+                seconds=seconds,
+                images_per_second=float(hit.meta.get("extract_img_per_s", float("nan"))),
+                from_cache=True,
+            )
+    common = dict(
+        transform=transform, batch_size=batch_size, num_workers=num_workers,
+        device=device, amp_dtype=amp_dtype, progress=progress,
+    )
+    database = extract_descriptors_timed(model, benchmark.db_paths, desc=f"{benchmark.name} database", **common)
+    queries = extract_descriptors_timed(model, benchmark.query_paths, desc=f"{benchmark.name} queries", **common)
+    seconds = database.seconds + queries.seconds
+    num_images = len(benchmark.db_paths) + len(benchmark.query_paths)
+    images_per_second = num_images / seconds if seconds > 0 else float("inf")
+    db_desc, q_desc = database.descriptors, queries.descriptors
+    if cache is not None and cache_key is not None:
+        db_desc, q_desc = cache.storage_round_trip(db_desc), cache.storage_round_trip(q_desc)
+        folder = cache.save(
+            cache_key, db_desc, q_desc, extract_seconds=seconds, extract_img_per_s=images_per_second,
+            created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        log.info("%s: descriptors cached in %s", benchmark.name, folder)
+    return BenchmarkDescriptors(db_desc, q_desc, seconds, images_per_second)
+
+
+def score_benchmark(
+    benchmark: Benchmark,
+    descriptors: BenchmarkDescriptors,
+    ks: Sequence[int] = (1, 5, 10, 20),
+    k: int | None = None,
+    db_chunk_size: int | None = None,
+    use_gpu: bool | str = "auto",
+    search_float16: bool = False,
+    progress: bool = True,
+) -> BenchmarkRun:
+    """Search the database for every query (top ``max(k, max(ks))``) and compute Recall@ks."""
+    num_db = int(descriptors.database.shape[0])
+    start = time.perf_counter()
+    scores, predictions = search(
+        descriptors.database, descriptors.queries, k=max(int(k or 0), *ks), db_chunk_size=db_chunk_size,
+        use_gpu=use_gpu, float16=search_float16, progress=progress, desc=f"{benchmark.name} search",
+    )
+    search_seconds = time.perf_counter() - start
+    metrics: dict[str, Any]
+    if getattr(benchmark, "has_ground_truth", True):
+        result = compute_recalls(
+            predictions,
+            benchmark.positives,
+            ks=ks,
+            queries_without_positive=getattr(benchmark, "queries_without_positive", "miss"),
+            num_db=num_db,
+        )
+        metrics = result.as_dict()
+    else:  # scored elsewhere (MSLS challenge): there is nothing to compare with here
+        metrics = {f"R@{k}": None for k in sorted({int(k) for k in ks})}
+        metrics.update(num_queries=int(descriptors.queries.shape[0]), num_without_positive=None)
+    metrics.update(
+        num_db=num_db,
+        descriptor_dim=int(descriptors.database.shape[1]),
+        extract_img_per_s=descriptors.images_per_second,
+        extract_s=descriptors.seconds,
+        search_s=search_seconds,
+    )
+    return BenchmarkRun(metrics=metrics, predictions=predictions, scores=scores, descriptors=descriptors)
+
+
+def run_benchmark(
+    model: nn.Module,
+    benchmark: Benchmark,
+    transform_for: Callable[[Any], Callable],
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    ks: Sequence[int] = (1, 5, 10, 20),
+    amp_dtype: torch.dtype | str | None = None,
+    progress: bool = True,
+    db_chunk_size: int | None = None,
+    use_gpu: bool | str = "auto",
+    search_float16: bool = False,
+    k: int | None = None,
+    cache: DescriptorCache | None = None,
+    weights_hash: str | None = None,
+    resolved_image_size: Any = None,
+) -> BenchmarkRun:
+    """Descriptors (cached when ``cache`` and ``weights_hash`` are given), search and recall for one
+    benchmark. ``resolved_image_size`` is the size actually used (for the cache key) when the
+    benchmark's own ``image_size`` is None."""
+    transform = transform_for(benchmark.image_size)
+    key = None
+    if cache is not None:
+        if weights_hash is None:
+            raise ValueError("a descriptor cache needs the weights hash to key its entries; pass weights_hash")
+        size = benchmark.image_size if benchmark.image_size is not None else resolved_image_size
+        if size is None:
+            raise ValueError(f"benchmark {benchmark.name!r}: the descriptor cache needs the resolved image size")
+        key = cache_key_for(benchmark, weights_hash, size, transform, amp_dtype)
+    descriptors = benchmark_descriptors(
+        model, benchmark, transform, batch_size=batch_size, num_workers=num_workers, device=device,
+        amp_dtype=amp_dtype, progress=progress, cache=cache, cache_key=key,
+    )
+    return score_benchmark(
+        benchmark, descriptors, ks=ks, k=k, db_chunk_size=db_chunk_size, use_gpu=use_gpu,
+        search_float16=search_float16, progress=progress,
+    )
 
 
 def evaluate_benchmark(
@@ -33,34 +204,27 @@ def evaluate_benchmark(
     use_gpu: bool | str = "auto",
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one benchmark; see :func:`evaluate` for the keys."""
-    transform = transform_for(benchmark.image_size)
-    common = dict(
-        transform=transform, batch_size=batch_size, num_workers=num_workers,
-        device=device, amp_dtype=amp_dtype, progress=progress,
-    )
-    database = extract_descriptors_timed(model, benchmark.db_paths, desc=f"{benchmark.name} database", **common)
-    queries = extract_descriptors_timed(model, benchmark.query_paths, desc=f"{benchmark.name} queries", **common)
+    return run_benchmark(
+        model, benchmark, transform_for, batch_size=batch_size, num_workers=num_workers, device=device,
+        ks=ks, amp_dtype=amp_dtype, progress=progress, db_chunk_size=db_chunk_size, use_gpu=use_gpu,
+    ).metrics
 
-    num_db = database.descriptors.shape[0]
-    _, predictions = search(
-        database.descriptors, queries.descriptors, k=max(ks), db_chunk_size=db_chunk_size, use_gpu=use_gpu
+
+def check_unique_names(benchmarks: Sequence[Benchmark]) -> None:
+    names = [benchmark.name for benchmark in benchmarks]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"benchmark names must be unique, got {duplicates} more than once")
+
+
+def log_metrics(name: str, metrics: dict[str, Any]) -> None:
+    recalls = ", ".join(
+        f"{key} {value:.2f}" for key, value in metrics.items() if key.startswith("R@") and value is not None
+    ) or "no ground truth"
+    log.info(
+        "%s: %s (%d queries, %s without positive, %d db)",
+        name, recalls, metrics["num_queries"], metrics["num_without_positive"], metrics["num_db"],
     )
-    result = compute_recalls(
-        predictions,
-        benchmark.positives,
-        ks=ks,
-        queries_without_positive=getattr(benchmark, "queries_without_positive", "miss"),
-        num_db=num_db,
-    )
-    seconds = database.seconds + queries.seconds
-    num_images = num_db + queries.descriptors.shape[0]
-    metrics: dict[str, Any] = result.as_dict()
-    metrics.update(
-        num_db=num_db,
-        descriptor_dim=int(database.descriptors.shape[1]),
-        extract_img_per_s=num_images / seconds if seconds > 0 else float("inf"),
-    )
-    return metrics
 
 
 def evaluate(
@@ -81,13 +245,11 @@ def evaluate(
     ``transform_for(benchmark.image_size)`` gives the eval transform for each
     benchmark (models are evaluated at the size they were published with).
     Each metrics dict holds ``R@k`` (percent) for every k, ``num_queries``,
-    ``num_db``, ``num_without_positive``, ``descriptor_dim`` and
-    ``extract_img_per_s`` (database + query images over extraction wall time).
+    ``num_db``, ``num_without_positive``, ``descriptor_dim``,
+    ``extract_img_per_s`` (database + query images over extraction wall time),
+    ``extract_s`` and ``search_s``.
     """
-    names = [benchmark.name for benchmark in benchmarks]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"benchmark names must be unique, got {duplicates} more than once")
+    check_unique_names(benchmarks)
     results: dict[str, dict[str, Any]] = {}
     for benchmark in benchmarks:
         metrics = evaluate_benchmark(
@@ -96,9 +258,5 @@ def evaluate(
             db_chunk_size=db_chunk_size, use_gpu=use_gpu,
         )
         results[benchmark.name] = metrics
-        recalls = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items() if key.startswith("R@"))
-        log.info(
-            "%s: %s (%d queries, %d without positive, %d db)",
-            benchmark.name, recalls, metrics["num_queries"], metrics["num_without_positive"], metrics["num_db"],
-        )
+        log_metrics(benchmark.name, metrics)
     return results

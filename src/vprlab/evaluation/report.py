@@ -32,6 +32,7 @@ _RECALL_COLUMN = re.compile(r"^R@(\d+)$")
 class ResultPaths(NamedTuple):
     csv: Path
     json: Path
+    markdown: Path | None = None
 
 
 def recall_columns(rows: Sequence[dict]) -> list[str]:
@@ -161,7 +162,8 @@ def _to_csv(rows: Sequence[dict]) -> str:
 
 
 def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "results") -> ResultPaths:
-    """Merge ``rows`` into ``out_dir/{stem}.json`` and ``.csv`` (atomically), replacing rows by (model, benchmark)."""
+    """Merge ``rows`` into ``out_dir/{stem}.json``, ``.csv`` and ``.md`` (each written atomically),
+    replacing rows by (model, benchmark). The JSON file is the one read back."""
     out_dir = Path(out_dir)
     for row in rows:
         _row_key(row)
@@ -169,4 +171,5 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = 
         merged = merge_rows(read_results(out_dir, stem), rows)
         json_path = atomic_write_json(out_dir / f"{stem}.json", merged)
         csv_path = atomic_write_text(out_dir / f"{stem}.csv", _to_csv(merged))
-    return ResultPaths(csv=csv_path, json=json_path)
+        md_path = atomic_write_text(out_dir / f"{stem}.md", markdown_table(merged))
+    return ResultPaths(csv=csv_path, json=json_path, markdown=md_path)

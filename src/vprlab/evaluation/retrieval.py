@@ -2,7 +2,9 @@
 
 Large databases can be searched in chunks (``db_chunk_size``) to bound memory,
 especially on GPU; the per-chunk top-k lists are merged exactly, so the result
-equals a single search over the whole database.
+equals a single search over the whole database. The database may be a float16
+array (or a memory-mapped .npy from the descriptor cache): each chunk is cast to
+float32 only when it is searched, so host memory holds half the bytes.
 """
 
 from __future__ import annotations
@@ -10,14 +12,20 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from vprlab.utils.progress import progress_bar
+
 # faiss GPU brute-force search supports k up to this value; above it we search on CPU.
 _FAISS_GPU_MAX_K = 2048
 
 
-def _as_matrix(name: str, array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
+def _as_matrix(name: str, array: np.ndarray, keep_float16: bool = False) -> np.ndarray:
+    """A 2-D float32 array; with ``keep_float16`` a float16 array (or memmap) is returned as is."""
+    if not isinstance(array, np.ndarray):
+        array = np.asarray(array)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D [num_items, descriptor_dim] array, got shape {array.shape}")
+    if keep_float16 and array.dtype == np.float16:
+        return array
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -47,10 +55,15 @@ def _resolve_use_gpu(use_gpu: bool | str, k: int) -> bool:
     return bool(use_gpu)
 
 
-def _search_one(database: np.ndarray, queries: np.ndarray, k: int, gpu_resources) -> tuple[np.ndarray, np.ndarray]:
+def _search_one(
+    database: np.ndarray, queries: np.ndarray, k: int, gpu_resources, gpu_float16: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    database = np.ascontiguousarray(database, dtype=np.float32)
     index = faiss.IndexFlatIP(database.shape[1])
     if gpu_resources is not None:
-        index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = bool(gpu_float16)  # float16 storage on the GPU, float32 accumulation
+        index = faiss.index_cpu_to_gpu(gpu_resources, 0, index, options)
     index.add(database)
     scores, indices = index.search(queries, k)
     return scores, indices.astype(np.int64, copy=False)
@@ -68,6 +81,9 @@ def search(
     k: int,
     db_chunk_size: int | None = None,
     use_gpu: bool | str = "auto",
+    float16: bool = False,
+    progress: bool = False,
+    desc: str = "search",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k database items for every query by inner product.
 
@@ -77,8 +93,15 @@ def search(
     requires one, false stays on CPU. Among the returned items, equal scores are
     ordered by database index; which of several equal-score items at the k-th
     place is kept follows faiss.
+
+    ``float16``: store the database in float16 (a float32 database is rounded
+    once; a float16 one is kept as is and cast chunk by chunk); on a GPU the
+    faiss index itself stores float16. Scores are then those of the rounded
+    descriptors. ``progress`` shows a bar over the database chunks.
     """
-    database = _as_matrix("database descriptors", database)
+    database = _as_matrix("database descriptors", database, keep_float16=True)
+    if float16 and database.dtype != np.float16:
+        database = database.astype(np.float16)
     queries = _as_matrix("query descriptors", queries)
     num_db, dim = database.shape
     if queries.shape[1] != dim:
@@ -100,10 +123,12 @@ def search(
     chunk = num_db if db_chunk_size is None else min(int(db_chunk_size), num_db)
 
     all_scores, all_indices = [], []
-    for start in range(0, num_db, chunk):
-        part = database[start : start + chunk]
-        scores, indices = _search_one(part, queries, min(k, part.shape[0]), gpu_resources)
-        all_scores.append(scores)
-        all_indices.append(indices + start)
+    with progress_bar(desc=desc, total=num_db, unit="db", enabled=progress) as bar:
+        for start in range(0, num_db, chunk):
+            part = database[start : start + chunk]
+            scores, indices = _search_one(part, queries, min(k, part.shape[0]), gpu_resources, float16)
+            all_scores.append(scores)
+            all_indices.append(indices + start)
+            bar.update(part.shape[0])
     scores, indices = _sort_rows(np.concatenate(all_scores, axis=1), np.concatenate(all_indices, axis=1), k)
     return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(indices, dtype=np.int64)

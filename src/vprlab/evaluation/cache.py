@@ -1,0 +1,145 @@
+"""Descriptor cache: re-evaluating or re-scoring a model on a benchmark reads its descriptors from disk.
+
+An entry is keyed by everything that changes the descriptors: the weights (hash), the benchmark
+(name and a fingerprint of its image lists), the image size, the eval transform (its full repr:
+interpolation, antialiasing, normalisation) and the autocast precision. Layout::
+
+    <cache_dir>/<weights_hash>/<benchmark>/<H>x<W>-<key digest>/
+        database.npy   [num_db, D]       float32 or float16
+        queries.npy    [num_queries, D]
+        meta.json      the key, shapes, dtype and the extraction time of the first run
+
+Each file is written to a temporary name and renamed; ``meta.json`` comes last, so an entry
+without it is incomplete and ignored. The database array is memory-mapped on load, so a
+huge database is read chunk by chunk during a chunked search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vprlab.utils.io import atomic_write_json
+
+CACHE_FORMAT_VERSION = 1
+CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def fingerprint(paths: Sequence[str]) -> str:
+    """A short hash of an ordered list of image paths (the benchmark's identity on disk)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    weights_hash: str
+    benchmark: str
+    image_size: tuple[int, int]
+    transform: str  # repr of the eval transform
+    precision: str  # autocast dtype name, "float32" for none
+    db_fingerprint: str
+    query_fingerprint: str
+    version: int = CACHE_FORMAT_VERSION
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CachedDescriptors:
+    database: np.ndarray
+    queries: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class DescriptorCache:
+    """Reads and writes cache entries under ``root``; ``dtype`` ("float32" or "float16") is the
+    storage type of new entries (float16 halves the disk and memory; see :meth:`storage_round_trip`)."""
+
+    def __init__(self, root: str | os.PathLike, dtype: str = "float32") -> None:
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"cache_dtype={dtype!r}; use one of {sorted(CACHE_DTYPES)}")
+        self.root = Path(root)
+        self.dtype = dtype
+
+    def entry_dir(self, key: CacheKey) -> Path:
+        h, w = key.image_size
+        return self.root / _safe(key.weights_hash) / _safe(key.benchmark) / f"{h}x{w}-{key.digest()}"
+
+    def storage_round_trip(self, descriptors: np.ndarray) -> np.ndarray:
+        """``descriptors`` as they will read back from this cache: with float16 storage, rounded
+        through float16, so a first (uncached) run scores exactly what every cached rerun scores."""
+        if self.dtype == "float32":
+            return descriptors
+        return descriptors.astype(np.float16)
+
+    def load(self, key: CacheKey) -> CachedDescriptors | None:
+        """The entry for ``key``, or None when there is none (or it is incomplete or inconsistent)."""
+        folder = self.entry_dir(key)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            database = np.load(folder / "database.npy", mmap_mode="r", allow_pickle=False)
+            queries = np.load(folder / "queries.npy", allow_pickle=False)
+        except (OSError, ValueError, json.JSONDecodeError):
+            return None  # a damaged entry is recomputed and overwritten
+        if meta.get("digest") != key.digest() or list(database.shape) != meta.get("database_shape") or list(
+            queries.shape
+        ) != meta.get("queries_shape"):
+            return None
+        return CachedDescriptors(database=database, queries=queries, meta=meta)
+
+    def save(self, key: CacheKey, database: np.ndarray, queries: np.ndarray, **info: Any) -> Path:
+        """Write an entry (arrays first, ``meta.json`` last, each atomically); ``info`` goes into the meta."""
+        folder = self.entry_dir(key)
+        dtype = CACHE_DTYPES[self.dtype]
+        meta_path = folder / "meta.json"
+        meta_path.unlink(missing_ok=True)  # replacing an entry: invalidate it before its arrays change
+        _atomic_save_npy(folder / "database.npy", np.asarray(database, dtype=dtype))
+        _atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
+        meta = {
+            "digest": key.digest(),
+            "key": asdict(key),
+            "dtype": self.dtype,
+            "database_shape": list(np.shape(database)),
+            "queries_shape": list(np.shape(queries)),
+            **info,
+        }
+        atomic_write_json(meta_path, meta)
+        return folder

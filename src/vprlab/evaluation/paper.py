@@ -1,0 +1,164 @@
+"""Our recalls next to the numbers published in the BoQ README, with the differences.
+
+The published numbers ship with vprlab (``vprlab/resources/boq_paper_results.csv``: one row per
+model and benchmark, recall@1/5/10/20 in percent). Benchmark configs are matched to the paper's
+benchmark names through :data:`PAPER_BENCHMARKS` (``nordland`` is the 1-frame "Nordland*",
+``nordland_10frames`` the 10-frame "Nordland**").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vprlab.utils.io import atomic_write_text
+
+PAPER_RESULTS = "boq_paper_results.csv"
+# Our benchmark config name -> the paper's benchmark name.
+PAPER_BENCHMARKS: dict[str, str] = {
+    "msls_val": "MSLS-val",
+    "msls_challenge": "MSLS-Challenge",
+    "pitts30k_test": "Pitts30k-test",
+    "pitts250k_test": "Pitts250k-test",
+    "nordland": "Nordland*",
+    "nordland_10frames": "Nordland**",
+    "sped": "SPED",
+    "amstertime": "AmsterTime",
+    "eynsham": "Eynsham",
+    "st_lucia": "St-Lucia",
+    "svox_night": "SVOX-night",
+    "svox_sun": "SVOX-sun",
+    "svox_rain": "SVOX-rain",
+    "svox_snow": "SVOX-snow",
+    "svox_overcast": "SVOX-overcast",
+    "svox_all": "SVOX-all",
+    "sf_landmark": "SF-Landmark",
+}
+_RECALL = re.compile(r"^R@(\d+)$")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9*]", "", name.lower())
+
+
+_BY_NORMALISED = {_normalise(k): v for k, v in PAPER_BENCHMARKS.items()} | {_normalise(v): v for v in PAPER_BENCHMARKS.values()}
+
+
+def paper_benchmark(name: str) -> str | None:
+    """The paper's name for benchmark ``name`` (a config name such as ``pitts30k_test`` or the paper's
+    own spelling), or None when the paper has no such benchmark."""
+    return _BY_NORMALISED.get(_normalise(name))
+
+
+def load_paper_results(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rows of the published results: model, descriptor_dim, eval_size, benchmark, R@1..R@20, note."""
+    if path is None:
+        text = resources.files("vprlab").joinpath("resources", PAPER_RESULTS).read_text()
+    else:
+        text = Path(path).read_text()
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        rows.append({k: (float(v) if _RECALL.match(k) else v) for k, v in row.items()})
+    return rows
+
+
+def paper_models(rows: Sequence[dict] | None = None) -> list[str]:
+    return sorted({row["model"] for row in (rows if rows is not None else load_paper_results())})
+
+
+def _resolve_model(model: str, paper_rows: Sequence[dict]) -> str:
+    models = paper_models(paper_rows)
+    if model in models:
+        return model
+    try:  # a released model name (boq_resnet50_16384) stands for its paper rows
+        from vprlab.pretrained import released_model
+
+        paper_model = released_model(model).paper_model
+    except ValueError:
+        paper_model = None
+    if paper_model not in models:
+        raise ValueError(f"compare_with_paper={model!r}: the paper reports {models}; use one of them")
+    return paper_model
+
+
+def _fmt(value: float | None, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.1f}" if sign else f"{value:.1f}"
+
+
+def compare_with_paper(
+    rows: Sequence[dict[str, Any]],
+    model: str,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 20),
+    out_dir: str | Path | None = None,
+    console: Console | None = None,
+    paper_path: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Print our R@k next to the paper's for ``model`` (``boq_resnet50`` / ``boq_dinov2``, or a released
+    model name) and return one row per benchmark with ``R@k``, ``paper R@k`` and ``delta R@k``.
+
+    ``rows`` are result rows as run_evaluation writes them (``benchmark`` + ``R@k``). Benchmarks the
+    paper does not report get "-"; paper benchmarks that were not evaluated are listed below the table.
+    With ``out_dir`` the same table is written to ``<out_dir>/paper_comparison_<model>.md``.
+    """
+    paper_rows = load_paper_results(paper_path)
+    model = _resolve_model(model, paper_rows)
+    published = {row["benchmark"]: row for row in paper_rows if row["model"] == model}
+    comparison = []
+    for row in rows:
+        paper_name = paper_benchmark(str(row["benchmark"]))
+        paper = published.get(paper_name) if paper_name else None
+        entry: dict[str, Any] = {"benchmark": row["benchmark"], "paper benchmark": paper_name if paper else None}
+        for k in ks:
+            ours, theirs = row.get(f"R@{k}"), (paper or {}).get(f"R@{k}")
+            entry[f"R@{k}"] = ours
+            entry[f"paper R@{k}"] = theirs
+            entry[f"delta R@{k}"] = ours - theirs if ours is not None and theirs is not None else None
+        comparison.append(entry)
+    evaluated = {entry["paper benchmark"] for entry in comparison}
+    not_run = [name for name in published if name not in evaluated]
+
+    title = f"Recall@N (%) vs the BoQ paper ({model})"
+    table = Table(title=title, caption="each cell: ours / paper (difference)")
+    table.add_column("benchmark")
+    table.add_column("paper")
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    for entry in comparison:
+        cells = [
+            f"{_fmt(entry[f'R@{k}'])} / {_fmt(entry[f'paper R@{k}'])} ({_fmt(entry[f'delta R@{k}'], sign=True)})" for k in ks
+        ]
+        table.add_row(str(entry["benchmark"]), entry["paper benchmark"] or "-", *cells)
+    console = console or Console()
+    console.print(table)
+    if not_run:
+        console.print(f"paper benchmarks not evaluated here: {', '.join(not_run)}")
+    if out_dir is not None:
+        path = Path(out_dir) / f"paper_comparison_{model}.md"
+        atomic_write_text(path, comparison_markdown(comparison, title, ks, not_run))
+        console.print(f"comparison: {path}")
+    return comparison
+
+
+def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int], not_run: Sequence[str] = ()) -> str:
+    header = ["benchmark", "paper"] + [label for k in ks for label in (f"R@{k}", f"paper R@{k}", f"Δ R@{k}")]
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for entry in comparison:
+        cells = [str(entry["benchmark"]), (entry["paper benchmark"] or "-").replace("*", "\\*")]
+        for k in ks:
+            cells += [_fmt(entry[f"R@{k}"]), _fmt(entry[f"paper R@{k}"]), _fmt(entry[f"delta R@{k}"], sign=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not_run:
+        lines += ["", "Paper benchmarks not evaluated here: " + ", ".join(n.replace("*", "\\*") for n in not_run) + "."]
+    return "\n".join(lines) + "\n"

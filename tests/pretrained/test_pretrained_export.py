@@ -1,0 +1,98 @@
+"""Our trained BoQ checkpoints export to the release layout and are served like the released ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from release_reference import forbid_network, release_checkpoint
+from vprlab.engine.checkpoint import save_checkpoint
+from vprlab.models import VPRModel
+from vprlab.models.aggregators import BoQ, GeM
+from vprlab.models.backbones import ResNetBackbone
+from vprlab.pretrained import export_release, hub_model, load_pretrained, main
+
+
+def _tiny_boq() -> VPRModel:
+    torch.manual_seed(0)
+    backbone = ResNetBackbone("resnet18", pretrained=False, eval_image_size=(64, 64))
+    return VPRModel(backbone, BoQ(backbone.out_channels, proj_channels=32, num_queries=4, num_layers=1, row_dim=4)).eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny BoQ and a vprlab training checkpoint of it (with the non-tensor state train.py saves)."""
+    model = _tiny_boq()
+    with torch.no_grad():  # non-default BatchNorm statistics, so that buffers are checked too
+        model.backbone.net[1].running_mean.uniform_(-0.5, 0.5)
+    path = tmp_path_factory.mktemp("run") / "last.ckpt"
+    save_checkpoint(path, {
+        "model": model.state_dict(), "optimizer": {}, "epoch": 2, "step": 10,
+        "config": {"backbone": {"model_name": "resnet18"}}, "rng": {"numpy": np.random.get_state()},
+    })
+    return model, path
+
+
+def test_export_writes_the_release_layout_and_serves_it(trained, tmp_path, monkeypatch) -> None:
+    model, ckpt = trained
+    out, architecture = export_release(ckpt, tmp_path / "export" / "boq_resnet18.pth")
+    assert architecture.backbone == "resnet18" and architecture.descriptor_dim == 128
+    exported = torch.load(out, map_location="cpu", weights_only=True)  # a plain state dict, tensors only
+    assert list(exported) == list(model.state_dict())  # the model's (= the release's) key order
+    for key, value in model.state_dict().items():
+        assert torch.equal(exported[key], value), key
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    calls = forbid_network(monkeypatch)
+    x = torch.randn(2, 3, 64, 64)
+    hub = torch.hub.load(str(REPO), "get_trained_boq", source="local", backbone_name="resnet18", output_dim=128, weights=out)
+    loaded, transform = load_pretrained(out, image_size=64)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(hub(x)[0], expected, atol=1e-6, rtol=1e-5)  # same weights; kernels may round differently
+        torch.testing.assert_close(loaded(x), expected, atol=1e-6, rtol=1e-5)
+    assert tuple(transform.transforms[1].size) == (64, 64)
+    with pytest.raises(ValueError, match=r"call get_trained_boq\(backbone_name='resnet18', output_dim=128, weights=\.\.\.\)"):
+        hub_model("resnet50", 16384, weights=out)
+    assert calls == []
+
+
+def test_export_keeps_a_released_file_identical(tmp_path_factory, tmp_path) -> None:
+    source = release_checkpoint(tmp_path_factory, "resnet50_16384")
+    out, architecture = export_release(source, tmp_path / "again.pth")
+    assert architecture.describe().endswith("-> 16384-d")
+    original = torch.load(source, weights_only=True)
+    exported = torch.load(out, weights_only=True)
+    assert list(exported) == list(original)
+    assert all(torch.equal(exported[k], original[k]) for k in original)
+
+
+def test_export_refuses_a_model_that_is_not_boq(tmp_path) -> None:
+    backbone = ResNetBackbone("resnet18", pretrained=False)
+    path = tmp_path / "gem.ckpt"
+    save_checkpoint(path, {"model": VPRModel(backbone, GeM(backbone.out_channels)).state_dict()})
+    with pytest.raises(ValueError, match=rf"checkpoint '{path}' is not a BoQ model.*aggregator keys: aggregator\.p"):
+        export_release(path, tmp_path / "out.pth")
+
+
+def test_export_cli(trained, tmp_path, capsys) -> None:
+    _, ckpt = trained
+    assert main(["export", str(ckpt), str(tmp_path / "a.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'a.pth'}: resnet18 + BoQ" in printed and "output_dim=128" in printed
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "b.pth")]) == 1
+    assert "missing.ckpt' does not exist" in capsys.readouterr().err
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "vprlab.pretrained", "export", str(ckpt), str(tmp_path / "c.pth")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "c.pth").is_file()
