@@ -108,3 +108,16 @@ def test_place_image_paths_point_at_existing_files(gsv_root):
     paths = ds.place_image_paths(1)
     assert len(paths) == 4 and all(p.endswith(".jpg") for p in paths)
     assert all(p.startswith(str(gsv_root / "Images" / "Boston")) for p in paths)
+
+
+def test_draft_decoding_reads_jpegs_at_a_reduced_scale_no_smaller_than_asked(tmp_path):
+    from PIL import Image
+
+    from vprlab.data.gsv_cities import _load_image
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (640, 480), (120, 30, 200)).save(path, quality=90)
+    assert _load_image(str(path)).size == (640, 480)
+    assert _load_image(str(path), draft_size=(200, 200)).size == (320, 240)  # 1/2: the smallest >= 200x200
+    assert _load_image(str(path), draft_size=(100, 150)).size == (160, 120)  # 1/4
+    assert _load_image(str(path), draft_size=(480, 640)).size == (640, 480)  # no reduction possible

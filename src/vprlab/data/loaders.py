@@ -13,7 +13,7 @@ from vprlab.utils.instantiate import build
 # Keys of the dataset config that describe how batches are made, not the dataset itself.
 LOADER_KEYS = (
     "image_size", "places_per_batch", "num_workers", "pin_memory", "persistent_workers",
-    "prefetch_factor", "randaugment_ops", "randaugment_magnitude",
+    "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode",
 )
 
 
@@ -38,13 +38,15 @@ def build_train_loader(
     from vprlab.data.transforms import train_transform
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
+    image_size = _size(loader_cfg.get("image_size", 320))
     transform = train_transform(
-        _size(loader_cfg.get("image_size", 320)),
+        image_size,
         randaugment_ops=loader_cfg.get("randaugment_ops", 3),
         randaugment_magnitude=loader_cfg.get("randaugment_magnitude", 15),
         mean=mean, std=std,
     )
-    dataset = build(dataset_cfg, transform=transform, seed=seed)
+    draft = {"draft_size": image_size} if loader_cfg.get("fast_decode", False) else {}
+    dataset = build(dataset_cfg, transform=transform, seed=seed, **draft)
     places_per_batch = int(loader_cfg.get("places_per_batch", 160))
     if places_per_batch < 2:
         raise ValueError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
@@ -63,7 +65,7 @@ def build_train_loader(
         collate_fn=collate_places,
         drop_last=True,
         num_workers=num_workers,
-        pin_memory=bool(loader_cfg.get("pin_memory", device_type == "cuda")),
+        pin_memory=bool(loader_cfg.get("pin_memory", True)) and device_type == "cuda",
         persistent_workers=bool(loader_cfg.get("persistent_workers", False)) and num_workers > 0,
         prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
     )
