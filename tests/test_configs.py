@@ -1,13 +1,18 @@
-"""Every config composes; every backbone x aggregator builds and trains one step on a tiny input."""
+"""Every config composes; every backbone x aggregator builds from its configs and trains one step on a
+tiny input (invalid pairs fail clearly)."""
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
 import pytest
+import timm
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import CONF, compose_config
-from vprlab.models.vpr_model import build_model
+from vprlab.models.vpr_model import VPRModel
 from vprlab.utils.instantiate import build
 
 
@@ -15,9 +20,18 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def _is_evaluate_experiment(option: str) -> bool:
+    """Experiments that pick a released model (the `pretrained` group) are for evaluate.py only;
+    tests/pretrained/test_pretrained_configs.py composes them against evaluate.yaml."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{option}.yaml")).get("defaults") or []
+    return any(isinstance(entry, dict) and "override /pretrained" in entry for entry in defaults)
+
+
 @pytest.mark.parametrize("group", ["backbone", "aggregator", "dataset", "loss", "optimizer", "scheduler", "trainer", "logger", "experiment"])
 def test_every_option_composes(group, tmp_path):
     for option in _options(group):
+        if group == "experiment" and _is_evaluate_experiment(option):
+            continue
         cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}"])
         OmegaConf.resolve(cfg)  # every interpolation resolves
         assert cfg.task_name == "train"
@@ -43,19 +57,105 @@ def test_training_defaults_are_the_boq_recipe(tmp_path):
     assert cfg.hydra.job.chdir is False
 
 
-SMALL_INPUT = {"resnet50": (64, 64), "resnet18": (64, 64), "dinov2": (28, 28)}
+# What each backbone config documents: output channels, and a CPU-sized input every aggregator accepts.
+BACKBONE_CHANNELS = {
+    "resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024, "resnet152": 1024, "resnext50": 1024,
+    "dinov2": 768, "dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536,
+    "dinov2_vitb14_reg4": 768, "timm": 768,
+}
+SMALL_INPUT = {"resnet": (32, 32), "resnext": (32, 32), "dinov2": (28, 28), "timm": (64, 64)}  # 2x2 maps
+SALAD_INPUT = (126, 126)  # 9x9 = 81 DINOv2 patches: more than SALAD's 64 clusters
+# DINOv2 wider than ViT-S is built with 2 blocks (its real width, so the dimensions are those of the config).
+SHALLOW_DINOV2_DEPTH = 2
 
 
-@pytest.mark.parametrize("backbone", _options("backbone"))
+def _small_input(backbone: str) -> tuple[int, int]:
+    return next(size for prefix, size in SMALL_INPUT.items() if backbone.startswith(prefix))
+
+
+def expected_descriptor_dim(aggregator: DictConfig, channels: int) -> int:
+    """The descriptor size each aggregator config documents, computed from its own fields."""
+    target = aggregator._target_.rsplit(".", 1)[-1]
+    if target in ("AVG", "MAC", "GeM"):
+        return channels
+    if target == "CosPlace":
+        return aggregator.out_dim
+    if target == "ConvAP":
+        return aggregator.out_channels * aggregator.s1 * aggregator.s2
+    if target == "MixVPR":
+        return aggregator.out_channels * aggregator.out_rows
+    if target == "NetVLAD":
+        return aggregator.pca_dim or aggregator.num_clusters * channels
+    if target == "SALAD":
+        return aggregator.num_clusters * aggregator.cluster_dim + aggregator.token_dim
+    if target == "BoQ":
+        return (aggregator.proj_channels or channels // 2) * aggregator.row_dim
+    raise AssertionError(f"no documented descriptor size for {target}; add it here and to the README table")
+
+
+@contextlib.contextmanager
+def shallow_dinov2(model_name: str):
+    """Build DINOv2-B/L/G with SHALLOW_DINOV2_DEPTH blocks: a ViT-G is 1.1B parameters."""
+    if "dinov2" not in model_name or "small" in model_name:
+        yield
+        return
+    create = timm.create_model
+
+    def shallow(name, *args, **kwargs):
+        return create(name, *args, depth=SHALLOW_DINOV2_DEPTH, **kwargs)
+
+    with mock.patch.object(timm, "create_model", shallow):
+        yield
+
+
+_LAST_BACKBONE: dict[tuple[str, bool], torch.nn.Module] = {}
+
+
+def cached_backbone(name: str, cfg: DictConfig) -> torch.nn.Module:
+    """The backbone is built once for all the aggregators that follow it (the matrix runs backbone
+    by backbone; ResNet152 and ViT-G take a while to build), and only the last one is kept."""
+    key = (name, bool(cfg.get("return_cls_token", False)))
+    if key not in _LAST_BACKBONE:
+        _LAST_BACKBONE.clear()
+        torch.manual_seed(0)
+        with shallow_dinov2(str(cfg.get("model_name", ""))):
+            _LAST_BACKBONE[key] = build(cfg)
+    return _LAST_BACKBONE[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_backbones():
+    yield
+    _LAST_BACKBONE.clear()
+
+
 @pytest.mark.parametrize("aggregator", _options("aggregator"))
+@pytest.mark.parametrize("backbone", _options("backbone"))
 def test_every_backbone_and_aggregator_trains_a_step(backbone, aggregator, tmp_path):
-    cfg = compose_config("train", [f"backbone={backbone}", f"aggregator={aggregator}", "backbone.pretrained=false", f"paths.output_dir={tmp_path}"])
+    """Every valid pair builds from its configs, gives its documented descriptor size, L2-normalised,
+    and back-propagates; an invalid pair (SALAD without a class token) fails with a clear error."""
+    overrides = [f"backbone={backbone}", f"aggregator={aggregator}", "backbone.pretrained=false", f"paths.output_dir={tmp_path}"]
+    is_dinov2 = backbone.startswith("dinov2")
+    if aggregator == "salad" and is_dinov2:
+        overrides.append("backbone.return_cls_token=true")
+    cfg = compose_config("train", overrides)
+    size = SALAD_INPUT if aggregator == "salad" and is_dinov2 else _small_input(backbone)
+    net = cached_backbone(backbone, cfg.backbone)
+    assert net.out_channels == BACKBONE_CHANNELS[backbone], "backbone config no longer gives its documented width"
     if aggregator == "boq":  # keep the test light: the paper sizes are checked in tests/models
         cfg.aggregator.num_queries = 8
-    model = build_model(cfg.backbone, cfg.aggregator)
-    x = torch.randn(2, 3, *SMALL_INPUT[backbone])
+    if aggregator == "mixvpr":  # the mixers are sized for the map this input gives
+        cfg.aggregator.in_h, cfg.aggregator.in_w = size[0] // net.stride, size[1] // net.stride
+    model = VPRModel(net, build(cfg.aggregator, in_channels=net.out_channels)).train()
+    model.zero_grad(set_to_none=True)
+    assert model.descriptor_dim == expected_descriptor_dim(cfg.aggregator, net.out_channels)
+    x = torch.randn(2, 3, *size)
+    if aggregator == "salad" and not is_dinov2:
+        with pytest.raises(ValueError, match="SALAD needs the backbone's class token.*return_cls_token=true"):
+            model(x)
+        return
     descriptors = model(x)
-    assert descriptors.shape == (2, model.descriptor_dim)
+    assert descriptors.shape == (2, model.descriptor_dim) and descriptors.dtype == torch.float32
     assert torch.allclose(descriptors.norm(dim=1), torch.ones(2), atol=1e-5)
     loss_fn = build(cfg.loss)
     loss, _ = loss_fn(torch.cat([descriptors, descriptors.flip(0)]), torch.tensor([0, 0, 1, 1]))

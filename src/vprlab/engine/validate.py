@@ -19,6 +19,7 @@ def _sizes(value: Any) -> list[int]:
 
 def validate_train_config(cfg: DictConfig) -> None:
     validate_model_sizes(cfg)
+    validate_aggregator_needs(cfg)
     root = cfg.dataset.get("root")
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(
@@ -51,3 +52,46 @@ def validate_model_sizes(cfg: DictConfig) -> None:
                 check_image_size(size, patch)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
+
+
+def _backbone_stride(backbone: DictConfig) -> int | None:
+    """The output stride a backbone config gives, where it follows from the config alone."""
+    target = str(backbone.get("_target_", "")).lower()
+    if "dinov2" in target:
+        return 14
+    if "resnet" in target:
+        return 16 if backbone.get("crop_last_block", True) else 32
+    return None  # timm: known once the model is built
+
+
+def validate_aggregator_needs(cfg: DictConfig) -> None:
+    """Backbone x aggregator pairs that cannot work, found from the configs: SALAD without the
+    backbone's class token, MixVPR sized for another feature map than the train / eval images give."""
+    aggregator, backbone = cfg.get("aggregator") or {}, cfg.get("backbone") or {}
+    target = str(aggregator.get("_target_", ""))
+    if target.endswith("SALAD") and not backbone.get("return_cls_token", False):
+        raise ValueError(
+            "aggregator=salad needs the backbone's class token but backbone.return_cls_token is not true; "
+            "set backbone.return_cls_token=true (DINOv2 or timm ViT backbones) or use experiment=salad_dinov2"
+        )
+    stride = _backbone_stride(backbone)
+    if not target.endswith("MixVPR") or stride is None:
+        return
+    expected = (int(aggregator.get("in_h", 20)), int(aggregator.get("in_w", 20)))
+    places = [("backbone.train_image_size", backbone.get("train_image_size")),
+              ("backbone.eval_image_size", backbone.get("eval_image_size"))]
+    for name, bench in (cfg.get("benchmark") or {}).items():
+        if bench is not None and bench.get("image_size") is not None:
+            places.append((f"benchmark.{name}.image_size", bench.get("image_size")))
+    for where, value in places:
+        sizes = _sizes(value)
+        if not sizes:
+            continue
+        height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes[:2]
+        grid = (height // stride, width // stride)
+        if grid != expected:
+            raise ValueError(
+                f"{where}={[height, width]} gives {grid[0]}x{grid[1]} feature maps (stride {stride}) but MixVPR "
+                f"is built for {expected[0]}x{expected[1]} (aggregator.in_h, in_w); use "
+                f"{[expected[0] * stride, expected[1] * stride]} or set aggregator.in_h={grid[0]} aggregator.in_w={grid[1]}"
+            )

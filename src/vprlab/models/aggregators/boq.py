@@ -7,8 +7,9 @@ so that they load strictly.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from vprlab.models.aggregators._common import check_channels, feature_map, l2_flatten
 
 HEAD_DIM = 64  # BoQ uses proj_channels // 64 attention heads everywhere
 
@@ -124,6 +125,8 @@ class BoQ(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Descriptor and the per-block attention maps (an empty list when ``return_attention`` is False)."""
+        x = feature_map(x, "BoQ")
+        check_channels(x, self.in_channels, "BoQ")
         tokens = self.proj_c(x).flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = self.norm_input(tokens)
         outputs, attentions = [], []
@@ -134,5 +137,5 @@ class BoQ(nn.Module):
                 attentions.append(attn)
         out = torch.cat(outputs, dim=1)  # [B, L*Q, D]
         out = self.fc(out.transpose(1, 2))  # [B, D, row_dim]
-        descriptor = F.normalize(out.flatten(1), p=2, dim=-1)  # channel-major: d * row_dim + r
+        descriptor = l2_flatten(out)  # channel-major: d * row_dim + r; float32
         return descriptor, attentions

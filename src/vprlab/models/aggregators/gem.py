@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, gem_pool, l2_flatten
 
 
 class GeM(nn.Module):
-    """Feature map [B, C, H, W] -> L2-normalised descriptor [B, C]: (mean(clamp(x, eps)^p))^(1/p)."""
+    """Feature map [B, C, H, W] -> L2-normalised descriptor [B, C]: (mean(clamp(x, eps)^p))^(1/p).
+
+    ``p`` is learned (3 at the start, as in the paper); p = 1 is average pooling and p -> inf max
+    pooling. Any spatial size. Descriptor: ``in_channels`` (2048 for a full ResNet50, 1024 cropped).
+    """
 
     def __init__(self, in_channels: int, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"GeM in_channels must be a positive integer, got {in_channels!r}")
+        check_positive_int("GeM", in_channels=in_channels)
         if p <= 0:
             raise ValueError(f"GeM p must be positive, got {p}")
         self.in_channels = in_channels
@@ -25,5 +29,6 @@ class GeM(nn.Module):
         return self.in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
-        return F.normalize(pooled, p=2, dim=-1)
+        x = feature_map(x, "GeM")
+        check_channels(x, self.in_channels, "GeM")
+        return l2_flatten(gem_pool(x, self.p, self.eps))

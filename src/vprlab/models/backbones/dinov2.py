@@ -1,4 +1,7 @@
-"""DINOv2 ViTs (built with timm) as VPR backbones, computing exactly what the BoQ release computes."""
+"""DINOv2 ViTs (built with timm) as VPR backbones, computing exactly what the BoQ release computes.
+
+ViT-S/B/L/G with patch 14, with or without registers (``*_reg4_dinov2``); optionally the class token
+(SALAD) and the final norm."""
 
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ DINOV2_MODELS = (
     "vit_base_patch14_dinov2",
     "vit_large_patch14_dinov2",
     "vit_giant_patch14_dinov2",
+    # "Vision Transformers Need Registers" (Darcet et al., ICLR 2024): 4 register tokens.
+    "vit_small_patch14_reg4_dinov2",
+    "vit_base_patch14_reg4_dinov2",
+    "vit_large_patch14_reg4_dinov2",
+    "vit_giant_patch14_reg4_dinov2",
 )
 PATCH_SIZE = 14
 # Position embeddings are stored for 518x518 inputs: a 37x37 patch grid plus the class token.
@@ -50,15 +58,20 @@ def check_image_size(size: int | Sequence[int], patch_size: int = PATCH_SIZE) ->
             )
 
 
-def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Resize [1, 1 + M*M, C] position embeddings to a grid_h x grid_w patch grid like the DINOv2 release.
+def interpolate_pos_embed(
+    pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_prefix_positions: int = 1
+) -> torch.Tensor:
+    """Resize [1, P + M*M, C] position embeddings to a grid_h x grid_w patch grid like the DINOv2 release.
+
+    ``num_prefix_positions`` P: 1 (the class token's position comes first, kept as is) or 0 (timm's
+    register models, whose class-token position is folded into the class token).
 
     Bicubic, no antialiasing, driven by the scale factor ``(grid + 0.1) / M`` rather than a target size
     (the two give different sampling positions); the class-token embedding is kept as is. Computed in
     float32 and returned in the dtype of ``pos_embed``. Rows use ``grid_h`` and columns ``grid_w``, as the
     release does (its code calls the image height ``w``, but the result is the same).
     """
-    num_patches = pos_embed.shape[1] - 1
+    num_patches = pos_embed.shape[1] - num_prefix_positions
     side = int(round(num_patches**0.5))
     if side * side != num_patches:
         raise ValueError(f"pos_embed has {num_patches} patch positions, not a square grid")
@@ -66,7 +79,7 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> 
         return pos_embed
     dtype = pos_embed.dtype
     pos_embed = pos_embed.float()
-    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    cls_pos, patch_pos = pos_embed[:, :num_prefix_positions], pos_embed[:, num_prefix_positions:]
     dim = pos_embed.shape[-1]
     patch_pos = F.interpolate(
         patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2),
@@ -80,8 +93,29 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> 
     return torch.cat((cls_pos, patch_pos), dim=1).to(dtype)
 
 
+def release_to_timm_keys(state: dict[str, torch.Tensor], no_embed_class: bool) -> dict[str, torch.Tensor]:
+    """A state dict of the DINOv2 release with timm's names: ``register_tokens`` -> ``reg_token`` (the
+    class-token position folded into ``cls_token``, as timm's register models hold it) and ViT-G's
+    SwiGLU ``mlp.w12`` / ``mlp.w3`` -> ``mlp.fc1`` / ``mlp.fc2``. timm files pass through unchanged."""
+    state = dict(state)
+    if "register_tokens" in state:
+        state["reg_token"] = state.pop("register_tokens")
+    pos = state.get("pos_embed")
+    if no_embed_class and pos is not None and "cls_token" in state:
+        side = int(round((pos.shape[1] - 1) ** 0.5))
+        if side * side == pos.shape[1] - 1:  # release layout: class position first
+            state["cls_token"] = state["cls_token"] + pos[:, :1]
+            state["pos_embed"] = pos[:, 1:]
+    for key in list(state):
+        for old, new in ((".mlp.w12.", ".mlp.fc1."), (".mlp.w3.", ".mlp.fc2.")):
+            if old in key:
+                state[key.replace(old, new)] = state.pop(key)
+    return state
+
+
 class DinoV2Backbone(nn.Module):
-    """A DINOv2 ViT returning its patch tokens as a feature map [B, C, H/14, W/14].
+    """A DINOv2 ViT returning its patch tokens as a feature map [B, C, H/14, W/14], or
+    ``(feature map, class token [B, C])`` with ``return_cls_token=True`` (what SALAD reads).
 
     The timm model lives in ``self.dino`` with an extra (unused, frozen) ``mask_token`` so that the
     state-dict keys are those of the DINOv2 release and of the released BoQ checkpoint
@@ -93,8 +127,12 @@ class DinoV2Backbone(nn.Module):
     token is dropped, as in BoQ.
 
     Only the last ``num_trainable_blocks`` transformer blocks train; patch embedding, class token,
-    position embeddings, earlier blocks, mask token and final norm are frozen (and run without
-    autograd, which saves memory).
+    position embeddings, register tokens, earlier blocks, mask token and final norm are frozen (and
+    run without autograd, which saves memory).
+
+    ``apply_final_norm=True`` applies the final LayerNorm to every token (SALAD's setting; BoQ does
+    not); the norm then trains along with the trainable blocks. Register tokens (``*_reg4_*``
+    models) are dropped from the output like the class token.
 
     Weights: ``weights_path`` (a state dict with DINOv2 or timm key names; ``mask_token`` optional) is
     loaded whenever it is given, whatever ``pretrained`` says; otherwise ``pretrained=True`` downloads
@@ -113,6 +151,8 @@ class DinoV2Backbone(nn.Module):
         num_trainable_blocks: int = 2,
         train_image_size: int | Sequence[int] | None = (280, 280),
         eval_image_size: int | Sequence[int] | None = (322, 322),
+        return_cls_token: bool = False,
+        apply_final_norm: bool = False,
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
@@ -134,19 +174,26 @@ class DinoV2Backbone(nn.Module):
                 raise download_failed(model_name, err, f"{model_name}.pth") from err
         else:
             dino = timm.create_model(model_name, pretrained=False, **kwargs)
-        if dino.num_prefix_tokens != 1:
-            raise ValueError(f"{model_name} has {dino.num_prefix_tokens} prefix tokens; only the class token is supported")
+        num_registers = int(getattr(dino, "num_reg_tokens", 0) or 0)
+        if dino.num_prefix_tokens != 1 + num_registers or dino.cls_token is None:
+            raise ValueError(
+                f"{model_name} has {dino.num_prefix_tokens} prefix tokens; expected the class token "
+                f"and {num_registers} register tokens"
+            )
         # DINOv2 keeps a mask token for masked-image pretraining; timm drops it. Registered (zeros, as in
         # DINOv2's init) only so that released checkpoints load strictly.
         dino.mask_token = nn.Parameter(torch.zeros(1, dino.embed_dim))
         self.dino = dino
         if weights_path is not None:
             what = f"a {model_name} state dict (DINOv2 or timm key names)"
-            state = load_state_dict_file(weights_path, what)
+            state = release_to_timm_keys(load_state_dict_file(weights_path, what), dino.no_embed_class)
             state.setdefault("mask_token", self.dino.mask_token.detach().clone())  # timm files lack it
             load_strict(self.dino, state, weights_path, what)
 
         self.model_name = model_name
+        self.num_register_tokens = num_registers
+        self.return_cls_token = bool(return_cls_token)
+        self.apply_final_norm = bool(apply_final_norm)
         self.out_channels: int = dino.embed_dim
         self.patch_size: int = PATCH_SIZE
         self.stride: int = PATCH_SIZE
@@ -162,6 +209,8 @@ class DinoV2Backbone(nn.Module):
         self.dino.requires_grad_(False)
         for block in self.trainable_blocks:
             block.requires_grad_(True)
+        if self.apply_final_norm and num_trainable_blocks > 0:
+            self.dino.norm.requires_grad_(True)
 
     @property
     def trainable_blocks(self) -> list[nn.Module]:
@@ -174,21 +223,32 @@ class DinoV2Backbone(nn.Module):
         return blocks[: len(blocks) - self.num_trainable_blocks]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embedding + class token + (resized) position embeddings -> tokens [B, 1 + N, C]."""
+        """Patch embedding + class token (+ registers) + (resized) position embeddings -> tokens
+        [B, 1 + registers + N, C]."""
         _, _, height, width = x.shape
         check_image_size((height, width), self.patch_size)
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
         tokens = self.dino.patch_embed.proj(x).flatten(2).transpose(1, 2)
         tokens = self.dino.patch_embed.norm(tokens)  # Identity for DINOv2; kept for other timm configs
         cls = self.dino.cls_token.expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat((cls, tokens), dim=1)
-        pos = interpolate_pos_embed(self.dino.pos_embed, height // self.patch_size, width // self.patch_size)
-        return tokens + pos  # dtype promotion as in the release (fp32 embeddings under autocast)
+        if not self.dino.no_embed_class:
+            tokens = torch.cat((cls, tokens), dim=1)
+            pos = interpolate_pos_embed(self.dino.pos_embed, grid_h, grid_w)
+            return tokens + pos  # dtype promotion as in the release (fp32 embeddings under autocast)
+        # Register models (timm layout): positions for the patches only; the class position lives in
+        # cls_token; registers get none (the release inserts them after adding positions).
+        tokens = tokens + interpolate_pos_embed(self.dino.pos_embed, grid_h, grid_w, num_prefix_positions=0)
+        registers = self.dino.reg_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch, _, height, width = x.shape
         # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
         frozen = [self.dino.patch_embed, *self.frozen_blocks]
-        frozen_params = [self.dino.cls_token, self.dino.pos_embed, *(p for m in frozen for p in m.parameters())]
+        embeddings = [self.dino.cls_token, self.dino.pos_embed]
+        if self.dino.reg_token is not None:
+            embeddings.append(self.dino.reg_token)
+        frozen_params = [*embeddings, *(p for m in frozen for p in m.parameters())]
         no_grad = not any(p.requires_grad for p in frozen_params)
         with torch.no_grad() if no_grad else contextlib.nullcontext():
             tokens = self.embed(x)
@@ -196,5 +256,10 @@ class DinoV2Backbone(nn.Module):
                 tokens = block(tokens)
         for block in self.trainable_blocks:
             tokens = block(tokens)
-        patches = tokens[:, 1:]
-        return patches.transpose(1, 2).reshape(batch, self.out_channels, height // self.patch_size, width // self.patch_size)
+        if self.apply_final_norm:
+            tokens = self.dino.norm(tokens)
+        patches = tokens[:, 1 + self.num_register_tokens :]
+        grid = patches.transpose(1, 2).reshape(batch, self.out_channels, height // self.patch_size, width // self.patch_size)
+        if self.return_cls_token:
+            return grid, tokens[:, 0]
+        return grid

@@ -1,4 +1,4 @@
-"""Torchvision ResNets as VPR backbones (the BoQ / GSV-Cities recipe: layer4 cropped, early stages frozen)."""
+"""Torchvision ResNets / ResNeXt as VPR backbones (the BoQ / GSV-Cities recipe: layer4 cropped, early stages frozen)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,16 @@ _RESNETS: dict[str, tuple[Callable[..., torchvision.models.ResNet], torchvision.
     "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
     "resnet152": (torchvision.models.resnet152, torchvision.models.ResNet152_Weights.IMAGENET1K_V1),
+    "resnext50_32x4d": (torchvision.models.resnext50_32x4d, torchvision.models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1),
 }
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet without pooling and classifier; returns the feature map [B, C, H/s, W/s].
+    """A torchvision ResNet (18/34/50/101/152) or ResNeXt50-32x4d without pooling and classifier;
+    returns the feature map [B, C, H/s, W/s].
+
+    ``crop_last_block=True`` drops layer4: C = 256 (ResNet18/34) or 1024 (the others) at stride 16;
+    ``False`` keeps it: 512 or 2048 channels at stride 32.
 
     ``self.net`` is ``nn.Sequential(conv1, bn1, relu, maxpool, layer1, layer2, layer3[, layer4])`` so
     that the state-dict keys (``net.N.*``) are those of the released BoQ ResNet50 checkpoint.

@@ -1,0 +1,79 @@
+"""Steps every aggregator shares: reading the backbone output, validating arguments, GeM pooling
+and the final flatten + L2 normalisation.
+
+Descriptors leave every aggregator in float32, whatever autocast did inside: the loss, the
+retrieval index and the descriptor cache then always see the same dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def check_positive_int(owner: str, **values: Any) -> None:
+    """Raise a ValueError naming ``owner.name`` unless every value is a positive int."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner} {name} must be a positive integer, got {value!r}")
+
+
+def feature_map(x: Any, owner: str) -> torch.Tensor:
+    """The backbone's feature map [B, C, H, W], checked.
+
+    A backbone built with ``return_cls_token=true`` returns ``(feature map, class token)``; only
+    aggregators that use the class token (SALAD) accept that, so the others say what to change.
+    """
+    if isinstance(x, (tuple, list)):
+        raise ValueError(
+            f"{owner} takes a feature map [B, C, H, W], but the backbone returns a tuple of {len(x)} "
+            "tensors (feature map, class token); set backbone.return_cls_token=false, or use an aggregator "
+            "that reads the class token (aggregator=salad)"
+        )
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{owner} takes a feature map [B, C, H, W], got {shape}")
+    return x
+
+
+def check_channels(x: torch.Tensor, in_channels: int, owner: str) -> None:
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"{owner} was built for {in_channels} input channels (aggregator in_channels) but the feature map "
+            f"has {x.shape[1]} (shape {tuple(x.shape)}); build it with in_channels={x.shape[1]} "
+            "(build_model passes backbone.out_channels)"
+        )
+
+
+def l2_flatten(x: torch.Tensor) -> torch.Tensor:
+    """Flatten everything but the batch axis and L2-normalise each row, in float32."""
+    return F.normalize(x.flatten(1).float(), p=2.0, dim=1)
+
+
+def gem_pool(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean over the spatial axes: [B, C, H, W] -> [B, C], (mean(clamp(x, eps)^p))^(1/p).
+
+    Computed in float32: x^p overflows fp16 for ordinary activations and p = 3 amplifies bf16 rounding.
+    """
+    x = x.float()
+    if isinstance(p, torch.Tensor):
+        p = p.float()
+    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+def init_features(features: Any, owner: str) -> torch.Tensor:
+    """What the trainer's ``init_aggregator_from_data`` passes (a tensor [N, C, H, W], or a list of
+    per-image backbone outputs) as one float32 tensor [N, C, H, W]."""
+    if isinstance(features, (list, tuple)):
+        if not features:
+            raise ValueError(f"{owner}.init_from_features got no features; the training set is empty")
+        features = torch.cat([feature_map(f, owner) for f in features])
+    return feature_map(features, owner).float()
+
+
+def full_precision(x: torch.Tensor):
+    """A context in which autocast is off on ``x``'s device, for the numerically sensitive steps
+    (softmax over assignments, Sinkhorn iterations, residual sums); the inputs still need ``.float()``."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
