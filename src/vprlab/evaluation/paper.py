@@ -147,7 +147,7 @@ def compare_with_paper(
     if out_dir is not None:
         path = Path(out_dir) / f"paper_comparison_{model}.md"
         atomic_write_text(path, comparison_markdown(comparison, title, ks, not_run))
-        console.print(f"comparison: {path}")
+        print(f"comparison: {path}")  # plain print: a path must never be wrapped
     return comparison
 
 
