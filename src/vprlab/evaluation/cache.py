@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vprlab.utils.io import atomic_write_json
+from vprlab.utils.io import atomic_save_npy, atomic_write_json
 
 CACHE_FORMAT_VERSION = 1
 CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -67,23 +66,6 @@ class CachedDescriptors:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class DescriptorCache:
@@ -131,8 +113,8 @@ class DescriptorCache:
         dtype = CACHE_DTYPES[self.dtype]
         meta_path = folder / "meta.json"
         meta_path.unlink(missing_ok=True)  # replacing an entry: invalidate it before its arrays change
-        _atomic_save_npy(folder / "database.npy", np.asarray(database, dtype=dtype))
-        _atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
+        atomic_save_npy(folder / "database.npy", np.asarray(database, dtype=dtype))
+        atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
         meta = {
             "digest": key.digest(),
             "key": asdict(key),

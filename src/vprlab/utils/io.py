@@ -49,3 +49,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``np.save`` through a temporary file (no pickles: plain numeric arrays only)."""
+    import numpy as np
+
+    return _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), "wb")
