@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import signal
 import sys
 
@@ -10,10 +12,19 @@ from omegaconf import DictConfig
 
 from vprlab.engine.trainer import train
 
+log = logging.getLogger(__name__)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except FloatingPointError as error:
+        # A diverged run (the trainer's NaN guard) is one bad trial of a sweep, not the end of the sweep.
+        # The returned metric is a recall, which sweeps maximise, so -inf ranks the trial last. (Not NaN:
+        # hydra-optuna-sweeper 1.2/1.3 with Optuna 2.x stops the whole study on a NaN return.)
+        log.warning("training diverged; returning -inf as this run's metric so the sweep goes on: %s", error)
+        return -math.inf
     if result["interrupted"]:
         # Conventional exit status for a job ended by a signal (143 for SIGTERM, 130 for SIGINT).
         sys.exit(128 + signal.Signals[result["interrupted"]].value)

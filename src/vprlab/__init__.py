@@ -7,6 +7,11 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_pretrained"]
 
+# ${vprlab.job_name:} in sweep configs (W&B run names) resolves wherever vprlab is imported.
+from vprlab.utils.resolvers import register_resolvers  # noqa: E402
+
+register_resolvers()
+
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `import vprlab` does not import torch.

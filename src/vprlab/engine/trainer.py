@@ -175,6 +175,16 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
             "rng": rng_state(), "history": history,
         }
 
+    # Model size next to the metrics, so reports read it from metrics.jsonl without rebuilding the model.
+    logger.log({
+        "model/descriptor_dim": int(model.descriptor_dim),
+        "model/params": sum(p.numel() for p in model.parameters()),
+        "model/aggregator_params": sum(p.numel() for p in model.aggregator.parameters()),
+        "model/trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }, step=step)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
     log_every = int(tcfg.log_every_n_steps)
     ckpt_every = int(tcfg.get("checkpoint_every_n_steps") or 0)
     guard = NonFiniteGuard(int(tcfg.get("max_nonfinite_steps", 3)))
@@ -255,6 +265,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                 barrier(dist_info)
 
         final = history[-1]["metrics"] if history else {}
+        logger.log({"system/peak_mem_mb": peak_memory_mb(device)}, step=step)
         summary = {**_flatten(final), "best/" + (monitor or "none"): best, "train/steps": step}
         if history and history[0]["epoch"] == 0:
             summary.update({f"before/{k}": v for k, v in _flatten(history[0]["metrics"]).items()})
@@ -276,6 +287,20 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
         "weights_hash": state_dict_hash(model.state_dict()), "rank": dist_info.rank,
     }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; on the CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+    except ImportError:  # Windows
+        return float("nan")
 
 
 @torch.no_grad()

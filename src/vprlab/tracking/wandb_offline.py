@@ -43,7 +43,9 @@ def _key(item: Any) -> str:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
-    """``{"summary": {...}, "history": [{...}, ...], "config": {...}}`` of an offline run.
+    """``{"summary": {...}, "history": [{...}, ...], "config": {...}, "run": {...}}`` of an offline run.
+
+    ``run`` holds what identifies the run in W&B: ``id``, ``project``, ``group``, ``name``, ``tags``.
 
     ``path`` is the ``offline-run-*`` folder or the ``.wandb`` file inside it.
     """
@@ -58,6 +60,7 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
+    run: dict[str, Any] = {}
     for raw in _records(path.read_bytes()):
         record = pb.Record()
         record.ParseFromString(raw)
@@ -70,4 +73,9 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
             config.update({_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "run":
             config.update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
-    return {"summary": summary, "history": history, "config": config}
+            info = record.run
+            run.update({
+                "id": info.run_id, "project": info.project, "group": info.run_group or None,
+                "name": info.display_name or None, "tags": list(info.tags),
+            })
+    return {"summary": summary, "history": history, "config": config, "run": run}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The runs behind experiments/reports/: a reduced BoQ layers x queries grid and an aggregator
+# comparison on the built-in synthetic data, on the CPU, then the reports made from their folders.
+# Usage: bash experiments/run_examples.sh   (from the repository root; ~10-15 min on 2 CPU cores)
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-outputs/examples}
+REPORTS=${REPORTS:-experiments/reports}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} VPRLAB_PROGRESS=0 WANDB_MODE=${WANDB_MODE:-offline}
+
+[ -f data/synthetic/synthetic.json ] || $PY -m vprlab.data.synthetic --root data/synthetic
+
+# A short CPU schedule: one synthetic city (150 places), 64x96 images, 3 epochs.
+SHORT=(trainer.max_epochs=3 'dataset.cities=[SynthCity0]' 'backbone.train_image_size=[64,96]' 'backbone.eval_image_size=[64,96]')
+
+rm -rf "$OUT/boq_grid" "$OUT/aggregators"   # fixed folders, so the reports hold these runs only
+start=$(date +%s)
+# 1. BoQ grid: num_layers {1,2} x num_queries {8,16} on the quickstart recipe.
+$PY train.py sweep=boq_grid experiment=quickstart \
+  aggregator.num_layers=1,2 aggregator.num_queries=8,16 "${SHORT[@]}" \
+  hydra.sweep.dir=$OUT/boq_grid
+grid_done=$(date +%s)
+# 2. Aggregator comparison: one recipe, three aggregators (each with its own config defaults), two seeds.
+$PY train.py sweep=aggregators experiment=synthetic_compare \
+  aggregator=boq,gem,avg seed=1,2 "${SHORT[@]}" \
+  hydra.sweep.dir=$OUT/aggregators
+compare_done=$(date +%s)
+
+# 3. Reports (Markdown + PNG) from the run folders.
+$PY -m vprlab.report sweep $OUT/boq_grid --out $REPORTS/boq_grid
+$PY -m vprlab.report compare $OUT/aggregators --out $REPORTS/aggregators
+$PY -m vprlab.report paper $OUT/boq_grid --out $REPORTS/paper
+echo "wall time: BoQ grid $((grid_done - start)) s, aggregator comparison $((compare_done - grid_done)) s"

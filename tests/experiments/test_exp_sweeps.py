@@ -1,0 +1,158 @@
+"""Sweep configs compose; a 2-job sweep runs from the command line, shares one W&B group, and the
+report command turns its folders into a table and a heatmap; a diverged trial does not end a sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+import vprlab  # noqa: F401  (registers the ${vprlab.job_name:} resolver the sweep configs use)
+from conftest import CONF, REPO, compose_config, tiny_train_overrides
+
+HAS_OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+
+def _sweeps() -> list[str]:
+    return sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+
+
+def _needs_optuna(option: str) -> bool:
+    return "optuna" in (CONF / "sweep" / f"{option}.yaml").read_text().split("hydra:")[0]
+
+
+@pytest.mark.parametrize("option", _sweeps())
+def test_every_sweep_composes(option, tmp_path):
+    if _needs_optuna(option) and not HAS_OPTUNA:
+        pytest.skip("hydra-optuna-sweeper is not installed (pip install -e .[sweep])")
+    experiment = "quickstart" if option != "aggregators" else "synthetic_compare"
+    cfg = compose_config("train", [f"sweep={option}", f"experiment={experiment}", f"paths.output_dir={tmp_path}"], hydra=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.hydra.sweeper.params
+    assert cfg.logger.group.startswith(option)
+    # Outside a Hydra run the job name degrades to None and everything else resolves.
+    job = OmegaConf.to_container(compose_config("train", [f"sweep={option}", f"experiment={experiment}",
+                                                           f"paths.output_dir={tmp_path}"]), resolve=True)
+    assert job["logger"]["name"] is None
+
+
+def test_boq_grid_is_layers_by_queries(tmp_path):
+    cfg = compose_config("train", ["sweep=boq_grid", f"paths.output_dir={tmp_path}"], hydra=True)
+    assert cfg.hydra.sweeper.params["aggregator.num_layers"] == "1,2,4"
+    assert cfg.hydra.sweeper.params["aggregator.num_queries"] == "16,32,64"
+
+
+@pytest.mark.skipif(not HAS_SUBMITIT, reason="hydra-submitit-launcher is not installed (pip install -e .[sweep])")
+def test_slurm_launcher_composes(tmp_path):
+    cfg = compose_config("train", ["sweep=boq_grid", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                   f"paths.output_dir={tmp_path}"], hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min > 0
+
+
+def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "VPRLAB_PROGRESS": "0", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _tiny_experiment(conf_dir: Path) -> str:
+    """The tiny settings as an experiment file: experiment= is left out of job folder names, so they
+    stay short (a folder name holding a dozen overrides passes the 255-byte limit of file systems)."""
+    skip = ("experiment=", "paths.", "aggregator.num_queries", "trainer.max_epochs")
+    values = [o for o in tiny_train_overrides(Path("unused"), Path("unused")) if not o.startswith(skip)]
+    experiment = OmegaConf.merge(OmegaConf.load(CONF / "experiment" / "quickstart.yaml"), OmegaConf.from_dotlist(values))
+    (conf_dir / "experiment").mkdir(parents=True)
+    (conf_dir / "experiment" / "tiny_sweep.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(experiment))
+    return "tiny_sweep"
+
+
+def test_two_job_sweep_end_to_end(tiny_synthetic, tmp_path):
+    experiment = _tiny_experiment(tmp_path / "conf")
+    sweep_dir = tmp_path / "sweep"
+    result = _run([str(REPO / "train.py"), "sweep=boq_grid", f"experiment={experiment}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                   f"paths.data_dir={tiny_synthetic.root.parent}", "aggregator.num_layers=1", "aggregator.num_queries=4,8",
+                   "trainer.max_epochs=1", "trainer.eval_before_training=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    names = [p.name for p in jobs]
+    # One folder per job, named by its overrides (experiment/sweep/paths excluded).
+    assert len(jobs) == 2 and all("aggregator.num_queries=" in n and "paths." not in n for n in names), names
+    configs = [yaml.safe_load((job / "config.yaml").read_text()) for job in jobs]
+    groups = {c["logger"]["group"] for c in configs}
+    assert groups == {"boq_grid-sweep"}  # the sweep name + the sweep folder name
+    assert [c["logger"]["name"] for c in configs] == names
+    assert [c["aggregator"]["num_queries"] for c in configs] == [4, 8]
+
+    # The W&B offline records carry the same group and the job names.
+    from vprlab.tracking.wandb_offline import read_offline_run
+
+    records = [read_offline_run(next((job / "wandb").glob("offline-run-*"))) for job in jobs]
+    assert {r["run"]["group"] for r in records} == {configs[0]["logger"]["group"]}
+    assert [r["run"]["name"] for r in records] == names
+
+    # The report command turns the two folders into one table and a heatmap.
+    from vprlab.report import main as report_main
+
+    out = tmp_path / "report"
+    assert report_main(["sweep", str(sweep_dir), "--out", str(out)]) == 0
+    assert (out / "heatmap.png").stat().st_size > 1000
+    markdown = (out / "report.md").read_text()
+    assert "heatmap.png" in markdown and "| 1 | 4 |" in markdown and "| 1 | 8 |" in markdown
+    from vprlab.experiments import collect_runs
+
+    runs = collect_runs(sweep_dir)
+    assert len(runs) == 2 and set(runs["aggregator.num_queries"]) == {4, 8}
+    assert (runs["wandb_group"] == runs["group"]).all()
+    assert runs["descriptor_dim"].notna().all() and runs["train_img_per_s"].gt(0).all()
+    assert runs["R@1"].between(0, 100).all() and (runs["status"] == "complete").all()
+
+
+def _load_train_script():
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diverged_trial_returns_a_worst_value_instead_of_crashing(monkeypatch, caplog, tmp_path):
+    script = _load_train_script()
+
+    def diverge(cfg):
+        raise FloatingPointError("3 steps in a row with non-finite loss")
+
+    monkeypatch.setattr(script, "train", diverge)
+    cfg = compose_config("train", ["experiment=quickstart", f"paths.output_dir={tmp_path}"])
+    value = script.main.__wrapped__(cfg)
+    assert value == -math.inf
+    assert "diverged" in caplog.text
+
+
+@pytest.mark.skipif(not HAS_OPTUNA, reason="hydra-optuna-sweeper is not installed (pip install -e .[sweep])")
+def test_optuna_study_survives_a_diverged_trial():
+    """What the Optuna sweeper does with train.py's value for a diverged trial: a completed, worst trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=1))
+    for value in (-math.inf, 40.0, -math.inf, 55.0):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+        study.tell(trial, value)
+    assert study.best_value == 55.0 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_job_name_outside_hydra_is_none():
+    from vprlab.utils.resolvers import job_name
+
+    assert job_name() is None
+    assert OmegaConf.create({"n": "${vprlab.job_name:}"}).n is None
