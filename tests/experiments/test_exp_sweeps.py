@@ -17,8 +17,17 @@ from omegaconf import OmegaConf
 import vprlab  # noqa: F401  (registers the ${vprlab.job_name:} resolver the sweep configs use)
 from conftest import CONF, REPO, compose_config, tiny_train_overrides
 
-HAS_OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
-HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+
+def _installed(module: str) -> bool:
+    try:  # find_spec of "a.b" raises when the namespace package "a" itself is absent
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_OPTUNA = _installed("hydra_plugins.hydra_optuna_sweeper")
+HAS_SUBMITIT = _installed("hydra_plugins.hydra_submitit_launcher")
 
 
 def _sweeps() -> list[str]:
