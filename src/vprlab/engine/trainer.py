@@ -118,7 +118,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     precision = Precision.from_config(tcfg.precision, device)
 
     model = build_model(cfg.backbone, cfg.aggregator).to(device)
-    if tcfg.get("channels_last", False):
+    channels_last = bool(tcfg.get("channels_last", False))
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader, sampler, dataset = build_train_loader(
         cfg.dataset, mean=model.backbone.mean, std=model.backbone.std, seed=int(cfg.seed), device_type=device.type,
@@ -208,7 +209,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                 for images, labels in bar:
                     images = images.to(device, non_blocking=True)
                     labels = labels.to(device, non_blocking=True)
-                    if tcfg.get("channels_last", False):
+                    if channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     set_lr(optimizer, schedule(step))
 

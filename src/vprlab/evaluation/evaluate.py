@@ -1,8 +1,8 @@
 """Evaluate one model on a list of benchmarks: descriptors -> exact search -> Recall@N.
 
 :func:`run_benchmark` is the whole pipeline for one benchmark (and what evaluate.py uses, since it
-needs the predictions for visualisations and submission files); :func:`evaluate_benchmark` and
-:func:`evaluate` return only the metrics (the trainer's validation).
+needs the predictions for visualisations and submission files); :func:`evaluate`
+returns only the metrics (the trainer's validation).
 """
 
 from __future__ import annotations
@@ -190,26 +190,6 @@ def run_benchmark(
     )
 
 
-def evaluate_benchmark(
-    model: nn.Module,
-    benchmark: Benchmark,
-    transform_for: Callable[[Any], Callable],
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    ks: Sequence[int] = (1, 5, 10, 20),
-    amp_dtype: torch.dtype | str | None = None,
-    progress: bool = True,
-    db_chunk_size: int | None = None,
-    use_gpu: bool | str = "auto",
-) -> dict[str, Any]:
-    """Metrics of ``model`` on one benchmark; see :func:`evaluate` for the keys."""
-    return run_benchmark(
-        model, benchmark, transform_for, batch_size=batch_size, num_workers=num_workers, device=device,
-        ks=ks, amp_dtype=amp_dtype, progress=progress, db_chunk_size=db_chunk_size, use_gpu=use_gpu,
-    ).metrics
-
-
 def check_unique_names(benchmarks: Sequence[Benchmark]) -> None:
     names = [benchmark.name for benchmark in benchmarks]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -252,11 +232,11 @@ def evaluate(
     check_unique_names(benchmarks)
     results: dict[str, dict[str, Any]] = {}
     for benchmark in benchmarks:
-        metrics = evaluate_benchmark(
+        metrics = run_benchmark(
             model, benchmark, transform_for, batch_size=batch_size, num_workers=num_workers,
             device=device, ks=ks, amp_dtype=amp_dtype, progress=progress,
             db_chunk_size=db_chunk_size, use_gpu=use_gpu,
-        )
+        ).metrics
         results[benchmark.name] = metrics
         log_metrics(benchmark.name, metrics)
     return results

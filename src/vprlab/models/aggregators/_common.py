@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def check_positive_int(owner: str, **values: Any) -> None:
@@ -77,3 +78,26 @@ def full_precision(x: torch.Tensor):
     """A context in which autocast is off on ``x``'s device, for the numerically sensitive steps
     (softmax over assignments, Sinkhorn iterations, residual sums); the inputs still need ``.float()``."""
     return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+class GlobalPool(nn.Module):
+    """Parameter-free global pooling: feature map [B, C, H, W] -> L2-normalised ``pool`` [B, C].
+    Subclasses say only how they reduce the spatial axes."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        check_positive_int(type(self).__name__, in_channels=in_channels)
+        self.in_channels = in_channels
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.in_channels
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        owner = type(self).__name__
+        x = feature_map(x, owner)
+        check_channels(x, self.in_channels, owner)
+        return l2_flatten(self.pool(x.float()))

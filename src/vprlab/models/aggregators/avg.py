@@ -4,24 +4,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, l2_flatten
+from vprlab.models.aggregators._common import GlobalPool
 
 
-class AVG(nn.Module):
+class AVG(GlobalPool):
     """Feature map [B, C, H, W] -> L2-normalised spatial mean [B, C]. No parameters; any spatial size."""
 
-    def __init__(self, in_channels: int) -> None:
-        super().__init__()
-        check_positive_int("AVG", in_channels=in_channels)
-        self.in_channels = in_channels
-
-    @property
-    def descriptor_dim(self) -> int:
-        return self.in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = feature_map(x, "AVG")
-        check_channels(x, self.in_channels, "AVG")
-        return l2_flatten(x.float().mean(dim=(-2, -1)))
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
