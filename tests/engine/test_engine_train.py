@@ -86,3 +86,17 @@ def test_compiled_training_runs(tiny_synthetic, tmp_path):
     cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, tmp_path, "trainer.compile=true", "trainer.max_epochs=1"))
     result = train(cfg)
     assert result["step"] == 3 and 0 <= result["metrics"]["synthetic"]["R@1"] <= 100
+
+
+def test_decoding_on_the_device_trains_exactly_like_tensor_decoding_in_the_workers(tiny_synthetic, tmp_path):
+    """dataset.decoder=device (nvjpeg on a GPU; here the CPU) changes who decodes, not what is learnt."""
+    results = {}
+    for decoder in ("torchvision", "device"):
+        cfg = compose_config("train", tiny_train_overrides(
+            tiny_synthetic.root.parent, tmp_path / decoder, f"dataset.decoder={decoder}", "trainer.max_epochs=1",
+            "trainer.eval_before_training=false"))
+        results[decoder] = train(cfg)
+    assert results["device"]["step"] == 3
+    assert results["device"]["weights_hash"] == results["torchvision"]["weights_hash"]
+    recalls = {d: {k: v for k, v in r["metrics"]["synthetic"].items() if k.startswith("R@")} for d, r in results.items()}
+    assert recalls["device"] == recalls["torchvision"] and len(recalls["device"]) == 4

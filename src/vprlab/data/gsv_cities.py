@@ -27,6 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vprlab.data.decoding import EncodedPlace, check_decoder, load_tensor, read_encoded, uint8_to_float
+
 CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LABEL_STRIDE = 10**5
 log = logging.getLogger(__name__)
@@ -83,6 +85,11 @@ class GSVCitiesDataset(Dataset):
             image of the same place instead (an error only if the place has too few readable ones).
         draft_size: (H, W) the images are resized to next; JPEGs are then decoded at a reduced
             scale no smaller than it (``dataset.fast_decode=true`` sets it to the train size).
+            PIL decoding only.
+        decoder: ``pil`` (PIL images to ``transform``), ``torchvision`` (uint8 tensors to
+            ``transform``) or ``device`` (items hold the encoded bytes, an
+            :class:`~vprlab.data.decoding.EncodedPlace`, decoded and transformed on the training
+            device by ``.to(device)``); see :mod:`vprlab.data.decoding`.
     """
 
     def __init__(
@@ -95,8 +102,15 @@ class GSVCitiesDataset(Dataset):
         seed: int = 0,
         bad_image_policy: str = "fail",
         draft_size: Sequence[int] | None = None,
+        decoder: str = "pil",
     ) -> None:
         super().__init__()
+        self.decoder = check_decoder(decoder)
+        if draft_size is not None and decoder != "pil":
+            raise ValueError(
+                f"dataset.fast_decode (reduced-scale JPEG decoding) works with dataset.decoder=pil only, "
+                f"not {decoder!r}; turn one of them off"
+            )
         if bad_image_policy not in BAD_IMAGE_POLICIES:
             raise ValueError(f"bad_image_policy={bad_image_policy!r}; use one of {BAD_IMAGE_POLICIES}")
         self.bad_image_policy = bad_image_policy
@@ -215,7 +229,7 @@ class GSVCitiesDataset(Dataset):
         return [str(p) for p in self._paths[lo:hi]]
 
     # ------------------------------------------------------------------ items
-    def __getitem__(self, key: PlaceKey) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: PlaceKey) -> tuple[torch.Tensor | EncodedPlace, torch.Tensor]:
         if isinstance(key, (tuple, list)):
             place_index, draw_seed = int(key[0]), int(key[1])
         else:
@@ -229,23 +243,35 @@ class GSVCitiesDataset(Dataset):
         # A full permutation: the first K are the draw, the rest are stand-ins for unreadable images.
         order = rng.permutation(len(paths))
         transform_seed = int(rng.integers(0, 2**63 - 1))
+        labels = torch.full((self.img_per_place,), int(self._labels[place_index]), dtype=torch.long)
+        if self.decoder == "device":
+            paths_read, data = zip(*self._read_place([paths[i] for i in order]))
+            # The transform itself, not a bound method: a bound method would pickle the whole dataset.
+            transform = self.transform or uint8_to_float
+            return EncodedPlace(list(data), list(paths_read), transform_seed, transform, self.bad_image_policy), labels
 
         # fork_rng: seed the transforms without disturbing the caller's global RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(transform_seed)
-            images = [self._transform(image) for image in self._read_place([paths[i] for i in order])]
-        labels = torch.full((self.img_per_place,), int(self._labels[place_index]), dtype=torch.long)
+            images = [self._transform(image) for _, image in self._read_place([paths[i] for i in order])]
         return torch.stack(images), labels
 
-    def _read_place(self, candidates: Sequence[str]) -> list[Image.Image]:
-        """The first ``img_per_place`` readable images among ``candidates`` (in order)."""
-        images: list[Image.Image] = []
+    def _load(self, path: str) -> Image.Image | torch.Tensor:
+        if self.decoder == "pil":
+            return _load_image(path, self.draft_size)
+        if self.decoder == "torchvision":
+            return load_tensor(path)
+        return read_encoded(path)  # decoded later, on the device
+
+    def _read_place(self, candidates: Sequence[str]) -> list[tuple[str, Image.Image | torch.Tensor]]:
+        """(path, image) of the first ``img_per_place`` readable images among ``candidates`` (in order)."""
+        images: list[tuple[str, Image.Image | torch.Tensor]] = []
         for path in candidates:
             if len(images) == self.img_per_place:
                 break
             path = str(path)
             try:
-                images.append(_load_image(path, self.draft_size))
+                images.append((path, self._load(path)))
             except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/corrupt files
                 if self.bad_image_policy == "fail":
                     raise OSError(
@@ -262,12 +288,14 @@ class GSVCitiesDataset(Dataset):
             )
         return images
 
-    def _transform(self, image: Image.Image) -> torch.Tensor:
-        if self.transform is None:
-            import torchvision.transforms.functional as TF
+    def _transform(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            return self.transform(image)
+        if isinstance(image, torch.Tensor):  # uint8 [3, H, W] from the tensor decoders
+            return uint8_to_float(image)
+        import torchvision.transforms.functional as TF
 
-            return TF.to_tensor(image)
-        return self.transform(image)
+        return TF.to_tensor(image)
 
     def __repr__(self) -> str:
         return (

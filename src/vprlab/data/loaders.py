@@ -32,19 +32,28 @@ def build_train_loader(
     Returns ``(loader, sampler, dataset)``; the sampler's ``set_epoch``/``set_start`` make the
     order of places and the images drawn a pure function of (seed, epoch), so resuming from
     a checkpoint continues exactly. Under DDP each of ``world_size`` ranks gets its own share
-    of the places and still builds batches of ``places_per_batch`` places.
+    of the places and still builds batches of ``places_per_batch`` places. With
+    ``dataset.decoder=device`` the loader yields still-encoded images: the batch's
+    ``.to(device)`` decodes and transforms them there (see :mod:`vprlab.data.decoding`).
     """
+    from vprlab.data.decoding import check_decoder
     from vprlab.data.samplers import PlaceSampler, collate_places
     from vprlab.data.transforms import train_transform
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
     image_size = _size(loader_cfg.get("image_size", 320))
+    decoder = check_decoder(dataset_cfg.get("decoder", "pil"))
     transform = train_transform(
         image_size,
         randaugment_ops=loader_cfg.get("randaugment_ops", 3),
         randaugment_magnitude=loader_cfg.get("randaugment_magnitude", 15),
-        mean=mean, std=std,
+        mean=mean, std=std, tensor_input=decoder != "pil",
     )
+    if loader_cfg.get("fast_decode", False) and decoder != "pil":
+        raise ValueError(
+            f"dataset.fast_decode (reduced-scale JPEG decoding) works with dataset.decoder=pil only, "
+            f"not {decoder!r}; turn one of them off"
+        )
     draft = {"draft_size": image_size} if loader_cfg.get("fast_decode", False) else {}
     dataset = build(dataset_cfg, transform=transform, seed=seed, **draft)
     places_per_batch = int(loader_cfg.get("places_per_batch", 160))

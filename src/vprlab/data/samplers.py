@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from vprlab.data.decoding import EncodedBatch, EncodedPlace
+
 
 class PlaceSampler(Sampler[tuple[int, int]]):
     """Each place once per epoch, in a ``(seed, epoch)``-determined order.
@@ -79,10 +81,12 @@ class PlaceSampler(Sampler[tuple[int, int]]):
         return self.places_per_rank - self._start
 
 
-def collate_places(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_places(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor | EncodedBatch, torch.Tensor]:
     """P items of (images [K,3,H,W], labels [K]) -> (images [P*K,3,H,W], labels [P*K]).
 
     The K images of a place stay consecutive, which the place-batch losses and miners rely on.
     """
     images, labels = zip(*batch)
+    if isinstance(images[0], EncodedPlace):  # dataset.decoder=device: decoded by ``.to(device)``
+        return EncodedBatch(list(images)), torch.cat(labels, dim=0)
     return torch.cat(images, dim=0), torch.cat(labels, dim=0)

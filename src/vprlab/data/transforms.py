@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -40,13 +41,16 @@ def train_transform(
     randaugment_magnitude: int = 15,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    tensor_input: bool = False,
 ) -> T.Compose:
     """PIL image -> normalised float tensor [3, H, W]: bicubic resize, RandAugment, normalise.
 
     ``randaugment_ops=0`` disables RandAugment. Its randomness comes from torch's global
     RNG, which :class:`vprlab.data.gsv_cities.GSVCitiesDataset` seeds per item.
+    ``tensor_input=True`` takes uint8 tensors [3, H, W] instead (the tensor decoders; it runs
+    on whatever device the tensor is on), with an antialiased bicubic resize like PIL's.
     """
-    steps: list = [T.Resize(as_hw(image_size), interpolation=InterpolationMode.BICUBIC)]
+    steps: list = [T.Resize(as_hw(image_size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
     if randaugment_ops > 0:
         steps.append(
             T.RandAugment(
@@ -55,7 +59,8 @@ def train_transform(
                 interpolation=InterpolationMode.BILINEAR,
             )
         )
-    steps += [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
+    to_float = T.ConvertImageDtype(torch.float32) if tensor_input else T.ToTensor()  # both divide by 255
+    steps += [to_float, T.Normalize(mean=list(mean), std=list(std))]
     return T.Compose(steps)
 
 

@@ -207,6 +207,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                                    total=steps_per_epoch, enabled=main)
                 tick, seen = time.perf_counter(), 0
                 for images, labels in bar:
+                    # A tensor, or with dataset.decoder=device encoded images that decode on the device here.
                     images = images.to(device, non_blocking=True)
                     labels = labels.to(device, non_blocking=True)
                     if channels_last:
@@ -313,7 +314,7 @@ def init_aggregator_from_data(model: torch.nn.Module, dataset, device: torch.dev
     features, seen = [], 0
     for place in range(len(dataset)):
         images, _ = dataset[(place, 0)]
-        features.append(model.backbone(images[:1].to(device)))
+        features.append(model.backbone(images.to(device)[:1]))  # .to first: encoded images decode there
         seen += 1
         if seen >= num_images:
             break

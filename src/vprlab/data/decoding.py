@@ -1,0 +1,206 @@
+"""How training images are decoded: ``dataset.decoder``.
+
+- ``pil`` (default): PIL decodes and PIL transforms run in the loader workers.
+- ``torchvision``: the workers decode straight to uint8 tensors with libjpeg-turbo
+  (TorchCodec when it is installed, ``pip install vprlab[decode]``, else ``torchvision.io``,
+  whose decoders TorchCodec replaces) and run the tensor version of the transforms.
+- ``device``: the workers only read the encoded bytes; each batch is decoded on the training
+  device (nvjpeg on CUDA, many images per call) and transformed there. The CPU workers then
+  do almost nothing, which is what a GPU node with few cores per GPU needs. On a CPU-only
+  machine it decodes in the main process (useful for tests, not for speed).
+
+All three draw the augmentation from the same per-place seed (see ``GSVCitiesDataset``),
+and ``torchvision`` and ``device`` run the same tensor transforms on the same pixels, so on a
+CPU they give identical batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DECODERS = ("pil", "torchvision", "device")
+JPEG_MAGIC = (0xFF, 0xD8)
+
+
+def check_decoder(decoder: str) -> str:
+    if decoder not in DECODERS:
+        raise ValueError(
+            f"dataset.decoder={decoder!r} is not one of {DECODERS}: pil decodes with PIL in the loader workers, "
+            "torchvision decodes to tensors there, device decodes each batch on the training device (nvjpeg on CUDA)"
+        )
+    return decoder
+
+
+def _backend() -> tuple[str, Callable, Callable]:
+    """(name, decode_jpeg(list_or_tensor, device), decode_image(tensor)); both return uint8 RGB [3, H, W]."""
+    try:
+        from torchcodec.decoders import decode_image, decode_jpeg
+
+        return (
+            "torchcodec",
+            lambda data, device: decode_jpeg(data, mode="RGB", device=device),
+            lambda data: decode_image(data, mode="RGB"),
+        )
+    except ImportError:
+        pass
+    import torchvision.io as tio
+
+    def quiet(fn):  # torchvision >= 0.29 warns on every call that TorchCodec replaces it
+        def wrapped(*args, **kwargs):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning)
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+    return (
+        "torchvision.io",
+        quiet(lambda data, device: tio.decode_jpeg(data, mode=tio.ImageReadMode.RGB, device=device)),
+        quiet(lambda data: tio.decode_image(data, mode=tio.ImageReadMode.RGB)),
+    )
+
+
+_BACKEND: tuple[str, Callable, Callable] | None = None
+
+
+def backend() -> tuple[str, Callable, Callable]:
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = _backend()
+    return _BACKEND
+
+
+def read_encoded(path: str | Path) -> torch.Tensor:
+    """The file's bytes as a 1-D uint8 tensor (what the decoders take)."""
+    data = Path(path).read_bytes()
+    if not data:
+        raise OSError(f"{path} is empty")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_tensor(data: torch.Tensor) -> torch.Tensor:
+    """Encoded bytes -> uint8 RGB [3, H, W] on the CPU. Raises ``OSError`` for an unreadable image."""
+    try:
+        return backend()[2](data)
+    except (RuntimeError, ValueError) as e:
+        raise OSError(str(e)) from e
+
+
+def load_tensor(path: str | Path) -> torch.Tensor:
+    return decode_tensor(read_encoded(path))
+
+
+def uint8_to_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] -> float in [0, 1], like ``ToTensor`` on a PIL image."""
+    return image.float().div_(255)
+
+
+def is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 2 and (int(data[0]), int(data[1])) == JPEG_MAGIC
+
+
+def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor | OSError]:
+    """Decode many images on ``device``: JPEGs in one batched call (nvjpeg on CUDA), other
+    formats on the CPU and then moved. An image that cannot be decoded comes back as the
+    ``OSError`` saying why, in its place, so the caller decides what to do with it."""
+    device = torch.device(device)
+    out: list[torch.Tensor | OSError | None] = [None] * len(data)
+    jpegs = [i for i, d in enumerate(data) if is_jpeg(d)]
+    decode_jpeg = backend()[1]
+    if jpegs:
+        try:
+            decoded = decode_jpeg([data[i] for i in jpegs], device)
+        except (RuntimeError, ValueError):
+            decoded = None  # one bad image fails the whole call: find it image by image
+        for n, i in enumerate(jpegs):
+            if decoded is not None:
+                out[i] = decoded[n]
+                continue
+            try:
+                out[i] = decode_jpeg(data[i], device)
+            except (RuntimeError, ValueError) as e:
+                out[i] = OSError(str(e))
+    for i, item in enumerate(out):
+        if item is None:
+            try:
+                out[i] = decode_tensor(data[i]).to(device)
+            except OSError as e:
+                out[i] = e
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class EncodedPlace:
+    """K images of one place as encoded bytes, with what is needed to decode them later."""
+
+    data: list[torch.Tensor]
+    paths: list[str]
+    seed: int  # the place's transform seed
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    bad_image_policy: str = "fail"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        return EncodedBatch([self]).to(device, non_blocking)
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of places still encoded; ``.to(device)`` decodes and transforms it on the device
+    and returns the images [P*K, 3, H, W], places consecutive (as ``collate_places`` does)."""
+
+    places: list[EncodedPlace]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.places)
+
+    def pin_memory(self) -> EncodedBatch:
+        return self  # the decoders copy the bytes to the device themselves
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        flat = [d for p in self.places for d in p.data]
+        decoded = decode_batch(flat, device)
+        images, at = [], 0
+        for place in self.places:
+            mine = decoded[at : at + len(place)]
+            at += len(place)
+            mine = _replace_bad(mine, place)
+            # The same seeding as the worker-side decoders, so every decoder sees the same augmentation.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(place.seed)
+                images += [place.transform(image) for image in mine]
+        return torch.stack(images)
+
+
+BAD_IMAGES_ON_DEVICE: set[str] = set()
+
+
+def _replace_bad(images: list, place: EncodedPlace) -> list[torch.Tensor]:
+    bad = [i for i, image in enumerate(images) if isinstance(image, OSError)]
+    if not bad:
+        return images
+    first = bad[0]
+    if place.bad_image_policy == "fail":
+        raise OSError(
+            f"cannot decode training image '{place.paths[first]}' ({images[first]}); remove or replace it, "
+            "or set dataset.bad_image_policy=skip to use another image of the same place"
+        )
+    good = [image for image in images if not isinstance(image, OSError)]
+    if not good:
+        raise OSError(f"no image of the place with images {place.paths[:3]} could be decoded; fix the files")
+    for n, i in enumerate(bad):
+        if place.paths[i] not in BAD_IMAGES_ON_DEVICE:
+            BAD_IMAGES_ON_DEVICE.add(place.paths[i])
+            log.warning("skipping undecodable image %s (%s); %d bad so far", place.paths[i], images[i], len(BAD_IMAGES_ON_DEVICE))
+        images[i] = good[n % len(good)]  # another image of the same place
+    return images
