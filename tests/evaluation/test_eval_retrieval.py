@@ -97,3 +97,65 @@ def test_gpu_search_matches_cpu(data):
     gpu_scores, gpu_indices = search(database, queries, k=10, db_chunk_size=8, use_gpu=True)
     np.testing.assert_array_equal(gpu_indices, cpu_indices)
     np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def three_fake_gpus(monkeypatch):
+    """faiss "GPUs" that are CPU indexes, recording which device searched how many rows."""
+    from vprlab.evaluation import retrieval
+
+    calls: list[tuple[int, int]] = []
+    real_search_one = retrieval._search_one
+
+    def search_one(database, queries, k, gpu_resources=None, gpu_float16=False, device=0):
+        if gpu_resources is not None:  # None: a CPU search
+            assert gpu_resources == f"resources-of-gpu{device}"  # each device uses its own resources
+            calls.append((device, database.shape[0]))
+        return real_search_one(database, queries, k, gpu_resources, gpu_float16, device)
+
+    monkeypatch.setattr(retrieval, "faiss_num_gpus", lambda: 3)
+    monkeypatch.setattr(retrieval, "_gpu_resources", lambda device: f"resources-of-gpu{device}")
+    monkeypatch.setattr(retrieval, "_to_gpu", lambda index, resources, device, float16: index)
+    monkeypatch.setattr(retrieval, "_search_one", search_one)
+    return calls
+
+
+def _rows_per_device(calls):
+    rows: dict[int, list[int]] = {}
+    for device, n in calls:
+        rows.setdefault(device, []).append(n)
+    return {d: sorted(v) for d, v in sorted(rows.items())}
+
+
+def test_several_gpus_each_search_one_shard_and_the_merge_is_exact(three_fake_gpus):
+    rng = np.random.default_rng(4)
+    database = rng.standard_normal((100, 16)).astype(np.float32)
+    queries = rng.standard_normal((9, 16)).astype(np.float32)
+    expected_scores, expected_indices = search(database, queries, k=7, use_gpu=False)
+    assert not three_fake_gpus
+    scores, indices = search(database, queries, k=7, use_gpu=True)
+    assert _rows_per_device(three_fake_gpus) == {0: [34], 1: [34], 2: [32]}  # one shard per GPU
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
+
+    three_fake_gpus.clear()
+    _, indices = search(database, queries, k=7, use_gpu="auto", db_chunk_size=10, num_gpus=2)
+    assert _rows_per_device(three_fake_gpus) == {0: [10] * 5, 1: [10] * 5}  # chunks dealt out in turn
+    np.testing.assert_array_equal(indices, expected_indices)
+
+
+def test_num_gpus_beyond_what_faiss_sees_and_a_failing_gpu_are_errors(three_fake_gpus, monkeypatch):
+    from vprlab.evaluation import retrieval
+
+    database = np.eye(8, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"num_gpus=5 but faiss sees 3 GPU\(s\); use 1..3"):
+        search(database, database, k=1, use_gpu=True, num_gpus=5)
+
+    def broken(index, resources, device, float16):
+        if device == 1:
+            raise RuntimeError("CUDA out of memory on GPU 1")
+        return index
+
+    monkeypatch.setattr(retrieval, "_to_gpu", broken)
+    with pytest.raises(RuntimeError, match="out of memory on GPU 1"):
+        search(database, database, k=1, use_gpu=True)

@@ -9,6 +9,9 @@ float32 only when it is searched, so host memory holds half the bytes.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import faiss
 import numpy as np
 
@@ -55,15 +58,24 @@ def _resolve_use_gpu(use_gpu: bool | str, k: int) -> bool:
     return bool(use_gpu)
 
 
+def _gpu_resources(device: int):
+    """faiss's per-GPU scratch memory and streams (one per GPU and search call)."""
+    return faiss.StandardGpuResources()
+
+
+def _to_gpu(index, resources, device: int, float16: bool):
+    options = faiss.GpuClonerOptions()
+    options.useFloat16 = bool(float16)  # float16 storage on the GPU, float32 accumulation
+    return faiss.index_cpu_to_gpu(resources, device, index, options)
+
+
 def _search_one(
-    database: np.ndarray, queries: np.ndarray, k: int, gpu_resources, gpu_float16: bool = False
+    database: np.ndarray, queries: np.ndarray, k: int, gpu_resources=None, gpu_float16: bool = False, device: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     database = np.ascontiguousarray(database, dtype=np.float32)
     index = faiss.IndexFlatIP(database.shape[1])
     if gpu_resources is not None:
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = bool(gpu_float16)  # float16 storage on the GPU, float32 accumulation
-        index = faiss.index_cpu_to_gpu(gpu_resources, 0, index, options)
+        index = _to_gpu(index, gpu_resources, device, gpu_float16)
     index.add(database)
     scores, indices = index.search(queries, k)
     return scores, indices.astype(np.int64, copy=False)
@@ -84,6 +96,7 @@ def search(
     float16: bool = False,
     progress: bool = False,
     desc: str = "search",
+    num_gpus: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k database items for every query by inner product.
 
@@ -98,6 +111,10 @@ def search(
     once; a float16 one is kept as is and cast chunk by chunk); on a GPU the
     faiss index itself stores float16. Scores are then those of the rounded
     descriptors. ``progress`` shows a bar over the database chunks.
+
+    Several GPUs (``num_gpus``, default all that faiss sees; ``CUDA_VISIBLE_DEVICES`` limits
+    them) search at the same time, each its own chunks; without ``db_chunk_size`` the
+    database is split into one shard per GPU. The merge is the same exact top-k merge.
     """
     database = _as_matrix("database descriptors", database, keep_float16=True)
     if float16 and database.dtype != np.float16:
@@ -119,16 +136,39 @@ def search(
     if queries.shape[0] == 0:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
 
-    gpu_resources = faiss.StandardGpuResources() if _resolve_use_gpu(use_gpu, k) else None
-    chunk = num_db if db_chunk_size is None else min(int(db_chunk_size), num_db)
+    devices: list[int | None] = [None]  # None: the CPU
+    if _resolve_use_gpu(use_gpu, k):
+        available = faiss_num_gpus()
+        if num_gpus is not None and not 1 <= int(num_gpus) <= available:
+            raise ValueError(f"num_gpus={num_gpus} but faiss sees {available} GPU(s); use 1..{available} or None for all")
+        devices = list(range(available if num_gpus is None else int(num_gpus)))
+    # Without a chunk size, several GPUs each hold one shard of the database.
+    default_chunk = num_db if len(devices) == 1 else -(-num_db // len(devices))
+    chunk = default_chunk if db_chunk_size is None else min(int(db_chunk_size), num_db)
+    starts = list(range(0, num_db, chunk))
 
-    all_scores, all_indices = [], []
-    with progress_bar(desc=desc, total=num_db, unit="db", enabled=progress) as bar:
-        for start in range(0, num_db, chunk):
+    lock = threading.Lock()
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def run(device: int | None, my_starts: list[int]) -> None:
+        # Each GPU searches its own chunks in turn: faiss GPU resources are not shared between threads.
+        resources = None if device is None else _gpu_resources(device)
+        for start in my_starts:
             part = database[start : start + chunk]
-            scores, indices = _search_one(part, queries, min(k, part.shape[0]), gpu_resources, float16)
-            all_scores.append(scores)
-            all_indices.append(indices + start)
-            bar.update(part.shape[0])
-    scores, indices = _sort_rows(np.concatenate(all_scores, axis=1), np.concatenate(all_indices, axis=1), k)
+            scores, indices = _search_one(part, queries, min(k, part.shape[0]), resources, float16, device or 0)
+            with lock:
+                results[start] = (scores, indices + start)
+                bar.update(part.shape[0])
+
+    with progress_bar(desc=desc, total=num_db, unit="db", enabled=progress) as bar:
+        if len(devices) == 1:
+            run(devices[0], starts)
+        else:  # faiss releases the GIL while it searches, so the GPUs work at the same time
+            with ThreadPoolExecutor(len(devices)) as pool:
+                jobs = [pool.submit(run, device, starts[i :: len(devices)]) for i, device in enumerate(devices)]
+                for job in jobs:
+                    job.result()  # re-raises a GPU's error here
+    scores = np.concatenate([results[s][0] for s in starts], axis=1)
+    indices = np.concatenate([results[s][1] for s in starts], axis=1)
+    scores, indices = _sort_rows(scores, indices, k)
     return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(indices, dtype=np.int64)
