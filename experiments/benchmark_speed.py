@@ -10,7 +10,8 @@ What it prints (and writes as JSON with --out):
   vs the baseline (query self-attention recomputed per call, attention weights always computed),
   with the ratio and the max abs difference of the descriptors (same weights);
 - model eval img/s and training step img/s (forward, MultiSimilarity loss, backward, AdamW step);
-- input pipeline img/s on its own (GSV-Cities reader on the synthetic data, if generated);
+- input pipeline img/s on its own for each ``dataset.decoder`` (GSV-Cities reader on the
+  synthetic data, if generated; ``device`` decodes on --device: nvjpeg on CUDA);
 - peak memory: CUDA max allocated, or the process's peak RSS on the CPU.
 Numbers are medians over --iters timed runs after --warmup runs.
 """
@@ -167,23 +168,36 @@ def bench_model(args, device: torch.device) -> dict:
     return {"model_eval_img_s": args.batch_size / t_eval, "train_step_img_s": labels.numel() / t_train}
 
 
-def bench_input_pipeline(args) -> dict:
+def bench_input_pipeline(args, device: torch.device) -> dict:
+    """img/s of the training loader on its own, for each ``dataset.decoder`` asked for; with
+    ``device`` decoding the time includes decoding and augmenting each batch on ``device``."""
     root = Path(args.data_dir) / "synthetic" / "gsv"
     if not root.is_dir():
         return {"input_pipeline_img_s": None}
     from vprlab.data.loaders import build_train_loader
 
-    cfg = {"_target_": "vprlab.data.gsv_cities.GSVCitiesDataset", "root": str(root), "cities": None,
-           "img_per_place": 4, "min_img_per_place": 4, "image_size": args.image_size,
-           "places_per_batch": max(2, args.batch_size // 4), "num_workers": args.num_workers}
-    loader, sampler, _ = build_train_loader(cfg, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), seed=0)
-    sampler.set_epoch(0)
-    start, seen = time.perf_counter(), 0
-    for i, (images, _) in enumerate(loader):
-        seen += images.shape[0]
-        if i + 1 >= args.iters + args.warmup:
-            break
-    return {"input_pipeline_img_s": seen / (time.perf_counter() - start)}
+    results = {}
+    for decoder in args.decoders.split(","):
+        cfg = {"_target_": "vprlab.data.gsv_cities.GSVCitiesDataset", "root": str(root), "cities": None,
+               "img_per_place": 4, "min_img_per_place": 4, "image_size": args.image_size,
+               "places_per_batch": max(2, args.batch_size // 4), "num_workers": args.num_workers, "decoder": decoder}
+        loader, sampler, _ = build_train_loader(cfg, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), seed=0,
+                                                device_type=device.type)
+        sampler.set_epoch(0)
+        start, seen = time.perf_counter(), 0
+        for i, (images, _) in enumerate(loader):
+            images = images.to(device, non_blocking=True)
+            if i == args.warmup - 1:  # worker start-up and first batches are not throughput
+                sync(device)
+                start, seen = time.perf_counter(), 0
+                continue
+            seen += images.shape[0]
+            if i + 1 >= args.iters + args.warmup:
+                break
+        sync(device)
+        results[f"input_pipeline_{decoder}_img_s"] = seen / (time.perf_counter() - start)
+    results["input_pipeline_img_s"] = max(results.values())
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -200,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for the eval measurement")
     p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--decoders", default="pil,torchvision,device",
+                   help="dataset.decoder values whose input pipeline is measured (comma-separated)")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.what in ("model", "all"):
         results.update(bench_model(args, device))
     if args.what in ("input", "all"):
-        results.update(bench_input_pipeline(args))
+        results.update(bench_input_pipeline(args, device))
     if results.get("input_pipeline_img_s") and results.get("train_step_img_s"):
         # A step is input-bound when the loader cannot deliver images as fast as the model eats them.
         results["input_bound"] = results["input_pipeline_img_s"] < results["train_step_img_s"]
