@@ -59,3 +59,39 @@ def test_training_mode_never_uses_a_stale_cache():
     boq.train()
     out = boq(torch.randn(1, 16, 3, 3))[0]
     assert boq.boqs[0]._context_cache is None and out.requires_grad
+
+
+def test_fp32_cpu_inference_takes_the_onednn_block_and_matches_the_module_path(monkeypatch):
+    from vprlab.models.aggregators.boq import BoQBlock
+
+    calls = []
+    real = BoQBlock._cpu_inference
+    monkeypatch.setattr(BoQBlock, "_cpu_inference", lambda self, t: calls.append(t.shape) or real(self, t))
+    for proj, queries in ((32, 5), (192, 8)):  # one head (below 64 channels), three heads
+        torch.manual_seed(proj)
+        boq = BoQ(in_channels=24, proj_channels=proj, num_queries=queries, num_layers=2, row_dim=3).eval()
+        x = torch.randn(4, 24, 6, 5)
+        with torch.inference_mode():
+            fast = boq(x, return_attention=False)[0]
+        assert (fast - _reference(boq, x)).abs().max() <= 1e-5
+    assert calls == [(4, 30, 32)] * 2 + [(4, 30, 192)] * 2
+    calls.clear()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        boq(x, return_attention=False)
+    with torch.inference_mode():
+        boq(x, return_attention=True)
+    assert calls == []  # bf16 autocast and attention maps take the module path
+
+
+def test_cached_query_projection_follows_the_cross_attention_weights():
+    torch.manual_seed(1)
+    boq = BoQ(in_channels=16, proj_channels=64, num_queries=4, num_layers=1, row_dim=2).eval()
+    x = torch.randn(2, 16, 4, 4)
+    with torch.inference_mode():
+        before = boq(x, return_attention=False)[0]
+    with torch.no_grad():  # only the query projection changes: the query context stays cached
+        boq.boqs[0].cross_attn.in_proj_weight[:64].mul_(-2.0)
+    with torch.inference_mode():
+        after = boq(x, return_attention=False)[0]
+    assert not torch.allclose(before, after)
+    assert (after - _reference(boq, x)).abs().max() <= 1e-5

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.utils.progress import progress_bar
 
 _AMP_DTYPES: dict[str, torch.dtype | None] = {
@@ -132,6 +133,7 @@ def extract_descriptors_timed(
         with (
             torch.inference_mode(),
             torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None),
+            onednn_linears(model, enabled=device.type == "cpu" and dtype is None),  # fp32 CPU: oneDNN GEMMs
             progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=progress) as bar,
         ):
             for images in loader:

@@ -7,9 +7,11 @@ so that they load strictly.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vprlab.models.aggregators._common import check_channels, feature_map, l2_flatten
+from vprlab.models.cpu_kernels import linear, use_onednn
 
 HEAD_DIM = 64  # BoQ uses proj_channels // 64 attention heads everywhere
 
@@ -45,6 +47,7 @@ class BoQBlock(nn.Module):
         self.norm_out = nn.LayerNorm(channels)
 
         self._context_cache: tuple[tuple, torch.Tensor] | None = None
+        self._query_proj_cache: tuple[tuple, torch.Tensor] | None = None
 
     def query_context(self) -> torch.Tensor:
         """The queries after their self-attention and ``norm_q``: [1, Q, D]. It depends only on
@@ -70,7 +73,10 @@ class BoQBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tokens [B, N, D] -> (encoded tokens [B, N, D], block output [B, Q, D], attention [B, Q, N] or None).
 
-        Without attention maps the cross-attention runs as fused scaled-dot-product attention."""
+        Without attention maps the cross-attention runs as fused scaled-dot-product attention;
+        fp32 CPU inference then also takes :meth:`_cpu_inference` (oneDNN matrix products)."""
+        if not return_attention and not self.training and use_onednn(tokens) and self._plain_encoder():
+            return self._cpu_inference(tokens)
         tokens = self.encoder(tokens)
         context = self._query_context()
         queries = context.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
@@ -78,6 +84,51 @@ class BoQBlock(nn.Module):
             queries, tokens, tokens, need_weights=return_attention, average_attn_weights=True
         )
         return tokens, self.norm_out(out), attn
+
+
+    def _plain_encoder(self) -> bool:
+        """The encoder is the post-norm ReLU layer BoQ builds (what :meth:`_cpu_inference` computes)."""
+        enc = self.encoder
+        return not enc.norm_first and enc.activation_relu_or_gelu == 1 and enc.self_attn.batch_first
+
+    def _cpu_inference(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The same block written with :func:`vprlab.models.cpu_kernels.linear` (oneDNN) and fused
+        attention; equal to the module path up to float32 rounding (tested to 1e-5)."""
+        enc, heads = self.encoder, self.encoder.self_attn.num_heads
+        b, n, d = tokens.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, heads, L, D / heads]
+            return x.unflatten(-1, (heads, d // heads)).transpose(1, 2)
+
+        def merge(x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(1, 2).flatten(2)
+
+        # Encoder layer (post-norm): x = norm1(x + SA(x)); x = norm2(x + FF(x)).
+        attn = enc.self_attn
+        q, k, v = linear(tokens, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        sa = merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))
+        x = enc.norm1(tokens + linear(sa, attn.out_proj.weight, attn.out_proj.bias))
+        ff = linear(linear(x, enc.linear1.weight, enc.linear1.bias, relu=True), enc.linear2.weight, enc.linear2.bias)
+        x = enc.norm2(x + ff)
+
+        # Cross-attention of the (cached) projected queries to the encoded tokens.
+        cross = self.cross_attn
+        kv = linear(x, cross.in_proj_weight[d:], cross.in_proj_bias[d:])
+        k, v = kv.chunk(2, dim=-1)
+        q = self._projected_query().expand(b, -1, -1)
+        out = merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))
+        out = linear(out, cross.out_proj.weight, cross.out_proj.bias)
+        return x, self.norm_out(out), None
+
+    def _projected_query(self) -> torch.Tensor:
+        """The cross-attention's query projection of the query context: [1, Q, D]. Constant in
+        eval, so cached like the context, keyed on the context's key and the projection weights."""
+        context = self._query_context()
+        cross, d = self.cross_attn, context.shape[-1]
+        key = (self._context_cache[0], *((p.data_ptr(), p._version, p.dtype) for p in (cross.in_proj_weight, cross.in_proj_bias)))
+        if self._query_proj_cache is None or self._query_proj_cache[0] != key:
+            self._query_proj_cache = (key, F.linear(context, cross.in_proj_weight[:d], cross.in_proj_bias[:d]))
+        return self._query_proj_cache[1]
 
 
 class BoQ(nn.Module):
