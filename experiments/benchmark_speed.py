@@ -6,10 +6,13 @@ the paper, in the same process, on the same inputs.
     python experiments/benchmark_speed.py --backbone dinov2 --image-size 322 --what model
 
 What it prints (and writes as JSON with --out):
-- aggregator eval img/s: feature map -> descriptor, ours (cached query context, fused attention)
-  vs the baseline (query self-attention recomputed per call, attention weights always computed),
-  with the ratio and the max abs difference of the descriptors (same weights);
-- model eval img/s and training step img/s (forward, MultiSimilarity loss, backward, AdamW step);
+- aggregator eval img/s: feature map -> descriptor, ours (cached query context, fused attention,
+  oneDNN matrix products for fp32 on a CPU) vs the baseline (query self-attention recomputed per
+  call, attention weights always computed, PyTorch's default kernels), with the ratio and the
+  max abs difference of the descriptors (same weights);
+- model eval img/s as descriptor extraction runs it (on a CPU in fp32 also with every linear
+  layer through F.linear, and the ratio) and training step img/s (forward, MultiSimilarity
+  loss, backward, AdamW step);
 - input pipeline img/s on its own for each ``dataset.decoder`` (GSV-Cities reader on the
   synthetic data, if generated; ``device`` decodes on --device: nvjpeg on CUDA);
 - peak memory: CUDA max allocated, or the process's peak RSS on the CPU.
@@ -25,12 +28,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vprlab.losses import multi_similarity
+from vprlab.models.aggregators import boq as boq_module
+from vprlab.models.cpu_kernels import onednn_linear_available, onednn_linears
 from vprlab.models.aggregators import BoQ
 from vprlab.models.vpr_model import build_model
 
@@ -146,8 +152,15 @@ def bench_model(args, device: torch.device) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     eval_model = torch.compile(model) if args.compile else model
     model.eval()
+    results = {}
     with torch.inference_mode(), autocast(device, args.precision):
-        t_eval = timed(lambda: eval_model(x), device, args.warmup, args.iters)
+        # As descriptor extraction runs it: fp32 CPU inference routes nn.Linear through oneDNN.
+        with onednn_linears(model, enabled=device.type == "cpu" and args.precision == "32"):
+            t_eval = timed(lambda: eval_model(x), device, args.warmup, args.iters)
+        if device.type == "cpu" and args.precision == "32" and onednn_linear_available():
+            with patch.object(boq_module, "use_onednn", lambda _: False):  # everything through F.linear
+                t_plain = timed(lambda: eval_model(x), device, args.warmup, args.iters)
+            results = {"model_eval_f_linear_img_s": args.batch_size / t_plain, "model_eval_onednn_speedup": t_plain / t_eval}
 
     model.train()
     loss_fn = multi_similarity()
@@ -165,7 +178,7 @@ def bench_model(args, device: torch.device) -> dict:
         opt.zero_grad(set_to_none=True)
 
     t_train = timed(train_step, device, args.warmup, args.iters)
-    return {"model_eval_img_s": args.batch_size / t_eval, "train_step_img_s": labels.numel() / t_train}
+    return {"model_eval_img_s": args.batch_size / t_eval, **results, "train_step_img_s": labels.numel() / t_train}
 
 
 def bench_input_pipeline(args, device: torch.device) -> dict:
