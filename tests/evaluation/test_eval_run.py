@@ -60,3 +60,22 @@ def test_weights_for_another_model_name_the_keys(trained_run, tiny_synthetic, tm
 def test_no_benchmark_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no benchmark selected"):
         run_evaluation(compose_config("evaluate", ["benchmark=[]", f"paths.output_dir={tmp_path}"]))
+
+
+def test_channels_last_evaluation_feeds_nhwc_batches_and_gives_the_same_recalls(trained_run, tiny_synthetic, tmp_path, monkeypatch):
+    from vprlab.models.vpr_model import VPRModel
+
+    result, run_dir = trained_run
+    formats = []
+    real_forward = VPRModel.forward
+
+    def spy(self, x, *args, **kwargs):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return real_forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(VPRModel, "forward", spy)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    metrics = run_evaluation(_eval_cfg(tiny_synthetic.root.parent, tmp_path, f"ckpt_path={ckpt}", "channels_last=true", "cache=false"))
+    assert formats and all(formats)
+    for k in (1, 5, 10, 20):
+        assert metrics["synthetic"][f"R@{k}"] == pytest.approx(result["metrics"]["synthetic"][f"R@{k}"])

@@ -93,6 +93,14 @@ def _descriptor_from_output(output: object) -> torch.Tensor:
     return output
 
 
+def _is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's first convolution weight is stored NHWC (and so wants NHWC inputs)."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.shape[2] * p.shape[3] > 1:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
 def extract_descriptors_timed(
     model: nn.Module,
     image_paths: Sequence[str | os.PathLike],
@@ -127,6 +135,9 @@ def extract_descriptors_timed(
     )
     was_training = model.training
     model.to(device).eval()
+    # Images follow the model's memory format: a model converted with .to(memory_format=channels_last)
+    # (evaluate.py channels_last=true, trainer.channels_last=true) gets NHWC batches.
+    channels_last = _is_channels_last(model)
     chunks: list[np.ndarray] = []
     start = time.perf_counter()
     try:
@@ -138,6 +149,8 @@ def extract_descriptors_timed(
         ):
             for images in loader:
                 images = images.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 descriptors = _descriptor_from_output(model(images))
                 chunks.append(descriptors.float().cpu().numpy())
                 bar.update(images.shape[0])
