@@ -73,9 +73,11 @@ def _search_one(
     database: np.ndarray, queries: np.ndarray, k: int, gpu_resources=None, gpu_float16: bool = False, device: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     database = np.ascontiguousarray(database, dtype=np.float32)
-    index = faiss.IndexFlatIP(database.shape[1])
-    if gpu_resources is not None:
-        index = _to_gpu(index, gpu_resources, device, gpu_float16)
+    if gpu_resources is None:
+        # Brute force straight on the array: an IndexFlatIP would hold a second copy of the chunk.
+        scores, indices = faiss.knn(queries, database, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores, indices.astype(np.int64, copy=False)
+    index = _to_gpu(faiss.IndexFlatIP(database.shape[1]), gpu_resources, device, gpu_float16)
     index.add(database)
     scores, indices = index.search(queries, k)
     return scores, indices.astype(np.int64, copy=False)
