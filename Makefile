@@ -1,11 +1,12 @@
 # make quickstart : set up .venv, generate the synthetic data, train + evaluate BoQ on it
 # make test       : the default test suite (fast; `make test-slow` for the rest)
+# make gpu-check  : on a CUDA machine, the GPU tests and benchmarks (experiments/gpu_check.sh)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= data
 
-.PHONY: install quickstart data test test-slow test-all clean
+.PHONY: install quickstart data test test-slow test-all gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +30,10 @@ test-slow: install
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"
+
+# On a CUDA machine: the GPU tests and the GPU benchmark runs (results in outputs/gpu_check/).
+gpu-check: data
+	PY=$(PY) bash experiments/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

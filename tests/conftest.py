@@ -31,6 +31,9 @@ if "VPRLAB_CACHE_DIR" not in os.environ:
 # many times faster than two that wait for each other).
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS") or 2))))
 
+# Tests of the CUDA paths: deselected by default (`pytest -m gpu`, `make gpu-check`), skipped without CUDA.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
 TINY_SYNTHETIC = dict(
     num_train_places=24, images_per_place=4, num_cities=2, num_bench_places=12,
     bench_db_per_place=1, bench_queries_per_place=1, image_size=(48, 64), seed=3,

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 from data_gsv_tree import write_gsv_tree
 from PIL import Image
 
@@ -154,3 +155,18 @@ def test_unreadable_file_fails_in_the_worker_with_its_path_under_device_decoding
         open(path, "wb").close()  # empty files cannot even be read as bytes
     with pytest.raises(OSError, match=r"cannot read training image .*is empty"):
         dataset[(0, 0)]
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_nvjpeg_batches_match_cpu_decoding(tiny_synthetic):
+    root = tiny_synthetic.gsv_root
+    on_cpu, cpu_labels = _first_batch(root, "device", randaugment_ops=0)  # decoded by libjpeg-turbo
+    loader, sampler, _ = build_train_loader(_loader_cfg(root, "device", randaugment_ops=0), mean=IMAGENET_MEAN,
+                                            std=IMAGENET_STD, seed=5, device_type="cuda")
+    sampler.set_epoch(1)
+    batch, labels = next(iter(loader))
+    on_gpu = batch.to("cuda")
+    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape and torch.equal(labels, cpu_labels)
+    # nvjpeg and libjpeg-turbo may round the IDCT differently: a few grey levels at most.
+    assert (on_gpu.cpu() - on_cpu).abs().mean() < 0.02

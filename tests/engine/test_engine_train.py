@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import RESUMABLE_SCHEDULE as SCHEDULE
-from conftest import compose_config, tiny_train_overrides
+from conftest import compose_config, requires_cuda, tiny_train_overrides
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.trainer import train
 from vprlab.tracking import read_metrics
@@ -100,3 +100,15 @@ def test_decoding_on_the_device_trains_exactly_like_tensor_decoding_in_the_worke
     assert results["device"]["weights_hash"] == results["torchvision"]["weights_hash"]
     recalls = {d: {k: v for k, v in r["metrics"]["synthetic"].items() if k.startswith("R@")} for d, r in results.items()}
     assert recalls["device"] == recalls["torchvision"] and len(recalls["device"]) == 4
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_amp_training_on_cuda_with_device_decoding(tiny_synthetic, tmp_path, precision):
+    cfg = compose_config("train", tiny_train_overrides(
+        tiny_synthetic.root.parent, tmp_path, f"trainer.precision={precision}", "trainer.max_epochs=1",
+        "trainer.device=cuda", "dataset.decoder=device", "trainer.channels_last=true"))
+    result = train(cfg)
+    assert result["step"] == 3 and result["skipped_steps"] == 0
+    assert 0 <= result["metrics"]["synthetic"]["R@1"] <= 100

@@ -159,3 +159,14 @@ def test_num_gpus_beyond_what_faiss_sees_and_a_failing_gpu_are_errors(three_fake
     monkeypatch.setattr(retrieval, "_to_gpu", broken)
     with pytest.raises(RuntimeError, match="out of memory on GPU 1"):
         search(database, database, k=1, use_gpu=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss_num_gpus() == 0, reason="faiss build without GPU support")
+def test_faiss_search_sharded_over_every_gpu_matches_cpu():
+    rng = np.random.default_rng(0)
+    database = rng.standard_normal((5000, 64)).astype(np.float32)
+    queries = rng.standard_normal((50, 64)).astype(np.float32)
+    _, cpu = search(database, queries, k=10, use_gpu=False)
+    _, gpu = search(database, queries, k=10, use_gpu=True)  # one shard per GPU faiss sees
+    assert (gpu == cpu).mean() > 0.99

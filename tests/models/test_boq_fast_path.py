@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from conftest import requires_cuda
 from vprlab.models.aggregators import BoQ
 
 
@@ -95,3 +97,15 @@ def test_cached_query_projection_follows_the_cross_attention_weights():
         after = boq(x, return_attention=False)[0]
     assert not torch.allclose(before, after)
     assert (after - _reference(boq, x)).abs().max() <= 1e-5
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_boq_fast_path_on_cuda_equals_the_training_path():
+    torch.manual_seed(0)
+    boq = BoQ(in_channels=64, proj_channels=128, num_queries=8, num_layers=2, row_dim=4).cuda().eval()
+    x = torch.randn(4, 64, 7, 7, device="cuda")
+    expected = _reference(boq, x)
+    with torch.inference_mode():
+        fast = boq(x, return_attention=False)[0]
+    assert (fast - expected).abs().max() <= 1e-4  # TF32 may be on for cuDNN/cuBLAS

@@ -85,7 +85,6 @@ class BoQBlock(nn.Module):
         )
         return tokens, self.norm_out(out), attn
 
-
     def _plain_encoder(self) -> bool:
         """The encoder is the post-norm ReLU layer BoQ builds (what :meth:`_cpu_inference` computes)."""
         enc = self.encoder
@@ -95,7 +94,7 @@ class BoQBlock(nn.Module):
         """The same block written with :func:`vprlab.models.cpu_kernels.linear` (oneDNN) and fused
         attention; equal to the module path up to float32 rounding (tested to 1e-5)."""
         enc, heads = self.encoder, self.encoder.self_attn.num_heads
-        b, n, d = tokens.shape
+        b, _, d = tokens.shape
 
         def split(x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, heads, L, D / heads]
             return x.unflatten(-1, (heads, d // heads)).transpose(1, 2)
