@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprlab.losses import multi_similarity
+from vprlab.models.aggregators import BoQ
 from vprlab.models.aggregators import boq as boq_module
 from vprlab.models.cpu_kernels import onednn_linear_available, onednn_linears
-from vprlab.models.aggregators import BoQ
 from vprlab.models.vpr_model import build_model
 
 

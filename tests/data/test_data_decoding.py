@@ -60,7 +60,8 @@ def test_tensor_decoding_gives_the_pixels_pil_gives(tmp_path, fallback, request)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torchvision.io's deprecation warning must not reach users
         image = decode_tensor(read_encoded(path))
-    assert decoding.backend()[0] == ("torchvision.io" if fallback else decoding.backend()[0])
+    if fallback:
+        assert decoding.backend().name == "torchvision.io"
     expected = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
     assert image.dtype == torch.uint8 and image.shape == (3, 48, 64)
     assert (image.int() - expected.int()).abs().max() <= 1  # both libjpeg-turbo
@@ -143,6 +144,8 @@ def test_unknown_decoder_and_fast_decode_with_a_tensor_decoder_are_rejected(tiny
     root = tiny_synthetic.gsv_root
     with pytest.raises(ValueError, match=r"dataset.decoder='nvjpeg' is not one of \('pil', 'torchvision', 'device'\)"):
         GSVCitiesDataset(root, None, decoder="nvjpeg")
+    with pytest.raises(ValueError, match=r"draft_size .* needs decoder='pil', got decoder='torchvision'"):
+        GSVCitiesDataset(root, None, decoder="torchvision", draft_size=(32, 32))
     with pytest.raises(ValueError, match="fast_decode .* works with dataset.decoder=pil only"):
         build_train_loader(_loader_cfg(root, "device", fast_decode=True), mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=0)
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -39,12 +40,17 @@ def check_decoder(decoder: str) -> str:
     return decoder
 
 
-def _backend() -> tuple[str, Callable, Callable]:
-    """(name, decode_jpeg(list_or_tensor, device), decode_image(tensor)); both return uint8 RGB [3, H, W]."""
+class Backend(NamedTuple):
+    name: str
+    decode_jpeg: Callable  # (tensor or list of tensors, device) -> uint8 RGB [3, H, W] (list)
+    decode_image: Callable  # tensor -> uint8 RGB [3, H, W] on the CPU, any format
+
+
+def _find_backend() -> Backend:
     try:
         from torchcodec.decoders import decode_image, decode_jpeg
 
-        return (
+        return Backend(
             "torchcodec",
             lambda data, device: decode_jpeg(data, mode="RGB", device=device),
             lambda data: decode_image(data, mode="RGB"),
@@ -61,20 +67,21 @@ def _backend() -> tuple[str, Callable, Callable]:
 
         return wrapped
 
-    return (
+    return Backend(
         "torchvision.io",
         quiet(lambda data, device: tio.decode_jpeg(data, mode=tio.ImageReadMode.RGB, device=device)),
         quiet(lambda data: tio.decode_image(data, mode=tio.ImageReadMode.RGB)),
     )
 
 
-_BACKEND: tuple[str, Callable, Callable] | None = None
+_BACKEND: Backend | None = None
 
 
-def backend() -> tuple[str, Callable, Callable]:
+def backend() -> Backend:
+    """TorchCodec's decoders when installed, else torchvision.io's (found once per process)."""
     global _BACKEND
     if _BACKEND is None:
-        _BACKEND = _backend()
+        _BACKEND = _find_backend()
     return _BACKEND
 
 
@@ -89,7 +96,7 @@ def read_encoded(path: str | Path) -> torch.Tensor:
 def decode_tensor(data: torch.Tensor) -> torch.Tensor:
     """Encoded bytes -> uint8 RGB [3, H, W] on the CPU. Raises ``OSError`` for an unreadable image."""
     try:
-        return backend()[2](data)
+        return backend().decode_image(data)
     except (RuntimeError, ValueError) as e:
         raise OSError(str(e)) from e
 
@@ -114,7 +121,7 @@ def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str) -> li
     device = torch.device(device)
     out: list[torch.Tensor | OSError | None] = [None] * len(data)
     jpegs = [i for i, d in enumerate(data) if is_jpeg(d)]
-    decode_jpeg = backend()[1]
+    decode_jpeg = backend().decode_jpeg
     if jpegs:
         try:
             decoded = decode_jpeg([data[i] for i in jpegs], device)
@@ -182,6 +189,8 @@ class EncodedBatch:
         return torch.stack(images)
 
 
+# Undecodable images met while decoding on the device (the main process), logged once each;
+# the worker-side decoders keep theirs in GSVCitiesDataset.bad_images.
 BAD_IMAGES_ON_DEVICE: set[str] = set()
 
 

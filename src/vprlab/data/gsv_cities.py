@@ -107,10 +107,7 @@ class GSVCitiesDataset(Dataset):
         super().__init__()
         self.decoder = check_decoder(decoder)
         if draft_size is not None and decoder != "pil":
-            raise ValueError(
-                f"dataset.fast_decode (reduced-scale JPEG decoding) works with dataset.decoder=pil only, "
-                f"not {decoder!r}; turn one of them off"
-            )
+            raise ValueError(f"draft_size (reduced-scale JPEG decoding) needs decoder='pil', got decoder={decoder!r}")
         if bad_image_policy not in BAD_IMAGE_POLICIES:
             raise ValueError(f"bad_image_policy={bad_image_policy!r}; use one of {BAD_IMAGE_POLICIES}")
         self.bad_image_policy = bad_image_policy
