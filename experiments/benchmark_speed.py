@@ -10,9 +10,9 @@ What it prints (and writes as JSON with --out):
   oneDNN matrix products for fp32 on a CPU) vs the baseline (query self-attention recomputed per
   call, attention weights always computed, PyTorch's default kernels), with the ratio and the
   max abs difference of the descriptors (same weights);
-- model eval img/s as descriptor extraction runs it (on a CPU in fp32 also with every linear
-  layer through F.linear, and the ratio) and training step img/s (forward, MultiSimilarity
-  loss, backward, AdamW step);
+- model eval img/s as descriptor extraction runs it and training step img/s as the trainer
+  runs it (forward, MultiSimilarity loss, backward, AdamW step); on a CPU in fp32 both also
+  with every linear layer through F.linear, and the ratios;
 - input pipeline img/s on its own for each ``dataset.decoder`` (GSV-Cities reader on the
   synthetic data, if generated; ``device`` decodes on --device: nvjpeg on CUDA);
 - peak memory: CUDA max allocated, or the process's peak RSS on the CPU.
@@ -177,8 +177,14 @@ def bench_model(args, device: torch.device) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    t_train = timed(train_step, device, args.warmup, args.iters)
-    return {"model_eval_img_s": args.batch_size / t_eval, **results, "train_step_img_s": labels.numel() / t_train}
+    on_cpu_fp32 = device.type == "cpu" and args.precision == "32"
+    with onednn_linears(model, enabled=on_cpu_fp32):  # as the trainer runs it: frozen layers through oneDNN
+        t_train = timed(train_step, device, args.warmup, args.iters)
+    results["train_step_img_s"] = labels.numel() / t_train
+    if on_cpu_fp32 and onednn_linear_available():
+        t_train_plain = timed(train_step, device, args.warmup, args.iters)
+        results.update(train_step_f_linear_img_s=labels.numel() / t_train_plain, train_step_onednn_speedup=t_train_plain / t_train)
+    return {"model_eval_img_s": args.batch_size / t_eval, **results}
 
 
 def bench_input_pipeline(args, device: torch.device) -> dict:

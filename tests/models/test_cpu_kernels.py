@@ -45,6 +45,9 @@ def test_training_autocast_and_other_dtypes_use_f_linear():
     w = torch.randn(3, 8, requires_grad=True)
     linear(x, w).sum().backward()
     assert w.grad is not None
+    frozen_x, frozen_w = torch.randn(2, 8), torch.randn(3, 8)  # grad mode on, nothing to record
+    assert use_onednn(frozen_x, frozen_w, None) == onednn_linear_available()
+    assert not use_onednn(frozen_x, w, None) and not use_onednn(frozen_x, frozen_w, torch.zeros(3, requires_grad=True))
 
 
 def test_environment_switch_turns_it_off(monkeypatch, fresh_check):
@@ -109,3 +112,39 @@ def test_descriptor_extraction_gives_the_same_descriptors_with_and_without_it(tm
     monkeypatch.setattr("vprlab.models.aggregators.boq.use_onednn", lambda x: False)
     plain = extract_descriptors(model, paths, eval_transform(28), batch_size=2, progress=False)
     np.testing.assert_allclose(fast, plain, atol=1e-5)
+
+
+def test_training_sends_only_the_frozen_layers_through_onednn_and_learns_the_same():
+    import copy
+
+    from vprlab.losses import multi_similarity
+    from vprlab.models.vpr_model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        {"_target_": "vprlab.models.backbones.dinov2.DinoV2Backbone", "pretrained": False, "model_name": "vit_small_patch14_dinov2",
+         "num_trainable_blocks": 1, "train_image_size": 28, "eval_image_size": 28},
+        {"_target_": "vprlab.models.aggregators.boq.BoQ", "proj_channels": 64, "num_queries": 4, "num_layers": 1, "row_dim": 2},
+    ).train()
+    twin = copy.deepcopy(model)
+    x, labels = torch.randn(8, 3, 28, 28), torch.arange(2).repeat_interleave(4)
+
+    def step(m):
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+        loss, _ = multi_similarity()(m(x), labels)
+        loss.backward()
+        opt.step()
+
+    routed = []
+    with onednn_linears(model):
+        frozen = [m for m in model.modules() if type(m) is nn.Linear and not m.weight.requires_grad]
+        trainable = [m for m in model.modules() if type(m) is nn.Linear and m.weight.requires_grad]
+        assert frozen and trainable
+        for m in frozen + trainable:
+            m.register_forward_hook(lambda mod, inp, out: routed.append((mod.weight.requires_grad, use_onednn(inp[0], mod.weight, mod.bias))))
+        step(model)
+    step(twin)
+    assert {grad for grad, onednn in routed if onednn} == {False}  # only frozen layers took oneDNN
+    assert any(onednn for _, onednn in routed)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)

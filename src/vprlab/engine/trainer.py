@@ -29,6 +29,7 @@ from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.engine.validate import validate_train_config
 from vprlab.evaluation.run import evaluate_model, print_before_after
+from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.instantiate import build
@@ -191,7 +192,9 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     guard = NonFiniteGuard(int(tcfg.get("max_nonfinite_steps", 3)))
     interrupted: str | None = None
     try:
-        with StopOnSignal() as stop:
+        # CPU: frozen linear layers (most of a ViT backbone) compute through oneDNN (cpu_kernels).
+        cpu_linears = onednn_linears(model, enabled=device.type == "cpu" and not tcfg.get("compile", False))
+        with StopOnSignal() as stop, cpu_linears:
             if tcfg.get("eval_before_training", False) and step == 0 and benchmarks and main:
                 before = evaluate_model(model, benchmarks, **eval_kwargs)
                 history.append({"epoch": 0, "step": 0, "metrics": before})

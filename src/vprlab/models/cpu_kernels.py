@@ -1,11 +1,12 @@
-"""Faster fp32 matrix products for CPU inference.
+"""Faster fp32 matrix products on the CPU where no gradient is needed.
 
 PyTorch runs ``nn.Linear`` on the CPU through MKL's sgemm. On AMD EPYC CPUs (and some others)
 MKL takes a generic code path and reaches about half the speed oneDNN gets on the same cores:
 measured on the 2-core AMD EPYC (AVX-512) development machine, a 6400x512 @ 512x2048 product
 runs at 89 GMAC/s through MKL and 161 GMAC/s through oneDNN (the library PyTorch already uses
-for convolutions). :func:`linear` sends fp32 CPU inference products to oneDNN's linear
-kernel (the one ``torch.compile`` uses on CPUs) and everything else to ``F.linear``.
+for convolutions). :func:`linear` sends fp32 CPU products that need no gradient to oneDNN's
+linear kernel (the one ``torch.compile`` uses on CPUs) and everything else to ``F.linear``:
+inference, and in training the frozen layers, whose products autograd does not record.
 
 ``VPRLAB_ONEDNN_LINEAR=0`` turns it off. The kernel is a private PyTorch operator, so it
 is checked against ``F.linear`` once per process and dropped if it is missing or disagrees.
@@ -46,17 +47,20 @@ def onednn_linear_available() -> bool:
     return ok
 
 
-def use_onednn(x: torch.Tensor) -> bool:
-    """Whether :func:`linear` takes the oneDNN path for ``x``: fp32 CPU inference, no autocast."""
-    return (
-        x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu") and onednn_linear_available()
-    )
+def use_onednn(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether :func:`linear` takes the oneDNN path: fp32 on the CPU, no autocast, and nothing
+    for autograd to record (no grad mode, or neither ``x`` nor ``params`` requires grad: the
+    frozen blocks of a backbone during training)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params)):
+        return False
+    return onednn_linear_available()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` (then ReLU if asked), through oneDNN where :func:`use_onednn`."""
-    if use_onednn(x):
+    if use_onednn(x, weight, bias):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [None] if relu else [], "")
     out = F.linear(x, weight, bias)
     return out.relu_() if relu else out
@@ -69,8 +73,10 @@ def _onednn_forward(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def onednn_linears(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Inside the block, every ``nn.Linear`` of ``model`` computes through :func:`linear`
-    (oneDNN for fp32 CPU inference, ``F.linear`` otherwise); afterwards they are as before.
-    Descriptor extraction wraps the model in it: a ViT backbone is mostly linear layers."""
+    (oneDNN where :func:`use_onednn`, ``F.linear`` otherwise); afterwards they are as before.
+    Descriptor extraction and CPU training wrap the model in it: a ViT backbone is mostly
+    linear layers, and in training its frozen blocks need no autograd. Nested uses are fine
+    (an already patched layer is left to the outer block)."""
     patched = []
     if enabled and onednn_linear_available():
         for module in model.modules():

@@ -75,7 +75,7 @@ class BoQBlock(nn.Module):
 
         Without attention maps the cross-attention runs as fused scaled-dot-product attention;
         fp32 CPU inference then also takes :meth:`_cpu_inference` (oneDNN matrix products)."""
-        if not return_attention and not self.training and use_onednn(tokens) and self._plain_encoder():
+        if not return_attention and not self.training and not torch.is_grad_enabled() and use_onednn(tokens) and self._plain_encoder():
             return self._cpu_inference(tokens)
         tokens = self.encoder(tokens)
         context = self._query_context()
