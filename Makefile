@@ -32,8 +32,9 @@ test-all: install
 	$(PY) -m pytest -q -m "not gpu"
 
 # On a CUDA machine: the GPU tests and the GPU benchmark runs (results in outputs/gpu_check/).
-gpu-check: data
-	PY=$(PY) bash experiments/gpu_check.sh
+# Uses .venv when there is one, else python3 (a bare CUDA image: see experiments/gpu_wheels.sh).
+gpu-check:
+	PY=$$([ -x $(PY) ] && echo $(PY) || echo python3) bash experiments/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk", type=int, default=20_000, help="database rows searched at a time")
     p.add_argument("--tmp", default=None, help="folder for the .npy (needs num_db * dim * 2 bytes)")
     p.add_argument("--check", type=int, default=20, help="queries checked against brute force")
+    p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if args.out:
+        from vprlab.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, results)
     return results
 
 

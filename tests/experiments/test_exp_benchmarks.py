@@ -36,6 +36,8 @@ def test_speed_benchmark_measures_ours_against_the_paper_style_baseline(tiny_syn
 def test_search_benchmark_finds_the_brute_force_top1_through_the_memory_mapped_chunks(tmp_path):
     results = _script("benchmark_search").main([
         "--num-db", "3000", "--dim", "64", "--num-queries", "50", "--chunk", "700", "--tmp", str(tmp_path),
+        "--out", str(tmp_path / "search.json"),
     ])
     assert results["top1_matches_brute_force"] is True
+    assert json.loads((tmp_path / "search.json").read_text())["search_s"] == results["search_s"]
     assert results["db_file_gb"] == 3000 * 64 * 2 / 1e9
