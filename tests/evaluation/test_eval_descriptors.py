@@ -90,3 +90,48 @@ def test_resolve_amp_dtype():
     assert resolve_amp_dtype("torch.float16") is torch.float16
     with pytest.raises(ValueError, match="'fp8'"):
         resolve_amp_dtype("fp8")
+
+
+def test_jpegs_decoded_to_tensors_give_bit_identical_inputs_on_real_images(monkeypatch):
+    from conftest import SHARED
+    from vprlab.data.transforms import eval_transform
+    from vprlab.evaluation import descriptors
+    from vprlab.evaluation.descriptors import ImagePathDataset
+
+    paths = sorted((SHARED / "data" / "real").rglob("*.jpg"))
+    if not paths:
+        pytest.skip("../shared/data/real is not here")
+    tensor_decodes = []
+    real_load = descriptors.load_tensor
+    monkeypatch.setattr(descriptors, "load_tensor", lambda p: tensor_decodes.append(p) or real_load(p))
+    transform = eval_transform((60, 80))
+    fast = ImagePathDataset(paths, transform)
+    pil_only = ImagePathDataset(paths, lambda image: transform(image))  # not a Compose: always PIL
+    for i in range(len(paths)):
+        assert torch.equal(fast[i], pil_only[i]), paths[i]
+    assert len(tensor_decodes) == len(paths) == 242  # Corridor and Gardens Point: all plain JPEGs
+
+
+def test_exif_rotated_jpegs_pngs_and_cmyk_keep_the_pil_path(tmp_path, monkeypatch):
+    from vprlab.data.transforms import eval_transform
+    from vprlab.evaluation import descriptors
+    from vprlab.evaluation.descriptors import ImagePathDataset
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW": TorchCodec applies it, PIL (and the published pipeline) does not
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg")
+    tensor_decodes = []
+    real_load = descriptors.load_tensor
+    monkeypatch.setattr(descriptors, "load_tensor", lambda p: tensor_decodes.append(p) or real_load(p))
+    transform = eval_transform((20, 30))
+    names = ["rotated.jpg", "plain.png", "cmyk.jpg", "plain.jpg"]
+    dataset = ImagePathDataset([tmp_path / n for n in names], transform)
+    for i, name in enumerate(names):
+        with Image.open(tmp_path / name) as image:
+            assert torch.equal(dataset[i], transform(image.convert("RGB"))), name
+    assert tensor_decodes == [str(tmp_path / "plain.jpg")]

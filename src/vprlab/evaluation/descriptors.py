@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms as T
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from vprlab.data.decoding import load_tensor, uint8_to_float
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.utils.progress import progress_bar
 
@@ -46,11 +48,23 @@ def resolve_amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None
 
 
 class ImagePathDataset(Dataset):
-    """Opens each path with PIL (converted to RGB) and applies ``transform``."""
+    """Opens each path with PIL (converted to RGB) and applies ``transform``.
+
+    When ``transform`` starts with ``ToTensor`` (the eval transform does), plain RGB or grey
+    JPEGs are decoded by libjpeg-turbo straight into a tensor instead (TorchCodec or
+    torchvision.io, :mod:`vprlab.data.decoding`): the same pixels PIL decodes, divided by 255
+    as ``ToTensor`` does, so the descriptors are bit-identical and decoding is about 1.5x
+    faster. JPEGs with an EXIF orientation (which TorchCodec would apply and PIL does not),
+    other modes and other formats keep the PIL path.
+    """
 
     def __init__(self, image_paths: Sequence[str | os.PathLike], transform: Callable) -> None:
         self.image_paths = [str(p) for p in image_paths]
         self.transform = transform
+        steps = getattr(transform, "transforms", None)
+        self._after_to_tensor = (
+            T.Compose(steps[1:]) if isinstance(transform, T.Compose) and steps and type(steps[0]) is T.ToTensor else None
+        )
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -64,6 +78,8 @@ class ImagePathDataset(Dataset):
             )
         try:
             with Image.open(path) as image:
+                if self._after_to_tensor is not None and _plain_jpeg(image):
+                    return self._after_to_tensor(uint8_to_float(load_tensor(path)))
                 image = image.convert("RGB")
         except (OSError, ValueError) as error:
             raise OSError(
@@ -71,6 +87,14 @@ class ImagePathDataset(Dataset):
                 "not an image, re-download it or remove it from the benchmark"
             ) from error
         return self.transform(image)
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _plain_jpeg(image: Image.Image) -> bool:
+    """A JPEG whose tensor decoding equals PIL's ``convert("RGB")`` (read from the header only)."""
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
 
 
 @dataclass(frozen=True)
