@@ -173,3 +173,27 @@ def test_nvjpeg_batches_match_cpu_decoding(tiny_synthetic):
     assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape and torch.equal(labels, cpu_labels)
     # nvjpeg and libjpeg-turbo may round the IDCT differently: a few grey levels at most.
     assert (on_gpu.cpu() - on_cpu).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["default-backend", "torchvision.io"])
+def test_every_decoder_gives_pil_pixels_for_exif_rotated_cmyk_grey_and_png_files(tmp_path, fallback, request):
+    from vprlab.data.decoding import load_for_device, load_tensor, pil_to_uint8
+
+    if fallback:
+        request.getfixturevalue("backend_torchvision_io")
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # TorchCodec would rotate it; PIL, and so vprlab, does not
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(pixels).convert("L").save(tmp_path / "grey.jpg")
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg")
+    names = ["rotated.jpg", "cmyk.jpg", "grey.jpg", "plain.png", "plain.jpg"]
+    expected = [pil_to_uint8(Image.open(tmp_path / n)) for n in names]
+    for name, want in zip(names, expected):
+        assert torch.equal(load_tensor(tmp_path / name), want), name
+    handed = [load_for_device(tmp_path / n) for n in names]
+    assert [h.dim() for h in handed] == [3, 3, 1, 3, 1]  # plain JPEGs travel encoded, the rest as PIL pixels
+    for name, got, want in zip(names, decode_batch(handed, "cpu"), expected):
+        assert torch.equal(got, want), name

@@ -102,8 +102,8 @@ def test_jpegs_decoded_to_tensors_give_bit_identical_inputs_on_real_images(monke
     if not paths:
         pytest.skip("../shared/data/real is not here")
     tensor_decodes = []
-    real_load = descriptors.load_tensor
-    monkeypatch.setattr(descriptors, "load_tensor", lambda p: tensor_decodes.append(p) or real_load(p))
+    real_read = descriptors.read_encoded
+    monkeypatch.setattr(descriptors, "read_encoded", lambda p: tensor_decodes.append(p) or real_read(p))
     transform = eval_transform((60, 80))
     fast = ImagePathDataset(paths, transform)
     pil_only = ImagePathDataset(paths, lambda image: transform(image))  # not a Compose: always PIL
@@ -126,8 +126,8 @@ def test_exif_rotated_jpegs_pngs_and_cmyk_keep_the_pil_path(tmp_path, monkeypatc
     Image.fromarray(pixels).convert("CMYK").save(tmp_path / "cmyk.jpg")
     Image.fromarray(pixels).save(tmp_path / "plain.jpg")
     tensor_decodes = []
-    real_load = descriptors.load_tensor
-    monkeypatch.setattr(descriptors, "load_tensor", lambda p: tensor_decodes.append(p) or real_load(p))
+    real_read = descriptors.read_encoded
+    monkeypatch.setattr(descriptors, "read_encoded", lambda p: tensor_decodes.append(p) or real_read(p))
     transform = eval_transform((20, 30))
     names = ["rotated.jpg", "plain.png", "cmyk.jpg", "plain.jpg"]
     dataset = ImagePathDataset([tmp_path / n for n in names], transform)

@@ -9,13 +9,16 @@
   do almost nothing, which is what a GPU node with few cores per GPU needs. On a CPU-only
   machine it decodes in the main process (useful for tests, not for speed).
 
-All three draw the augmentation from the same per-place seed (see ``GSVCitiesDataset``),
-and ``torchvision`` and ``device`` run the same tensor transforms on the same pixels, so on a
-CPU they give identical batches.
+All three decode exactly the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF
+orientation, see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL
+in the worker. All three draw the augmentation from the same per-place seed (see
+``GSVCitiesDataset``), and ``torchvision`` and ``device`` run the same tensor transforms on
+the same pixels, so on a CPU they give identical batches.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,21 @@ def read_encoded(path: str | Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
+def plain_jpeg(image: Image.Image) -> bool:
+    """Whether libjpeg-turbo's tensor decoding of this (lazily opened) image gives exactly the
+    pixels of PIL's ``convert("RGB")``: an RGB or grey JPEG without an EXIF orientation
+    (TorchCodec applies the orientation, PIL does not). Reads the header only."""
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """PIL image -> uint8 RGB [3, H, W]."""
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
 def decode_tensor(data: torch.Tensor) -> torch.Tensor:
     """Encoded bytes -> uint8 RGB [3, H, W] on the CPU. Raises ``OSError`` for an unreadable image."""
     try:
@@ -102,7 +122,20 @@ def decode_tensor(data: torch.Tensor) -> torch.Tensor:
 
 
 def load_tensor(path: str | Path) -> torch.Tensor:
-    return decode_tensor(read_encoded(path))
+    """uint8 RGB [3, H, W] with exactly the pixels PIL gives: plain JPEGs through the tensor
+    decoder, anything else through PIL."""
+    data = read_encoded(path)
+    with Image.open(io.BytesIO(data.numpy())) as image:
+        return decode_tensor(data) if plain_jpeg(image) else pil_to_uint8(image)
+
+
+def load_for_device(path: str | Path) -> torch.Tensor:
+    """What a worker hands to :func:`decode_batch` for ``decoder=device``: the encoded bytes of a
+    plain JPEG (decoded later on the device), or the uint8 [3, H, W] pixels of anything else
+    (decoded here by PIL, so every decoder sees PIL's pixels)."""
+    data = read_encoded(path)
+    with Image.open(io.BytesIO(data.numpy())) as image:
+        return data if plain_jpeg(image) else pil_to_uint8(image)
 
 
 def uint8_to_float(image: torch.Tensor) -> torch.Tensor:
@@ -116,11 +149,13 @@ def is_jpeg(data: torch.Tensor) -> bool:
 
 def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor | OSError]:
     """Decode many images on ``device``: JPEGs in one batched call (nvjpeg on CUDA), other
-    formats on the CPU and then moved. An image that cannot be decoded comes back as the
-    ``OSError`` saying why, in its place, so the caller decides what to do with it."""
+    formats on the CPU and then moved; decoded uint8 [3, H, W] tensors are only moved. An image
+    that cannot be decoded comes back as the ``OSError`` saying why, in its place, so the caller
+    decides what to do with it."""
     device = torch.device(device)
-    out: list[torch.Tensor | OSError | None] = [None] * len(data)
-    jpegs = [i for i, d in enumerate(data) if is_jpeg(d)]
+    # Already-decoded pixels (uint8 [3, H, W], see load_for_device) only move.
+    out: list[torch.Tensor | OSError | None] = [d.to(device) if d.dim() == 3 else None for d in data]
+    jpegs = [i for i, d in enumerate(data) if d.dim() == 1 and is_jpeg(d)]
     decode_jpeg = backend().decode_jpeg
     if jpegs:
         try:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vprlab.data.decoding import EncodedPlace, check_decoder, load_tensor, read_encoded, uint8_to_float
+from vprlab.data.decoding import EncodedPlace, check_decoder, load_for_device, load_tensor, uint8_to_float
 
 CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LABEL_STRIDE = 10**5
@@ -258,7 +258,7 @@ class GSVCitiesDataset(Dataset):
             return _load_image(path, self.draft_size)
         if self.decoder == "torchvision":
             return load_tensor(path)
-        return read_encoded(path)  # decoded later, on the device
+        return load_for_device(path)  # a plain JPEG's bytes, decoded later on the device
 
     def _read_place(self, candidates: Sequence[str]) -> list[tuple[str, Image.Image | torch.Tensor]]:
         """(path, image) of the first ``img_per_place`` readable images among ``candidates`` (in order)."""

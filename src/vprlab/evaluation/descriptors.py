@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vprlab.data.decoding import load_tensor, uint8_to_float
+from vprlab.data.decoding import decode_tensor, plain_jpeg, read_encoded, uint8_to_float
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.utils.progress import progress_bar
 
@@ -78,8 +78,8 @@ class ImagePathDataset(Dataset):
             )
         try:
             with Image.open(path) as image:
-                if self._after_to_tensor is not None and _plain_jpeg(image):
-                    return self._after_to_tensor(uint8_to_float(load_tensor(path)))
+                if self._after_to_tensor is not None and plain_jpeg(image):
+                    return self._after_to_tensor(uint8_to_float(decode_tensor(read_encoded(path))))
                 image = image.convert("RGB")
         except (OSError, ValueError) as error:
             raise OSError(
@@ -87,14 +87,6 @@ class ImagePathDataset(Dataset):
                 "not an image, re-download it or remove it from the benchmark"
             ) from error
         return self.transform(image)
-
-
-_EXIF_ORIENTATION = 0x0112
-
-
-def _plain_jpeg(image: Image.Image) -> bool:
-    """A JPEG whose tensor decoding equals PIL's ``convert("RGB")`` (read from the header only)."""
-    return image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
 
 
 @dataclass(frozen=True)
