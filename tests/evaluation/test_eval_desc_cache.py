@@ -164,3 +164,27 @@ def test_queries_without_positive_are_counted_and_reported(tmp_path, utm_tree, w
     assert "custom: 1 of 7 queries have no positive (counted as misses)" in capsys.readouterr().out
     excluded = run_evaluation(_cfg(tmp_path, utm_tree, weights, "cache=false", "benchmark.custom.queries_without_positive=exclude"))
     assert excluded["custom"]["R@20"] == 100.0 and metrics["R@20"] == pytest.approx(600 / 7)
+
+
+def test_the_database_streams_into_the_cache_entry_instead_of_memory(tmp_path, utm_tree, weights, monkeypatch):
+    from vprlab.evaluation import evaluate as evaluate_module
+
+    seen = {}
+    real = evaluate_module.score_benchmark
+
+    def spy(benchmark, descriptors, **kwargs):
+        seen["database"] = descriptors.database
+        return real(benchmark, descriptors, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "score_benchmark", spy)
+    streamed = run_evaluation(_cfg(tmp_path, utm_tree, weights, "cache_dtype=float16"))["custom"]
+    (entry,) = (tmp_path / "logs" / "descriptor_cache").glob("*/custom/*")
+    database = seen["database"]
+    assert isinstance(database, np.memmap) and Path(database.filename) == entry / "database.npy"
+    assert database.dtype == np.float16 and database.shape[0] == 12
+    assert not list(entry.glob(".*.tmp"))  # the temporary file was renamed into place
+    in_memory = run_evaluation(_cfg(tmp_path / "nocache", utm_tree, weights, "cache=false"))["custom"]
+    assert not isinstance(seen["database"], np.memmap)
+    in_memory_f16 = np.asarray(seen["database"], dtype=np.float16)
+    np.testing.assert_array_equal(np.asarray(database), in_memory_f16)  # same descriptors, stored as float16
+    assert streamed["R@1"] == pytest.approx(in_memory["R@1"], abs=100 / 6 + 1e-9)  # at most one query apart

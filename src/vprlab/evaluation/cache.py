@@ -107,13 +107,28 @@ class DescriptorCache:
             return None
         return CachedDescriptors(database=database, queries=queries, meta=meta)
 
+    @property
+    def np_dtype(self) -> Any:
+        return CACHE_DTYPES[self.dtype]
+
+    def begin(self, key: CacheKey) -> Path:
+        """Invalidate ``key``'s entry and return the path its database array is to be streamed to
+        (``extract_descriptors_timed(out_path=...)``); :meth:`save` then leaves that file as it is."""
+        folder = self.entry_dir(key)
+        (folder / "meta.json").unlink(missing_ok=True)
+        return folder / "database.npy"
+
     def save(self, key: CacheKey, database: np.ndarray, queries: np.ndarray, **info: Any) -> Path:
-        """Write an entry (arrays first, ``meta.json`` last, each atomically); ``info`` goes into the meta."""
+        """Write an entry (arrays first, ``meta.json`` last, each atomically); ``info`` goes into the meta.
+        A ``database`` already memory-mapped from the entry's own file (see :meth:`begin`) stays in place."""
         folder = self.entry_dir(key)
         dtype = CACHE_DTYPES[self.dtype]
         meta_path = folder / "meta.json"
         meta_path.unlink(missing_ok=True)  # replacing an entry: invalidate it before its arrays change
-        atomic_save_npy(folder / "database.npy", np.asarray(database, dtype=dtype))
+        target = folder / "database.npy"
+        streamed = isinstance(database, np.memmap) and Path(database.filename).resolve() == target.resolve()
+        if not streamed or database.dtype != dtype:
+            atomic_save_npy(target, np.asarray(database, dtype=dtype))
         atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
         meta = {
             "digest": key.digest(),

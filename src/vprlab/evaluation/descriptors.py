@@ -6,9 +6,11 @@ retrieval, recall and any caching read the array returned here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vprlab.data.decoding import decode_tensor, plain_jpeg, read_encoded, uint8_to_float
 from vprlab.models.cpu_kernels import onednn_linears
+from vprlab.utils.io import NpyRowWriter
 from vprlab.utils.progress import progress_bar
 
 _AMP_DTYPES: dict[str, torch.dtype | None] = {
@@ -127,12 +130,18 @@ def extract_descriptors_timed(
     amp_dtype: torch.dtype | str | None = None,
     desc: str = "",
     progress: bool = True,
+    out_path: str | os.PathLike | None = None,
+    out_dtype: Any = np.float32,
 ) -> ExtractionResult:
     """Like :func:`extract_descriptors`, and also reports the end-to-end throughput.
 
     The model is moved to ``device`` and put in eval mode for the pass; its
     previous train/eval mode is restored afterwards (training loops call this
     mid-epoch).
+
+    With ``out_path`` the descriptors are written batch by batch into that ``.npy`` (as
+    ``out_dtype``, renamed into place when complete) and returned memory-mapped: a database
+    larger than RAM (SF-XL) never sits in memory.
     """
     if len(image_paths) == 0:
         raise ValueError(f"no images to extract descriptors from ({desc or 'empty path list'})")
@@ -155,9 +164,11 @@ def extract_descriptors_timed(
     # (evaluate.py channels_last=true, trainer.channels_last=true) gets NHWC batches.
     channels_last = _is_channels_last(model)
     chunks: list[np.ndarray] = []
+    writer = NpyRowWriter(out_path, len(image_paths), out_dtype) if out_path is not None else contextlib.nullcontext()
     start = time.perf_counter()
     try:
         with (
+            writer,
             torch.inference_mode(),
             torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None),
             onednn_linears(model, enabled=device.type == "cpu" and dtype is None),  # fp32 CPU: oneDNN GEMMs
@@ -167,13 +178,19 @@ def extract_descriptors_timed(
                 images = images.to(device, non_blocking=True)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                descriptors = _descriptor_from_output(model(images))
-                chunks.append(descriptors.float().cpu().numpy())
+                descriptors = _descriptor_from_output(model(images)).float().cpu().numpy()
+                if out_path is not None:
+                    writer.write(descriptors)
+                else:
+                    chunks.append(descriptors)
                 bar.update(images.shape[0])
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    descriptors = np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
+    if out_path is not None:
+        descriptors = writer.result
+    else:
+        descriptors = np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
     return ExtractionResult(
         descriptors=descriptors,
         seconds=seconds,

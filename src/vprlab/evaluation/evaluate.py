@@ -93,14 +93,18 @@ def benchmark_descriptors(
         transform=transform, batch_size=batch_size, num_workers=num_workers,
         device=device, amp_dtype=amp_dtype, progress=progress,
     )
-    database = extract_descriptors_timed(model, benchmark.db_paths, desc=f"{benchmark.name} database", **common)
+    caching = cache is not None and cache_key is not None
+    # With a cache the database streams straight into its entry (in the cache's dtype, so a first
+    # run scores what cached reruns score): a database larger than RAM never sits in memory.
+    stream = dict(out_path=cache.begin(cache_key), out_dtype=cache.np_dtype) if caching else {}
+    database = extract_descriptors_timed(model, benchmark.db_paths, desc=f"{benchmark.name} database", **common, **stream)
     queries = extract_descriptors_timed(model, benchmark.query_paths, desc=f"{benchmark.name} queries", **common)
     seconds = database.seconds + queries.seconds
     num_images = len(benchmark.db_paths) + len(benchmark.query_paths)
     images_per_second = num_images / seconds if seconds > 0 else float("inf")
     db_desc, q_desc = database.descriptors, queries.descriptors
-    if cache is not None and cache_key is not None:
-        db_desc, q_desc = cache.storage_round_trip(db_desc), cache.storage_round_trip(q_desc)
+    if caching:
+        q_desc = cache.storage_round_trip(q_desc)
         folder = cache.save(
             cache_key, db_desc, q_desc, extract_seconds=seconds, extract_img_per_s=images_per_second,
             created=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -56,3 +56,65 @@ def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     import numpy as np
 
     return _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), "wb")
+
+
+class NpyRowWriter:
+    """Writes a 2-D ``.npy`` row block by row block through a memory-mapped temporary file and
+    renames it into place when complete, so an array larger than RAM can be written and a
+    crash never leaves a partial file under ``path``.
+
+        with NpyRowWriter(path, num_rows, dtype) as writer:
+            for block in blocks:
+                writer.write(block)          # the width is taken from the first block
+        array = writer.result                # the finished file, memory-mapped read-only
+    """
+
+    def __init__(self, path: str | os.PathLike, num_rows: int, dtype: Any) -> None:
+        self.path = Path(path)
+        self.num_rows, self.dtype = int(num_rows), dtype
+        self.rows_written = 0
+        self.result = None
+        self._tmp: Path | None = None
+        self._array = None
+
+    def write(self, block: Any) -> None:
+        import numpy as np
+
+        block = np.asarray(block)
+        if self._array is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=(self.num_rows, block.shape[1]))
+        end = self.rows_written + block.shape[0]
+        if end > self.num_rows:
+            raise ValueError(f"{self.path}: {end} rows written, more than the {self.num_rows} announced")
+        self._array[self.rows_written : end] = block
+        self.rows_written = end
+
+    def __enter__(self) -> NpyRowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import numpy as np
+
+        array, self._array = self._array, None
+        if exc_type is None and self.rows_written != self.num_rows:
+            exc_type = ValueError
+            error = ValueError(f"{self.path}: {self.rows_written} rows written of the {self.num_rows} announced")
+        else:
+            error = None
+        if array is not None:
+            array.flush()
+            del array
+        if exc_type is not None or self._tmp is None:
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            if error is not None:
+                raise error
+            return
+        with open(self._tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self._tmp, self.path)
+        self.result = np.load(self.path, mmap_mode="r", allow_pickle=False)
