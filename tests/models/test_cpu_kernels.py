@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,7 @@ def test_linear_equals_f_linear_with_and_without_relu():
         torch.testing.assert_close(linear(x[0], w, None), F.linear(x[0], w), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="on by default on x86-64 only")
 def test_this_machine_has_the_onednn_kernel():
     # Not a property of every build, but of the pinned torch this project tests with; if this
     # fails after a torch upgrade the speed-up is silently gone, which the README promises.
@@ -55,6 +58,18 @@ def test_environment_switch_turns_it_off(monkeypatch, fresh_check):
     assert not onednn_linear_available()
     with torch.no_grad():
         assert not use_onednn(torch.randn(2, 3))
+
+
+def test_auto_is_on_for_x86_64_only_and_1_forces_it(monkeypatch, fresh_check):
+    monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "arm64")
+    assert not onednn_linear_available()  # auto: Arm CPUs keep their own BLAS
+    onednn_linear_available.cache_clear()
+    monkeypatch.setenv("VPRLAB_ONEDNN_LINEAR", "1")
+    assert onednn_linear_available()  # forced on (the kernel works on this machine)
+    onednn_linear_available.cache_clear()
+    monkeypatch.setenv("VPRLAB_ONEDNN_LINEAR", "auto")
+    monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "x86_64")
+    assert onednn_linear_available()
 
 
 def test_a_kernel_that_disagrees_is_not_used(monkeypatch, fresh_check, caplog):

@@ -8,8 +8,9 @@ for convolutions). :func:`linear` sends fp32 CPU products that need no gradient 
 linear kernel (the one ``torch.compile`` uses on CPUs) and everything else to ``F.linear``:
 inference, and in training the frozen layers, whose products autograd does not record.
 
-``VPRLAB_ONEDNN_LINEAR=0`` turns it off. The kernel is a private PyTorch operator, so it
-is checked against ``F.linear`` once per process and dropped if it is missing or disagrees.
+``VPRLAB_ONEDNN_LINEAR`` = ``auto`` (default: on for x86-64 CPUs, where it was measured),
+``1`` (on everywhere) or ``0`` (off). The kernel is a private PyTorch operator, so it is
+checked against ``F.linear`` once per process and dropped if it is missing or disagrees.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -29,8 +31,11 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def onednn_linear_available() -> bool:
-    if os.environ.get("VPRLAB_ONEDNN_LINEAR", "1").strip().lower() in ("0", "false", "no", "off"):
+    switch = os.environ.get("VPRLAB_ONEDNN_LINEAR", "auto").strip().lower()
+    if switch in ("0", "false", "no", "off"):
         return False
+    if switch == "auto" and platform.machine().lower() not in ("x86_64", "amd64"):
+        return False  # measured on x86-64 only; Arm CPUs have their own fast BLAS (Accelerate, ACL)
     op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return False
