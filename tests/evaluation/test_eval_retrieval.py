@@ -170,3 +170,24 @@ def test_faiss_search_sharded_over_every_gpu_matches_cpu():
     _, cpu = search(database, queries, k=10, use_gpu=False)
     _, gpu = search(database, queries, k=10, use_gpu=True)  # one shard per GPU faiss sees
     assert (gpu == cpu).mean() > 0.99
+
+
+@pytest.mark.parametrize("float16", [False, True])
+def test_cpu_search_equals_a_faiss_flat_index_with_and_without_onednn(monkeypatch, float16):
+    import faiss
+
+    from vprlab.evaluation import retrieval
+
+    rng = np.random.default_rng(7)
+    database = _normalised(rng, 3000, 48)
+    queries = _normalised(rng, 70, 48)
+    stored = database.astype(np.float16) if float16 else database
+    index = faiss.IndexFlatIP(48)
+    index.add(np.asarray(stored, dtype=np.float32))
+    flat_scores, flat_indices = index.search(queries, 15)
+    monkeypatch.setattr(retrieval, "_SCORE_BLOCK_ELEMENTS", 3000 * 16)  # query blocks of 16 rows
+    for onednn in (True, False):
+        monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: onednn)
+        scores, indices = search(stored, queries, k=15, db_chunk_size=700, use_gpu=False)
+        np.testing.assert_array_equal(indices, flat_indices)
+        np.testing.assert_allclose(scores, flat_scores, rtol=1e-5, atol=1e-6)

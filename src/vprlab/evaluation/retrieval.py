@@ -10,11 +10,14 @@ float32 only when it is searched, so host memory holds half the bytes.
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
+import torch
 
+from vprlab.models.cpu_kernels import linear, onednn_linear_available
 from vprlab.utils.progress import progress_bar
 
 # faiss GPU brute-force search supports k up to this value; above it we search on CPU.
@@ -69,14 +72,39 @@ def _to_gpu(index, resources, device: int, float16: bool):
     return faiss.index_cpu_to_gpu(resources, device, index, options)
 
 
+# Query rows per block of the oneDNN search, so that the score block stays near 256 MB.
+_SCORE_BLOCK_ELEMENTS = 2**26
+
+
+def _onednn_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product with oneDNN's matrix product and torch.topk: about twice
+    faiss.knn's speed on the CPUs where oneDNN beats the BLAS faiss links (cpu_kernels), and the
+    float16 -> float32 cast of a chunk runs multithreaded."""
+    with torch.inference_mode(), warnings.catch_warnings():
+        # A read-only memmap (the descriptor cache) is only ever read here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        db = torch.from_numpy(np.ascontiguousarray(database)).float()
+        q_all = torch.from_numpy(queries)
+        rows = max(1, _SCORE_BLOCK_ELEMENTS // db.shape[0])
+        scores, indices = [], []
+        for start in range(0, q_all.shape[0], rows):
+            top = torch.topk(linear(q_all[start : start + rows], db), k, dim=1)
+            scores.append(top.values)
+            indices.append(top.indices)
+        return torch.cat(scores).numpy(), torch.cat(indices).numpy().astype(np.int64, copy=False)
+
+
 def _search_one(
     database: np.ndarray, queries: np.ndarray, k: int, gpu_resources=None, gpu_float16: bool = False, device: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    database = np.ascontiguousarray(database, dtype=np.float32)
     if gpu_resources is None:
+        if onednn_linear_available():
+            return _onednn_knn(database, queries, k)
         # Brute force straight on the array: an IndexFlatIP would hold a second copy of the chunk.
+        database = np.ascontiguousarray(database, dtype=np.float32)
         scores, indices = faiss.knn(queries, database, k, metric=faiss.METRIC_INNER_PRODUCT)
         return scores, indices.astype(np.int64, copy=False)
+    database = np.ascontiguousarray(database, dtype=np.float32)
     index = _to_gpu(faiss.IndexFlatIP(database.shape[1]), gpu_resources, device, gpu_float16)
     index.add(database)
     scores, indices = index.search(queries, k)
