@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         picks = rng.choice(args.num_db, size=args.num_queries, replace=False)
         queries = np.asarray(db[np.sort(picks)], dtype=np.float32) + 0.05 * rng.standard_normal((args.num_queries, args.dim), dtype=np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        rss_before = peak_rss_mb()
+        rss_before, anon_before = peak_rss_mb(), anon_rss_mb()
 
         start = time.perf_counter()
         with AnonPeak() as anon:
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         "db_file_gb": args.num_db * args.dim * 2 / 1e9, "float32_in_ram_gb": args.num_db * args.dim * 4 / 1e9,
         "write_s": write_s, "search_s": search_s, "queries_per_s": args.num_queries / search_s,
         "peak_rss_gb": peak_rss_mb() / 1024, "peak_rss_before_search_gb": rss_before / 1024,
-        "peak_anon_rss_during_search_gb": anon.peak_mb / 1024, "anon_rss_after_search_gb": anon_after / 1024,
+        "anon_rss_before_search_gb": anon_before / 1024, "peak_anon_rss_during_search_gb": anon.peak_mb / 1024,
+        "anon_rss_after_search_gb": anon_after / 1024,
         "top1_matches_brute_force": exact,
     }
     width = max(map(len, results))

@@ -4,10 +4,10 @@
 - ``torchvision``: the workers decode straight to uint8 tensors with libjpeg-turbo
   (TorchCodec when it is installed, ``pip install vprlab[decode]``, else ``torchvision.io``,
   whose decoders TorchCodec replaces) and run the tensor version of the transforms.
-- ``device``: the workers only read the encoded bytes; each batch is decoded on the training
-  device (nvjpeg on CUDA, many images per call) and transformed there. The CPU workers then
-  do almost nothing, which is what a GPU node with few cores per GPU needs. On a CPU-only
-  machine it decodes in the main process (useful for tests, not for speed).
+- ``device``: the workers only read the encoded bytes (of plain JPEGs; see below); each batch
+  is decoded on the training device (nvjpeg on CUDA, many images per call) and transformed
+  there. The CPU workers then do almost nothing, which is what a GPU node with few cores per
+  GPU needs. On a CPU-only machine it decodes in the main process (for tests, not for speed).
 
 All three decode exactly the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF
 orientation, see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL
