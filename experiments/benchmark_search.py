@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vprlab.evaluation.retrieval import search
+from vprlab.utils.io import print_results
 
 
 def peak_rss_mb() -> float:
@@ -118,13 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "anon_rss_after_search_gb": anon_after / 1024,
         "top1_matches_brute_force": exact,
     }
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.out:
-        from vprlab.utils.io import atomic_write_json
-
-        atomic_write_json(args.out, results)
+    print_results(results, args.out)
     return results
 
 

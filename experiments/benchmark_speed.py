@@ -39,6 +39,7 @@ from vprlab.models.aggregators import BoQ
 from vprlab.models.aggregators import boq as boq_module
 from vprlab.models.cpu_kernels import onednn_linear_available, onednn_linears
 from vprlab.models.vpr_model import build_model
+from vprlab.utils.io import print_results
 
 
 class PaperStyleBoQBlock(nn.Module):
@@ -259,13 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["input_bound"] = results["input_pipeline_img_s"] < results["train_step_img_s"]
     results["peak_memory_mb"] = peak_memory_mb(device)
 
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.out:
-        from vprlab.utils.io import atomic_write_json
-
-        atomic_write_json(args.out, results)
+    print_results(results, args.out)
     return results
 
 

@@ -118,3 +118,13 @@ class NpyRowWriter:
             os.fsync(f.fileno())
         os.replace(self._tmp, self.path)
         self.result = np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
+def print_results(results: dict[str, Any], out: str | os.PathLike | None = None) -> None:
+    """Print ``results`` as an aligned key/value table (floats to 4 significant digits) and,
+    with ``out``, also write them there as JSON (atomically). What the benchmark scripts print."""
+    width = max(map(len, results), default=0)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if out:
+        atomic_write_json(out, results)
