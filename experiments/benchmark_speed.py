@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.losses import multi_similarity
 from vprlab.models.aggregators import BoQ
 from vprlab.models.aggregators import boq as boq_module
@@ -201,7 +202,7 @@ def bench_input_pipeline(args, device: torch.device) -> dict:
         cfg = {"_target_": "vprlab.data.gsv_cities.GSVCitiesDataset", "root": str(root), "cities": None,
                "img_per_place": 4, "min_img_per_place": 4, "image_size": args.image_size,
                "places_per_batch": max(2, args.batch_size // 4), "num_workers": args.num_workers, "decoder": decoder}
-        loader, sampler, _ = build_train_loader(cfg, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), seed=0,
+        loader, sampler, _ = build_train_loader(cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=0,
                                                 device_type=device.type)
         sampler.set_epoch(0)
         start, seen = time.perf_counter(), 0

@@ -72,7 +72,7 @@ def _to_gpu(index, resources, device: int, float16: bool):
     return faiss.index_cpu_to_gpu(resources, device, index, options)
 
 
-# Query rows per block of the oneDNN search, so that the score block stays near 256 MB.
+# Elements of one score block (query rows x database rows) in the oneDNN search: 256 MB of float32.
 _SCORE_BLOCK_ELEMENTS = 2**26
 
 
@@ -135,7 +135,7 @@ def search(
     ``use_gpu``: "auto" uses faiss GPUs when this faiss build has any, true
     requires one, false stays on CPU. Among the returned items, equal scores are
     ordered by database index; which of several equal-score items at the k-th
-    place is kept follows faiss.
+    place is kept follows the backend (faiss on a GPU, torch.topk or faiss.knn on a CPU).
 
     ``float16``: store the database in float16 (a float32 database is rounded
     once; a float16 one is kept as is and cast chunk by chunk); on a GPU the
