@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: install
-	$(PY) -m vprlab.data.synthetic --root $(DATA_DIR)/synthetic
+	$(VENV)/bin/vprlab synth --root $(DATA_DIR)/synthetic
 
 quickstart: data
 	$(PY) train.py experiment=quickstart paths.data_dir=$(DATA_DIR)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from vprlab.evaluation.run import run_evaluation
+from vprlab.commands.evaluate import run_evaluation
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

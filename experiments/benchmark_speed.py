@@ -22,7 +22,6 @@ Numbers are medians over --iters timed runs after --warmup runs.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import sys
@@ -34,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.losses import multi_similarity
 from vprlab.models.aggregators import BoQ
 from vprlab.models.aggregators import boq as boq_module
 from vprlab.models.cpu_kernels import onednn_linear_available, onednn_linears
 from vprlab.models.vpr_model import build_model
+from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.utils.io import print_results
 
 

@@ -41,7 +41,7 @@ step() {  # step NAME SECONDS COMMAND...
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"
 } >>"$OUT/log.txt" 2>&1
-[ -d data/synthetic/gsv ] || $PY -m vprlab.data.synthetic --root data/synthetic >>"$OUT/log.txt" 2>&1
+[ -d data/synthetic/gsv ] || $PY -m vprlab synth --root data/synthetic >>"$OUT/log.txt" 2>&1
 
 step pytest_gpu 120 $PY -m pytest -q -m gpu tests -p no:cacheprovider
 common=(--device cuda --iters 10 --warmup 3 --num-workers 8)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The runs behind experiments/reports/: a reduced BoQ layers x queries grid and an aggregator
+# The runs behind docs/examples/reports/: a reduced BoQ layers x queries grid and an aggregator
 # comparison on the built-in synthetic data, on the CPU, then the reports made from their folders.
 # Usage: bash experiments/run_examples.sh   (from the repository root; ~13 min on 2 CPU cores)
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/examples}
-REPORTS=${REPORTS:-experiments/reports}
+REPORTS=${REPORTS:-docs/examples/reports}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} VPRLAB_PROGRESS=0 WANDB_MODE=${WANDB_MODE:-offline}
 
-[ -f data/synthetic/synthetic.json ] || $PY -m vprlab.data.synthetic --root data/synthetic
+[ -f data/synthetic/synthetic.json ] || $PY -m vprlab synth --root data/synthetic
 
 # A short CPU schedule: the quickstart data and image size (300 places, 96x128), 8 epochs.
 SHORT=(trainer.max_epochs=8)
@@ -28,7 +28,7 @@ $PY train.py sweep=aggregators experiment=synthetic_compare \
 compare_done=$(date +%s)
 
 # 3. Reports (Markdown + PNG) from the run folders.
-$PY -m vprlab.report sweep $OUT/boq_grid --out $REPORTS/boq_grid
-$PY -m vprlab.report compare $OUT/aggregators --out $REPORTS/aggregators
-$PY -m vprlab.report paper $OUT/boq_grid --out $REPORTS/paper
+$PY -m vprlab report sweep $OUT/boq_grid --out $REPORTS/boq_grid
+$PY -m vprlab report compare $OUT/aggregators --out $REPORTS/aggregators
+$PY -m vprlab report paper $OUT/boq_grid --out $REPORTS/paper
 echo "wall time: BoQ grid $((grid_done - start)) s, aggregator comparison $((compare_done - grid_done)) s"

@@ -9,9 +9,9 @@ from unittest import mock
 import pytest
 import timm
 import torch
+from conftest import CONF, compose_config
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import CONF, compose_config
 from vprlab.models.vpr_model import VPRModel
 from vprlab.utils.instantiate import build
 

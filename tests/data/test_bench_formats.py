@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONF
 from PIL import Image
 
-from conftest import CONF
 from vprlab.data.benchmark_readers import (
     frame_numbers,
     list_images,
     load_frame_window_benchmark,
     load_gt_csv_benchmark,
+    load_npy_benchmark,
     load_utm_folder_benchmark,
     positives_within_radius,
 )
-from vprlab.data.benchmarks import BenchmarkCountWarning, load_benchmark, load_npy_benchmark
+from vprlab.data.benchmarks import BenchmarkCountWarning, load_benchmark
 
 
 def _touch(path: Path, colour=(90, 120, 150)) -> Path:

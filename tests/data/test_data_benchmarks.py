@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from vprlab.data.benchmarks import Benchmark, load_benchmark, load_npy_benchmark
+from vprlab.data.benchmark_readers import load_npy_benchmark
+from vprlab.data.benchmarks import Benchmark, load_benchmark
 
 
 def _ragged(*arrays) -> np.ndarray:

@@ -14,7 +14,13 @@ from data_gsv_tree import write_gsv_tree
 from PIL import Image
 
 from vprlab.data import decoding
-from vprlab.data.decoding import EncodedBatch, EncodedPlace, decode_batch, decode_tensor, read_encoded
+from vprlab.data.decoding import (
+    EncodedBatch,
+    EncodedPlace,
+    decode_batch,
+    decode_tensor,
+    read_encoded,
+)
 from vprlab.data.gsv_cities import GSVCitiesDataset
 from vprlab.data.loaders import build_train_loader
 from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform

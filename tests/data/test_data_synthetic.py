@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vprlab.data.benchmarks import load_npy_benchmark
+from vprlab.data.benchmark_readers import load_npy_benchmark
 from vprlab.data.gsv_cities import GSVCitiesDataset
-from vprlab.data.synthetic import MARKER_NAME, SyntheticConfig, generate_synthetic, main, render_place
+from vprlab.data.synthetic import (
+    MARKER_NAME,
+    SyntheticConfig,
+    generate_synthetic,
+    main,
+    render_place,
+)
 
 TINY = dict(num_train_places=6, images_per_place=4, num_cities=2, num_bench_places=3,
             bench_db_per_place=1, bench_queries_per_place=2, image_size=(32, 40), seed=11)

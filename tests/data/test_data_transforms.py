@@ -7,7 +7,13 @@ import torchvision.transforms as T
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, as_hw, eval_transform, train_transform
+from vprlab.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    as_hw,
+    eval_transform,
+    train_transform,
+)
 
 
 def _image(h: int = 37, w: int = 53, seed: int = 0) -> Image.Image:

@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-from vprlab.engine.checkpoint import file_hash, load_checkpoint, save_checkpoint, state_dict_hash
+from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from vprlab.utils.io import atomic_write_text
+from vprlab.utils.weights import file_hash, state_dict_hash
 
 
 def test_checkpoint_round_trip(tmp_path):

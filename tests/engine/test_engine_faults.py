@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, RESUMABLE_SCHEDULE, compose_config, tiny_train_overrides
+
 from vprlab.data.gsv_cities import GSVCitiesDataset
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.trainer import train

@@ -1,10 +1,15 @@
 import math
 
 import pytest
-import torch
 from torch import nn
 
-from vprlab.engine.optim import make_optimizer, make_schedule, set_lr, warmup_cosine, warmup_multistep
+from vprlab.engine.optim import (
+    make_optimizer,
+    make_schedule,
+    set_lr,
+    warmup_cosine,
+    warmup_multistep,
+)
 
 
 class Tiny(nn.Module):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import yaml
-
 from conftest import RESUMABLE_SCHEDULE as SCHEDULE
 from conftest import compose_config, requires_cuda, tiny_train_overrides
+
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.trainer import train
 from vprlab.tracking import read_metrics

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from PIL import Image
 
-from conftest import compose_config
-from vprlab.evaluation.evaluate import BenchmarkDescriptors, score_benchmark
-from vprlab.evaluation.report import read_results
+from vprlab.commands.evaluate import run_evaluation
+from vprlab.evaluation.protocol import BenchmarkDescriptors, score_benchmark
+from vprlab.evaluation.results import read_results
 from vprlab.evaluation.retrieval import search
-from vprlab.evaluation.run import run_evaluation
 from vprlab.evaluation.submission import image_key, msls_prediction_lines
 from vprlab.models.vpr_model import build_model
 
@@ -62,7 +62,7 @@ def _forbid_extraction(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model ran although the descriptors are cached")
 
-    monkeypatch.setattr("vprlab.evaluation.evaluate.extract_descriptors_timed", fail)
+    monkeypatch.setattr("vprlab.evaluation.protocol.extract_descriptors_timed", fail)
 
 
 def test_cache_hit_gives_identical_results_without_the_model(tmp_path, utm_tree, weights, monkeypatch):
@@ -167,7 +167,7 @@ def test_queries_without_positive_are_counted_and_reported(tmp_path, utm_tree, w
 
 
 def test_the_database_streams_into_the_cache_entry_instead_of_memory(tmp_path, utm_tree, weights, monkeypatch):
-    from vprlab.evaluation import evaluate as evaluate_module
+    from vprlab.evaluation import protocol as evaluate_module
 
     seen = {}
     real = evaluate_module.score_benchmark

@@ -5,7 +5,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_tensor
 
-from vprlab.evaluation.descriptors import extract_descriptors, extract_descriptors_timed, resolve_amp_dtype
+from vprlab.evaluation.descriptors import (
+    extract_descriptors,
+    extract_descriptors_timed,
+    resolve_amp_dtype,
+)
 
 
 def _tiny_model():
@@ -94,6 +98,7 @@ def test_resolve_amp_dtype():
 
 def test_jpegs_decoded_to_tensors_give_bit_identical_inputs_on_real_images(monkeypatch):
     from conftest import SHARED
+
     from vprlab.data.transforms import eval_transform
     from vprlab.evaluation import descriptors
     from vprlab.evaluation.descriptors import ImagePathDataset

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHARED, compose_config
-from vprlab.evaluation.report import read_results
-from vprlab.evaluation.run import run_evaluation
+
+from vprlab.commands.evaluate import run_evaluation
+from vprlab.evaluation.results import read_results
 
 REAL = Path(os.environ.get("VPRLAB_SHARED_DIR", SHARED)) / "data" / "real"
 EXPECTED = {  # config -> (database images, queries)

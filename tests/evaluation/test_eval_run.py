@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import compose_config
+
+from vprlab.commands.evaluate import run_evaluation
 from vprlab.engine.checkpoint import load_checkpoint
-from vprlab.evaluation.report import read_results
-from vprlab.evaluation.run import run_evaluation
+from vprlab.evaluation.results import read_results
 
 
 def _eval_cfg(data_dir, out, *extra):

@@ -7,7 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vprlab.evaluation.visualize import attention_maps, choose_queries, feature_grid, save_attention_figure
+from vprlab.evaluation.visualize import (
+    attention_maps,
+    choose_queries,
+    feature_grid,
+    save_attention_figure,
+)
 from vprlab.models.aggregators.boq import BoQ
 from vprlab.models.vpr_model import VPRModel
 

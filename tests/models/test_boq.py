@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from release_reference import reference_boq
+
 from vprlab.models.aggregators import BoQ
 
 

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprlab.models import cpu_kernels
-from vprlab.models.cpu_kernels import linear, onednn_linear_available, onednn_linears, use_onednn
+from vprlab.models.cpu_kernels import (
+    linear,
+    onednn_linear_available,
+    onednn_linears,
+    use_onednn,
+)
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from release_reference import random_state_dict, read_layout
+
 from vprlab.models import VPRModel, build_model
 from vprlab.models.aggregators import BoQ, GeM
 from vprlab.models.backbones import DinoV2Backbone, ResNetBackbone

@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vprlab.models.aggregators import AVG, MAC, SALAD, BoQ, ConvAP, CosPlace, GeM, MixVPR, NetVLAD
+from vprlab.models.aggregators import (
+    AVG,
+    MAC,
+    SALAD,
+    BoQ,
+    ConvAP,
+    CosPlace,
+    GeM,
+    MixVPR,
+    NetVLAD,
+)
 from vprlab.models.aggregators.salad import log_optimal_transport
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_config
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.trainer import train
 from vprlab.models.vpr_model import build_model
@@ -85,7 +85,7 @@ def test_train_initialises_netvlad_from_training_images(tiny_synthetic, tmp_path
     ids=["salad-no-cls", "mixvpr-resnet-eval-384", "mixvpr-dinov2-eval-322"],
 )
 def test_invalid_pairs_fail_before_anything_is_built(overrides, message, tmp_path) -> None:
-    from vprlab.engine.validate import validate_train_config
+    from vprlab.config.checks import validate_train_config
 
     cfg = compose_config("train", [*overrides, f"paths.output_dir={tmp_path}", "dataset.root=null"])
     with pytest.raises(ValueError, match=message):

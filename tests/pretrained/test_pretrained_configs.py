@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF, SHARED, compose_config
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from conftest import CONF, SHARED, compose_config
-from vprlab.evaluation.paper import (
+from vprlab.pretrained import RELEASED_MODELS, released_model
+from vprlab.reports.paper import (
     PAPER_BENCHMARKS,
     compare_with_paper,
     load_paper_results,
     paper_benchmark,
 )
-from vprlab.pretrained import RELEASED_MODELS, released_model
 
 REPRODUCE = {"reproduce_boq_resnet50": "boq_resnet50", "reproduce_boq_dinov2": "boq_dinov2"}
 

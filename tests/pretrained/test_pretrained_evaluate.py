@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import compose_config
+from PIL import Image
 from release_reference import forbid_network, release_checkpoint
-from vprlab.engine.checkpoint import file_hash
-from vprlab.evaluation.report import read_results
-from vprlab.evaluation.run import load_model_for_eval, run_evaluation
+
+from vprlab.commands.evaluate import load_model_for_eval, run_evaluation
+from vprlab.evaluation.results import read_results
+from vprlab.utils.weights import file_hash
 
 
 @pytest.fixture(scope="module")

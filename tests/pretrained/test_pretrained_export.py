@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
 from release_reference import forbid_network, release_checkpoint
+
 from vprlab.engine.checkpoint import save_checkpoint
 from vprlab.models import VPRModel
 from vprlab.models.aggregators import BoQ, GeM
 from vprlab.models.backbones import ResNetBackbone
-from vprlab.pretrained import export_release, hub_model, load_pretrained, main
+from vprlab.pretrained import export_release, hub_model, load_pretrained
+from vprlab.pretrained.cli import main
 
 
 def _tiny_boq() -> VPRModel:
@@ -91,7 +92,7 @@ def test_export_cli(trained, tmp_path, capsys) -> None:
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "vprlab.pretrained", "export", str(ckpt), str(tmp_path / "c.pth")],
+        [sys.executable, "-m", "vprlab", "models", "export", str(ckpt), str(tmp_path / "c.pth")],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -9,12 +9,13 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
+from release_reference import forbid_network, release_checkpoint
 from torchvision.transforms import InterpolationMode
 
-from conftest import REPO
-from release_reference import forbid_network, release_checkpoint
-from vprlab.pretrained import RELEASED_MODELS, HubBoQModel, hub_model, load_pretrained, main
+from vprlab.pretrained import RELEASED_MODELS, HubBoQModel, hub_model, load_pretrained
+from vprlab.pretrained.cli import main
 
 RELEASE_URL = "https://github.com/amaralibey/Bag-of-Queries/releases/download/v1.0/{}"
 

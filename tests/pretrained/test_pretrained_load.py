@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from release_reference import (
     random_state_dict,
     read_layout,
@@ -16,15 +15,16 @@ from release_reference import (
     reference_resnet_features,
     sub_state,
 )
+
 from vprlab.pretrained import (
     RELEASED_MODELS,
     describe_differences,
     infer_architecture,
     load_pretrained,
     load_release_state_dict,
-    read_state_dict,
     to_release_layout,
 )
+from vprlab.utils.weights import read_state_dict
 
 INPUTS = {"boq_resnet50_16384": (2, 3, 64, 64), "boq_dinov2_12288": (2, 3, 56, 70)}  # DINOv2: multiples of 14
 

@@ -9,7 +9,10 @@
   number is within ``frame_threshold`` frames of the query's.
 - ``gt_csv``: ``database/``, ``queries/`` and a ``gt.csv`` listing each query's positive
   database indices (the small real datasets in ``shared/data/real``).
-- ``auto``: picks one of those (or ``npy``) from what ``root`` holds.
+- ``npy``: the GSV-Cities / BoQ validation lists (``<prefix>_dbImages.npy`` ...).
+- ``auto``: picks one of those from what ``root`` holds.
+
+:data:`READERS` is the one format -> reader table.
 
 Image lists are sorted by path, so database indices are stable across machines.
 """
@@ -20,13 +23,14 @@ import csv
 import inspect
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vprlab.data.benchmarks import Benchmark, load_npy_benchmark
+from vprlab.data.benchmark import Benchmark, _as_positive_arrays, _require_file
+from vprlab.utils.images import as_hw
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"})
 PATHS_FILE_SUFFIX = "_images_paths.txt"
@@ -360,5 +364,72 @@ def detect_format(root: str | os.PathLike, name: str, prefix: str | None = None,
 def load_auto_benchmark(root: str | os.PathLike, name: str, **options: Any) -> Benchmark:
     """Detect the format of ``root`` (see :func:`detect_format`) and read it with ``options``."""
     fmt = detect_format(root, name, options.get("prefix"), options.get("lists_dir"))
-    reader = {"npy": load_npy_benchmark, "gt_csv": load_gt_csv_benchmark, "utm_folder": load_utm_folder_benchmark}[fmt]
+    reader = READERS[fmt]
     return _call_with_options(reader, fmt, Path(root), name, options)
+
+
+# --------------------------------------------------------------------------- npy
+
+
+def load_npy_benchmark(
+    root: str | os.PathLike,
+    name: str,
+    image_size: int | Sequence[int] | None = None,
+    queries_without_positive: str = "miss",
+    prefix: str | None = None,
+    lists_dir: str | os.PathLike | None = None,
+    gt_suffix: str = "gt",
+    query_index_suffix: str | None = None,
+    protocol: str = "positives from the ground-truth .npy file",
+) -> Benchmark:
+    """Read ``<lists_dir>/<prefix>_{dbImages,qImages,<gt_suffix>}.npy`` into a :class:`Benchmark`.
+
+    ``prefix`` defaults to ``name`` and ``lists_dir`` to ``root`` (the GSV-Cities code ships the
+    lists apart from the images: point ``lists_dir`` at them). With ``query_index_suffix``
+    (MSLS: ``"qIdx"``) the queries are ``qImages[qIdx]``, and the ground truth has one entry
+    per selected query (or per entry of qImages, then it is selected the same way).
+    """
+    root = Path(root)
+    prefix = prefix or name
+    lists = Path(lists_dir) if lists_dir else root
+    files = [f"{prefix}_dbImages.npy", f"{prefix}_qImages.npy", f"{prefix}_{gt_suffix}.npy"]
+    if query_index_suffix:
+        files.append(f"{prefix}_{query_index_suffix}.npy")
+    hint = (
+        f"the .npy benchmark {name!r} needs {', '.join(files)} in {lists} and the images under {root}; "
+        "fix the benchmark root (or lists_dir/prefix), or run `make quickstart` for the synthetic benchmark"
+    )
+    if not root.is_dir():
+        raise FileNotFoundError(f"benchmark root {root} does not exist; {hint}")
+    db = np.load(_require_file(lists / files[0], "database list", hint), allow_pickle=True)
+    q = np.load(_require_file(lists / files[1], "query list", hint), allow_pickle=True)
+    gt = np.load(_require_file(lists / files[2], "ground-truth file", hint), allow_pickle=True)
+    if query_index_suffix:
+        query_index = np.load(_require_file(lists / files[3], "query index file", hint), allow_pickle=True)
+        query_index = np.asarray(query_index, dtype=np.int64).reshape(-1)
+        if len(query_index) and (query_index.min() < 0 or query_index.max() >= len(q)):
+            raise ValueError(
+                f"{lists / files[3]} selects query {int(query_index.max())} but {files[1]} lists {len(q)}; "
+                "the two files come from different releases"
+            )
+        if len(gt) == len(q) and len(gt) != len(query_index):
+            gt = gt[query_index]
+        q = q[query_index]
+    return Benchmark(
+        name=name,
+        db_paths=[str(root / str(p)) for p in db],
+        query_paths=[str(root / str(p)) for p in q],
+        positives=_as_positive_arrays(gt),
+        image_size=as_hw(image_size) if image_size is not None else None,
+        queries_without_positive=queries_without_positive,
+        protocol=protocol,
+    )
+
+
+READERS: dict[str, Callable[..., Benchmark]] = {
+    "npy": load_npy_benchmark,
+    "utm_folder": load_utm_folder_benchmark,
+    "frames": load_frame_window_benchmark,
+    "gt_csv": load_gt_csv_benchmark,
+    "auto": load_auto_benchmark,
+}

@@ -27,7 +27,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vprlab.data.decoding import EncodedPlace, check_decoder, load_for_device, load_tensor, uint8_to_float
+from vprlab.data.decoding import (
+    EncodedPlace,
+    check_decoder,
+    load_for_device,
+    load_tensor,
+    uint8_to_float,
+)
 
 CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LABEL_STRIDE = 10**5

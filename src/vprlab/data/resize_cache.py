@@ -1,7 +1,7 @@
 """Cache a GSV-Cities tree resized to the training size: the same layout (Dataframes/ copied,
 Images/<city>/<same names>.jpg), so training only swaps ``dataset.root``.
 
-    python -m vprlab.data.resize_cache --src /data/gsv-cities --dst /data/gsv-cities-320 --size 320 320
+    vprlab resize-cache --src /data/gsv-cities --dst /data/gsv-cities-320 --size 320 320
 
 Decoding a 320x320 JPEG costs a fraction of a 640x480 one and the train transform's resize
 becomes a no-op, so the input pipeline needs fewer workers per GPU. Images are resized like the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vprlab.data.transforms import as_hw
+from vprlab.utils.images import as_hw
 from vprlab.utils.progress import progress_bar
 
 
@@ -58,7 +58,7 @@ def resize_tree(src: str | Path, dst: str | Path, size: int | tuple[int, int], q
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vprlab.data.resize_cache", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="vprlab resize-cache", description=__doc__.split("\n")[0])
     p.add_argument("--src", required=True, help="GSV-Cities root (Dataframes/, Images/)")
     p.add_argument("--dst", required=True, help="where the resized copy goes")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True, help="the training size")

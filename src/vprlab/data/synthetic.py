@@ -20,7 +20,7 @@ different scenes from the training places. A marker json next to the data holds 
 config; generating again with the same config is a no-op, with another config the
 previous output is removed first.
 
-CLI: ``python -m vprlab.data.synthetic --root data/synthetic``.
+CLI: ``vprlab synth --root data/synthetic``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from vprlab.data.gsv_cities import gsv_image_name
-from vprlab.data.transforms import as_hw
+from vprlab.utils.images import as_hw
 from vprlab.utils.io import atomic_write_bytes, atomic_write_json
 
 SYNTHETIC_VERSION = 2  # bump whenever the same config would draw different pixels
@@ -606,7 +606,7 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig | None = None, 
 
 def main(argv: list[str] | None = None) -> SyntheticPaths:
     defaults = SyntheticConfig()
-    parser = argparse.ArgumentParser(prog="python -m vprlab.data.synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vprlab synth", description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, help="output folder (gets gsv/, benchmark/ and a marker)")
     for name in ("num_train_places", "images_per_place", "num_cities", "num_bench_places",
                  "bench_db_per_place", "bench_queries_per_place", "seed"):

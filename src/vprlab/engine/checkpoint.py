@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"'{path}' is not a vprlab checkpoint (no 'model' entry); to load bare weights use the model config plus a weights file")
     return state
-
-
-def file_hash(path: str | Path, length: int = 12) -> str:
-    """Short SHA-256 of a file, used to name results and caches by the exact weights."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]
-
-
-def state_dict_hash(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:
-    """Hash of a model's weights (order-independent over keys), for checkpoints and untrained models alike."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:length]

@@ -7,12 +7,10 @@ update, zero_grad, log every N steps; at the end of each epoch: evaluate, checkp
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,72 +18,33 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader
-from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint, state_dict_hash
+from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from vprlab.engine.distributed import (
-    DistInfo, any_rank, barrier, broadcast_buffers, init_distributed, mean_across_ranks, shutdown,
+    DistInfo,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    mean_across_ranks,
+    shutdown,
 )
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
-from vprlab.engine.validate import validate_train_config
-from vprlab.evaluation.run import evaluate_model, print_before_after
+from vprlab.evaluation.protocol import evaluate_model
+from vprlab.evaluation.results import print_before_after
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
 from vprlab.tracking.logger import RunLogger
+from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.instantiate import build
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.progress import progress_bar
 from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
+from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "16": torch.float16}
-
-
-def resolve_precision(name: Any, device: torch.device) -> str:
-    """``auto``: bf16 where the GPU supports it, fp32 elsewhere (CPU bf16 autocast is slow on most CPUs)."""
-    if str(name) != "auto":
-        return str(name)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "32"
-
-
-@dataclass
-class Precision:
-    """One switch: bf16 needs no scaler, fp16 gets a GradScaler, fp32 neither."""
-
-    name: str
-    dtype: torch.dtype | None
-    device_type: str
-
-    @classmethod
-    def from_config(cls, name: Any, device: torch.device) -> "Precision":
-        key = resolve_precision(name, device)
-        if key not in PRECISIONS:
-            raise ValueError(f"trainer.precision={name!r} is not supported; use one of auto, 32, bf16, fp16")
-        dtype = PRECISIONS[key]
-        if dtype is torch.float16 and device.type != "cuda":
-            raise ValueError("trainer.precision=fp16 needs a CUDA device; on the CPU use bf16 or 32")
-        return cls(key, dtype, device.type)
-
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-    def make_scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(self.device_type, enabled=self.dtype is torch.float16)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=cpu or auto")
-    return device
-
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the model described by ``cfg`` and return the final metrics.

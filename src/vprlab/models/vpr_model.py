@@ -39,7 +39,9 @@ class VPRModel(nn.Module):
 
 def build_model(backbone_cfg: Any, aggregator_cfg: Any) -> VPRModel:
     """Build a VPRModel from two ``_target_`` configs; the aggregator gets ``in_channels`` from the backbone."""
-    from vprlab.utils.instantiate import build  # Hydra only here: torch.hub users get the model without it
+    from vprlab.utils.instantiate import (
+        build,  # Hydra only here: torch.hub users get the model without it
+    )
 
     backbone = build(backbone_cfg)
     aggregator = build(aggregator_cfg, in_channels=backbone.out_channels)

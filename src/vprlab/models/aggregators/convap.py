@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, l2_flatten
+from vprlab.models.aggregators._common import (
+    check_channels,
+    check_positive_int,
+    feature_map,
+    l2_flatten,
+)
 
 
 class ConvAP(nn.Module):

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, gem_pool, l2_flatten
+from vprlab.models.aggregators._common import (
+    check_channels,
+    check_positive_int,
+    feature_map,
+    gem_pool,
+    l2_flatten,
+)
 
 
 class CosPlace(nn.Module):

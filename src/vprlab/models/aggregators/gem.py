@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, gem_pool, l2_flatten
+from vprlab.models.aggregators._common import (
+    check_channels,
+    check_positive_int,
+    feature_map,
+    gem_pool,
+    l2_flatten,
+)
 
 
 class GeM(nn.Module):

@@ -12,7 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, l2_flatten
+from vprlab.models.aggregators._common import (
+    check_channels,
+    check_positive_int,
+    feature_map,
+    l2_flatten,
+)
 
 
 class FeatureMixer(nn.Module):

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.models.aggregators._common import check_channels, check_positive_int, feature_map, full_precision, l2_flatten
+from vprlab.models.aggregators._common import (
+    check_channels,
+    check_positive_int,
+    feature_map,
+    full_precision,
+    l2_flatten,
+)
 
 
 def log_optimal_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: int) -> torch.Tensor:

@@ -14,14 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.data.transforms import as_hw
-from vprlab.models.backbones._weights import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    download_failed,
-    load_state_dict_file,
-    load_strict,
-)
+from vprlab.models.backbones._weights import download_failed, load_strict
+from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
+from vprlab.utils.weights import load_state_dict_file
 
 DINOV2_MODELS = (
     "vit_small_patch14_dinov2",

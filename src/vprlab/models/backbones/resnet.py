@@ -10,14 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
-from vprlab.data.transforms import as_hw
-from vprlab.models.backbones._weights import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    download_failed,
-    load_state_dict_file,
-    load_strict,
-)
+from vprlab.models.backbones._weights import download_failed, load_strict
+from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
+from vprlab.utils.weights import load_state_dict_file
 
 # name -> (constructor, ImageNet weights). IMAGENET1K_V1 is what BoQ and GSV-Cities trained from.
 _RESNETS: dict[str, tuple[Callable[..., torchvision.models.ResNet], torchvision.models.WeightsEnum]] = {

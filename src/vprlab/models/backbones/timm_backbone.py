@@ -16,8 +16,8 @@ import timm
 import torch
 from torch import nn
 
-from vprlab.data.transforms import as_hw
 from vprlab.models.backbones._weights import download_failed
+from vprlab.utils.images import as_hw
 
 
 def _create(model_name: str, **kwargs: Any) -> nn.Module:

@@ -5,7 +5,7 @@ import json
 import pytest
 from rich.console import Console
 
-from vprlab.evaluation.report import (
+from vprlab.evaluation.results import (
     markdown_table,
     print_recall_table,
     read_results,

@@ -25,7 +25,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise FileNotFoundError(
             f"dataset root '{root}' does not exist. For GSV-Cities, download it "
             "(https://www.kaggle.com/datasets/amaralibey/gsv-cities) and pass dataset.root=/path/to/gsv-cities; "
-            "for the built-in synthetic data run `make quickstart` (or `python -m vprlab.data.synthetic`) first."
+            "for the built-in synthetic data run `make quickstart` (or `vprlab synth`) first."
         )
     if int(cfg.trainer.max_epochs) < 1:
         raise ValueError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONF, REPO, compose_config, tiny_train_overrides
 from omegaconf import OmegaConf
 
 import vprlab  # noqa: F401  (registers the ${vprlab.job_name:} resolver the sweep configs use)
-from conftest import CONF, REPO, compose_config, tiny_train_overrides
-
 
 
 def _installed(module: str) -> bool:
@@ -110,14 +109,14 @@ def test_two_job_sweep_end_to_end(tiny_synthetic, tmp_path):
     assert [r["run"]["name"] for r in records] == names
 
     # The report command turns the two folders into one table and a heatmap.
-    from vprlab.report import main as report_main
+    from vprlab.reports.cli import main as report_main
 
     out = tmp_path / "report"
     assert report_main(["sweep", str(sweep_dir), "--out", str(out)]) == 0
     assert (out / "heatmap.png").stat().st_size > 1000
     markdown = (out / "report.md").read_text()
     assert "heatmap.png" in markdown and "| 1 | 4 |" in markdown and "| 1 | 8 |" in markdown
-    from vprlab.experiments import collect_runs
+    from vprlab.reports import collect_runs
 
     runs = collect_runs(sweep_dir)
     assert len(runs) == 2 and set(runs["aggregator.num_queries"]) == {4, 8}

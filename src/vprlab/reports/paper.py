@@ -1,4 +1,6 @@
-"""Our recalls next to the numbers published in the BoQ README, with the differences.
+"""Our recalls next to the numbers published in the BoQ README, with the differences: printed after
+`evaluate.py compare_with_paper=...` (:func:`compare_with_paper`) and built from run folders by
+`vprlab report paper` (:func:`paper_report`, Markdown and LaTeX).
 
 The published numbers ship with vprlab (``vprlab/resources/boq_paper_results.csv``: one row per
 model and benchmark, recall@1/5/10/20 in percent). Benchmark configs are matched to the paper's
@@ -17,9 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from vprlab.evaluation.results import markdown_table
+from vprlab.reports.tables import _write
 from vprlab.utils.io import atomic_write_text
 
 PAPER_RESULTS = "boq_paper_results.csv"
@@ -162,3 +167,73 @@ def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int
     if not_run:
         lines += ["", "Paper benchmarks not evaluated here: " + ", ".join(n.replace("*", "\\*") for n in not_run) + "."]
     return "\n".join(lines) + "\n"
+
+
+# --- paper table --------------------------------------------------------------------------------
+
+def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
+    """Every benchmark of the paper for ``model``: paper R@k, ours (mean over runs) and ours - paper.
+    Measured benchmarks the paper does not report are appended with empty paper cells."""
+    measured = pd.DataFrame(list(measured)) if not isinstance(measured, pd.DataFrame) else measured
+    published = [row for row in load_paper_results() if row["model"] == model]
+    if not published:
+        raise ValueError(f"the paper has no results for {model!r}; use one of boq_resnet50, boq_dinov2")
+    ours: dict[str, dict[str, float]] = {}
+    if len(measured) and "benchmark" in measured.columns:
+        for bench, part in measured[measured["benchmark"].notna()].groupby("benchmark"):
+            name = paper_benchmark(str(bench)) or str(bench)
+            ours[name] = {f"R@{k}": pd.to_numeric(part[f"R@{k}"], errors="coerce").mean()
+                          for k in ks if f"R@{k}" in part.columns}
+    rows = []
+    for paper in published:
+        name = paper["benchmark"]
+        row: dict[str, Any] = {"benchmark": name}
+        for k in ks:
+            theirs, mine = paper[f"R@{k}"], ours.get(name, {}).get(f"R@{k}")
+            row[f"paper R@{k}"] = theirs
+            row[f"ours R@{k}"] = mine
+            row[f"Δ R@{k}"] = mine - theirs if mine is not None and not math.isnan(mine) else None
+        rows.append(row)
+    for name, values in ours.items():
+        if not any(r["benchmark"] == name for r in rows):
+            rows.append({"benchmark": name, **{f"ours R@{k}": values.get(f"R@{k}") for k in ks}})
+    return pd.DataFrame(rows)
+
+
+def _cell(value: Any, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.1f}" if sign else f"{value:.1f}"
+
+
+def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper") -> str:
+    """A booktabs table; ``-`` where a number is missing."""
+    columns = list(table.columns)
+    header = " & ".join(c.replace("Δ", r"$\Delta$").replace("@", "@") for c in columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
+             r"\toprule", header + r" \\", r"\midrule"]
+    for record in table.to_dict("records"):
+        cells = [str(record["benchmark"]).replace("*", r"$^*$").replace("_", r"\_")]
+        cells += [_cell(record.get(c), sign=c.startswith("Δ")) for c in columns[1:]]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def paper_report(
+    runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, Path]:
+    table = paper_table(runs, model=model, ks=ks)
+    measured = table[[c for c in table.columns if c.startswith("ours")]].notna().any(axis=1).sum()
+    caption = f"Recall@N (\\%) of {model.replace('_', '-')}: the BoQ paper vs.\\ our runs ({measured} benchmarks measured)."
+    markdown_rows = [{k: _cell(v, sign=k.startswith("Δ")) if k != "benchmark" else str(v).replace("*", "\\*")
+                      for k, v in r.items()} for r in table.to_dict("records")]
+    markdown = (
+        f"# BoQ paper vs measured ({model})\n\nPaper numbers from the BoQ README "
+        "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper.\n\n"
+        + markdown_table(markdown_rows, list(table.columns))
+    )
+    out_dir = Path(out_dir)
+    paths = _write(out_dir, f"paper_{model}", markdown, table)
+    paths["latex"] = atomic_write_text(out_dir / f"paper_{model}.tex", paper_latex(table, caption))
+    return paths

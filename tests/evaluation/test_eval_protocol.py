@@ -3,12 +3,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_tensor
 
-from vprlab.evaluation.evaluate import evaluate
+from vprlab.evaluation.protocol import evaluate
 
 
 @dataclass

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from vprlab.data.transforms import as_hw
+from vprlab.data.transforms import eval_transform
 from vprlab.evaluation.cache import CacheKey, DescriptorCache, fingerprint
 from vprlab.evaluation.descriptors import extract_descriptors_timed, resolve_amp_dtype
 from vprlab.evaluation.recall import compute_recalls
 from vprlab.evaluation.retrieval import search
+from vprlab.utils.images import as_hw
 
 if TYPE_CHECKING:
     from vprlab.data.benchmarks import Benchmark
@@ -244,3 +245,32 @@ def evaluate(
         results[benchmark.name] = metrics
         log_metrics(benchmark.name, metrics)
     return results
+
+
+def make_transform_for(model: torch.nn.Module, default_image_size: Any = None) -> Callable[[Any], Callable]:
+    """``transform_for(image_size)``: bicubic antialiased resizing to ``image_size`` (None: the
+    backbone's ``eval_image_size``) and the backbone's normalisation."""
+    mean, std = model.backbone.mean, model.backbone.std
+    if default_image_size is None:
+        default_image_size = getattr(model.backbone, "eval_image_size", None)
+
+    def transform_for(image_size: Any):
+        size = image_size if image_size is not None else default_image_size
+        if size is None:
+            raise ValueError("benchmark has no image_size and the backbone has no eval_image_size; set benchmark.<name>.image_size=[H,W]")
+        return eval_transform(size, mean=mean, std=std)
+
+    return transform_for
+
+
+def evaluate_model(
+    model: torch.nn.Module, benchmarks: Sequence, *, default_image_size: Any = None, **kwargs: Any
+) -> dict[str, dict]:
+    """Evaluate ``model`` on every benchmark with bicubic antialiased resizing at the
+    benchmark's configured size and the backbone's normalisation."""
+    transform_for = make_transform_for(model, default_image_size)
+    was_training = model.training
+    try:
+        return evaluate(model, list(benchmarks), transform_for, **kwargs)
+    finally:
+        model.train(was_training)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vprlab.evaluation.report import read_results
+from vprlab.evaluation.results import read_results
 from vprlab.tracking.logger import read_metrics
 
 log = logging.getLogger(__name__)

@@ -173,3 +173,17 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = 
         csv_path = atomic_write_text(out_dir / f"{stem}.csv", _to_csv(merged))
         md_path = atomic_write_text(out_dir / f"{stem}.md", markdown_table(merged))
     return ResultPaths(csv=csv_path, json=json_path, markdown=md_path)
+
+
+def print_before_after(before: dict[str, dict], after: dict[str, dict], ks: Sequence[int] = (1, 5, 10, 20)) -> None:
+    table = Table(title="Recall@k before / after training (%)")
+    table.add_column("benchmark")
+    table.add_column("")
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    for bench in after:
+        b, a = before.get(bench, {}), after[bench]
+        table.add_row(bench, "before", *(f"{b.get(f'R@{k}', float('nan')):.1f}" for k in ks))
+        table.add_row("", "after", *(f"{a[f'R@{k}']:.1f}" for k in ks))
+        table.add_row("", "change", *(f"{a[f'R@{k}'] - b.get(f'R@{k}', float('nan')):+.1f}" for k in ks), end_section=True)
+    Console().print(table)

@@ -8,8 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from vprlab.experiments import collect_runs
-from vprlab.experiments.reports import compare_report, format_mean_std, mean_std, paper_report, paper_table, sweep_report
+from vprlab.reports import collect_runs
+from vprlab.reports.paper import paper_report, paper_table
+from vprlab.reports.tables import (
+    compare_report,
+    format_mean_std,
+    mean_std,
+    sweep_report,
+)
 
 
 def _runs() -> pd.DataFrame:

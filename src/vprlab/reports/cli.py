@@ -1,4 +1,4 @@
-"""Reports from run folders: `python -m vprlab.report <kind> <runs folder> --out <folder>`.
+"""Reports from run folders: `vprlab report <kind> <runs folder> --out <folder>`.
 
   collect   every run under the folder as one table (runs.csv + runs.md)
   sweep     BoQ grid: R@1 heatmap over num_layers x num_queries, with descriptor dim and throughput
@@ -13,9 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from vprlab.evaluation.report import markdown_table
-from vprlab.experiments.collect import collect_runs
-from vprlab.experiments.reports import compare_report, format_mean_std, mean_std, paper_report, sweep_report
+from vprlab.evaluation.results import markdown_table
+from vprlab.reports.collect import collect_runs
+from vprlab.reports.paper import paper_report
+from vprlab.reports.tables import (
+    compare_report,
+    format_mean_std,
+    mean_std,
+    sweep_report,
+)
 from vprlab.utils.io import atomic_write_text
 
 SUMMARY_COLUMNS = ["job", "aggregator", "seed", "benchmark", "R@1", "R@5", "R@10", "descriptor_dim", "params",
@@ -23,7 +29,7 @@ SUMMARY_COLUMNS = ["job", "aggregator", "seed", "benchmark", "R@1", "R@5", "R@10
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vprlab.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="vprlab report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["collect", "sweep", "compare", "paper", "seeds"])
     parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, ...)")

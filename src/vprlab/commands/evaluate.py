@@ -1,6 +1,8 @@
-"""Evaluation as the trainer and evaluate.py run it: the model's own eval transform at each
-benchmark's size, descriptors cached by (weights, benchmark, size, transform), result rows written
-next to the run (CSV, JSON, Markdown), and the tables and pictures people read."""
+"""What evaluate.py runs: load the model (a vprlab checkpoint, a bare weights file, a released
+model or the configured architecture untrained), evaluate every selected benchmark with its own
+eval transform at each benchmark's size (descriptors cached by weights, benchmark, size and
+transform), print the table, write results.csv / .json / .md next to the run, and the MSLS
+challenge predictions, pictures and paper comparison when asked."""
 
 from __future__ import annotations
 
@@ -10,61 +12,23 @@ from typing import Any, Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from vprlab.data.loaders import build_benchmarks
-from vprlab.data.transforms import as_hw, eval_transform
-from vprlab.engine.checkpoint import file_hash, load_checkpoint, state_dict_hash
+from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.evaluation.cache import DescriptorCache
-from vprlab.evaluation.evaluate import check_unique_names, evaluate, log_metrics, run_benchmark
-from vprlab.evaluation.report import print_recall_table, write_results
+from vprlab.evaluation.protocol import (
+    check_unique_names,
+    log_metrics,
+    make_transform_for,
+    run_benchmark,
+)
+from vprlab.evaluation.results import print_recall_table, write_results
 from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.utils.device import Precision, resolve_device
+from vprlab.utils.images import as_hw
+from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
 
 log = logging.getLogger(__name__)
-
-
-def make_transform_for(model: torch.nn.Module, default_image_size: Any = None) -> Callable[[Any], Callable]:
-    """``transform_for(image_size)``: bicubic antialiased resizing to ``image_size`` (None: the
-    backbone's ``eval_image_size``) and the backbone's normalisation."""
-    mean, std = model.backbone.mean, model.backbone.std
-    if default_image_size is None:
-        default_image_size = getattr(model.backbone, "eval_image_size", None)
-
-    def transform_for(image_size: Any):
-        size = image_size if image_size is not None else default_image_size
-        if size is None:
-            raise ValueError("benchmark has no image_size and the backbone has no eval_image_size; set benchmark.<name>.image_size=[H,W]")
-        return eval_transform(size, mean=mean, std=std)
-
-    return transform_for
-
-
-def evaluate_model(
-    model: torch.nn.Module, benchmarks: Sequence, *, default_image_size: Any = None, **kwargs: Any
-) -> dict[str, dict]:
-    """Evaluate ``model`` on every benchmark with bicubic antialiased resizing at the
-    benchmark's configured size and the backbone's normalisation."""
-    transform_for = make_transform_for(model, default_image_size)
-    was_training = model.training
-    try:
-        return evaluate(model, list(benchmarks), transform_for, **kwargs)
-    finally:
-        model.train(was_training)
-
-
-def print_before_after(before: dict[str, dict], after: dict[str, dict], ks: Sequence[int] = (1, 5, 10, 20)) -> None:
-    table = Table(title="Recall@k before / after training (%)")
-    table.add_column("benchmark")
-    table.add_column("")
-    for k in ks:
-        table.add_column(f"R@{k}", justify="right")
-    for bench in after:
-        b, a = before.get(bench, {}), after[bench]
-        table.add_row(bench, "before", *(f"{b.get(f'R@{k}', float('nan')):.1f}" for k in ks))
-        table.add_row("", "after", *(f"{a[f'R@{k}']:.1f}" for k in ks))
-        table.add_row("", "change", *(f"{a[f'R@{k}'] - b.get(f'R@{k}', float('nan')):+.1f}" for k in ks), end_section=True)
-    Console().print(table)
 
 
 def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
@@ -96,8 +60,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
     model = build_model(backbone_cfg, cfg.aggregator)
     name = f"{backbone_cfg.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
     if cfg.get("weights_path"):
-        weights = torch.load(cfg.weights_path, map_location="cpu", weights_only=True)
-        weights = weights.get("state_dict", weights.get("model", weights)) if isinstance(weights, dict) else weights
+        weights = read_state_dict(cfg.weights_path, trusted=False)
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(
@@ -144,7 +107,11 @@ def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weig
 def _draw(cfg: DictConfig, model: torch.nn.Module, benchmark: Any, run: Any, transform: Callable,
           size: tuple[int, int], device: torch.device, name: str, weights_hash: str) -> list[Path]:
     """The retrieval grid (and, for BoQ, the attention maps) of the queries chosen in ``cfg.visualize``."""
-    from vprlab.evaluation.visualize import choose_queries, draw_attention, save_retrieval_grid
+    from vprlab.evaluation.visualize import (
+        choose_queries,
+        draw_attention,
+        save_retrieval_grid,
+    )
 
     vis = cfg.get("visualize") or {}
     count = int(vis.get("num_queries", 0) or 0)
@@ -198,8 +165,6 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     """What evaluate.py does: load the model, evaluate every selected benchmark (descriptors from the
     cache when it has them), print the table, write results.csv / .json / .md (rows keyed by model and
     benchmark), and the MSLS challenge predictions and pictures when asked."""
-    from vprlab.engine.trainer import Precision, resolve_device
-
     benchmarks = build_benchmarks(cfg.get("benchmark"))
     if not benchmarks:
         raise ValueError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
@@ -243,7 +208,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     paths = write_results(rows, cfg.results_dir)
     print(f"results: {paths.csv}  {paths.json}  {paths.markdown}")
     if cfg.get("compare_with_paper"):
-        from vprlab.evaluation.paper import compare_with_paper
+        from vprlab.reports.paper import compare_with_paper
 
         compare_with_paper(rows, cfg.compare_with_paper, ks=ks, out_dir=cfg.results_dir)
     for path in extra_files:

@@ -1,0 +1,64 @@
+"""The `vprlab` command: the tools that are not training or evaluation runs.
+
+    vprlab report <kind> RUNS [--out DIR]   tables and plots from run folders (collect, sweep, compare, paper, seeds)
+    vprlab models list|download|export      released models: what there is, fetch one, export a checkpoint
+    vprlab benchmarks [--data-dir DIR]      every benchmark config: format, published counts, root, present or not
+    vprlab synth [--root DIR]               generate the built-in synthetic data (GSV-Cities layout + benchmark)
+    vprlab resize-cache SRC DST --size N    a resized copy of GSV-Cities for faster data loading
+
+Training and evaluation stay `python train.py ...` and `python evaluate.py ...` (Hydra apps).
+Each subcommand lives with its code; this module only dispatches, and is imported by nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name -> (module, help line); the module's main(argv) runs the subcommand.
+    "report": ("vprlab.reports.cli", "tables and plots from run folders"),
+    "models": ("vprlab.pretrained.cli", "released models: list, download, export"),
+    "benchmarks": ("vprlab.commands.benchmarks", "benchmark configs, their counts and whether their data is here"),
+    "synth": ("vprlab.data.synthetic", "generate the built-in synthetic data"),
+    "resize-cache": ("vprlab.data.resize_cache", "a resized copy of GSV-Cities for faster loading"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = ["usage: vprlab <command> [args]  (vprlab <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_line}" for name, (_, help_line) in SUBCOMMANDS.items()]
+    lines += ["", "training and evaluation: python train.py ... / python evaluate.py ... (see README.md)"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"vprlab: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    from importlib import import_module
+
+    run: Callable[[list[str]], Any] = import_module(SUBCOMMANDS[name][0]).main
+    result = run(rest)
+    # Subcommands return an exit status, or a value (synth returns the paths it wrote): success.
+    return result if isinstance(result, int) else 0
+
+
+def repo_conf_dir() -> Path:
+    """The conf/ folder of the checkout vprlab runs from (configs are not installed as package data)."""
+    conf = Path(__file__).resolve().parents[3] / "conf"
+    if not (conf / "train.yaml").is_file():
+        raise FileNotFoundError(f"no conf/ folder next to the vprlab sources ({conf}); run vprlab from its checkout")
+    return conf
+
+
+if __name__ == "__main__":
+    sys.exit(main())
