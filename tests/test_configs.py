@@ -12,6 +12,7 @@ import torch
 from conftest import CONF, compose_config
 from omegaconf import DictConfig, OmegaConf
 
+from vprlab.losses import build_loss
 from vprlab.models.vpr_model import VPRModel
 from vprlab.utils.instantiate import build
 
@@ -27,7 +28,7 @@ def _is_evaluate_experiment(option: str) -> bool:
     return any(isinstance(entry, dict) and "override /pretrained" in entry for entry in defaults)
 
 
-@pytest.mark.parametrize("group", ["backbone", "aggregator", "dataset", "loss", "optimizer", "scheduler", "trainer", "logger", "experiment"])
+@pytest.mark.parametrize("group", ["backbone", "aggregator", "dataset", "loss", "miner", "optimizer", "scheduler", "trainer", "logger", "experiment"])
 def test_every_option_composes(group, tmp_path):
     for option in _options(group):
         if group == "experiment" and _is_evaluate_experiment(option):
@@ -52,7 +53,7 @@ def test_multiple_benchmarks_are_selected_together(tmp_path):
 def test_training_defaults_are_the_boq_recipe(tmp_path):
     cfg = compose_config("train", [f"paths.output_dir={tmp_path}"], hydra=True)
     assert cfg.backbone.model_name == "resnet50" and cfg.aggregator._target_.endswith("BoQ")
-    assert cfg.loss.alpha == 1 and cfg.loss.beta == 50 and cfg.loss.base == 0 and cfg.loss.miner_epsilon == 0.1
+    assert cfg.loss.alpha == 1 and cfg.loss.beta == 50 and cfg.loss.base == 0 and cfg.miner.epsilon == 0.1
     assert cfg.dataset.img_per_place == 4
     assert cfg.hydra.job.chdir is False
 
@@ -157,7 +158,7 @@ def test_every_backbone_and_aggregator_trains_a_step(backbone, aggregator, tmp_p
     descriptors = model(x)
     assert descriptors.shape == (2, model.descriptor_dim) and descriptors.dtype == torch.float32
     assert torch.allclose(descriptors.norm(dim=1), torch.ones(2), atol=1e-5)
-    loss_fn = build(cfg.loss)
+    loss_fn = build_loss(cfg.loss, cfg.miner)
     loss, _ = loss_fn(torch.cat([descriptors, descriptors.flip(0)]), torch.tensor([0, 0, 1, 1]))
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]

@@ -34,11 +34,11 @@ from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
+from vprlab.losses import build_loss
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.device import Precision, resolve_device
-from vprlab.utils.instantiate import build
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.progress import progress_bar
 from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
@@ -86,7 +86,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         rank=dist_info.rank, world_size=dist_info.world_size,
     )
     benchmarks = build_benchmarks(cfg.get("benchmark"))
-    loss_fn = build(cfg.loss).to(device)
+    loss_fn = build_loss(cfg.loss, cfg.get("miner")).to(device)
     optimizer = make_optimizer(cfg.optimizer, model)
     # The module that trains: DDP all-reduces gradients; `model` stays the plain module for
     # evaluation and checkpoints (so checkpoint keys never carry a "module." prefix).
