@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: `python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt benchmark=[msls_val,pitts30k_test,nordland]` (see README, Evaluation)."""
+"""Evaluate a checkpoint: `python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt benchmark=[msls_val,pitts30k_test,nordland]` (see docs/evaluation.md)."""
 
 from __future__ import annotations
 

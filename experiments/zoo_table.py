@@ -1,5 +1,5 @@
 """Descriptor sizes and parameter counts of every aggregator config on ResNet50 and DINOv2-B, and of
-every backbone config: the numbers of the README's zoo tables.
+every backbone config: the numbers of the zoo tables in docs/models.md.
 
     python experiments/zoo_table.py            # prints the markdown tables (aggregators, backbones, experiments)
     python experiments/zoo_table.py --out zoo.json

@@ -91,7 +91,7 @@ def expected_descriptor_dim(aggregator: DictConfig, channels: int) -> int:
         return aggregator.num_clusters * aggregator.cluster_dim + aggregator.token_dim
     if target == "BoQ":
         return (aggregator.proj_channels or channels // 2) * aggregator.row_dim
-    raise AssertionError(f"no documented descriptor size for {target}; add it here and to the README table")
+    raise AssertionError(f"no documented descriptor size for {target}; add it here and to the table in docs/models.md")
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def test_linear_equals_f_linear_with_and_without_relu():
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="on by default on x86-64 only")
 def test_this_machine_has_the_onednn_kernel():
     # Not a property of every build, but of the pinned torch this project tests with; if this
-    # fails after a torch upgrade the speed-up is silently gone, which the README promises.
+    # fails after a torch upgrade the speed-up is silently gone, which docs/performance.md promises.
     assert onednn_linear_available()
 
 
