@@ -27,7 +27,7 @@ def get_trained_boq(backbone_name="resnet50", output_dim=16384, pretrained=True,
         output_dim: the descriptor size of the released model (16384 or 12288).
         pretrained: False gives the architecture with random weights and downloads nothing.
         weights: a local checkpoint in the release layout (the released ``.pth`` file, or one written by
-            ``python -m vprlab.pretrained export``); loaded instead of downloading. Its architecture
+            ``vprlab models export``); loaded instead of downloading. Its architecture
             must be the one ``backbone_name`` / ``output_dim`` name.
 
     Without ``weights`` the release file is downloaded once into ``<torch hub dir>/checkpoints/``

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vprlab.commands.cli import repo_conf_dir
+from vprlab.data.benchmark_readers import READERS
 
 _ENV = re.compile(r"oc\.env:([A-Z0-9_]+)")
 
@@ -29,8 +30,12 @@ def benchmark_table(data_dir: str | Path) -> list[dict[str, str]]:
             except Exception:  # noqa: BLE001 - an interpolation this listing cannot resolve
                 root = str(OmegaConf.to_container(spec)["root"])
             env = _ENV.search(text)
+            fmt = spec.get("format")
+            if fmt is None:  # a config that names its reader directly
+                reader = str(spec.get("_target_", "")).rsplit(".", 1)[-1]
+                fmt = next((key for key, fn in READERS.items() if fn.__name__ == reader), "?")
             rows.append({
-                "name": str(name), "format": str(spec.get("format")),
+                "name": str(name), "format": str(fmt),
                 "db": str(spec.get("expected_num_db") or "-"), "queries": str(spec.get("expected_num_queries") or "-"),
                 "root": root, "env": env.group(1) if env else "-", "present": "yes" if Path(root).exists() else "no",
             })
