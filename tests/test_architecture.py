@@ -105,25 +105,26 @@ def test_no_import_cycles():
             visit(node)
 
 
+def _plant(tmp_path, monkeypatch, files: dict[str, str]) -> None:
+    """A fake vprlab/data package holding ``files``, checked instead of the real source."""
+    package = tmp_path / "vprlab" / "data"
+    package.mkdir(parents=True)
+    (tmp_path / "vprlab" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (package / name).write_text(text)
+    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+
+
 def test_the_rule_catches_a_violation(tmp_path, monkeypatch):
     """The checker itself: a data module that imports engine is reported."""
-    bad = tmp_path / "vprlab" / "data"
-    bad.mkdir(parents=True)
-    (tmp_path / "vprlab" / "__init__.py").write_text("")
-    (bad / "__init__.py").write_text("")
-    (bad / "oops.py").write_text("def f():\n    from vprlab.engine.trainer import train\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+    _plant(tmp_path, monkeypatch, {"oops.py": "def f():\n    from vprlab.engine.trainer import train\n"})
     with pytest.raises(AssertionError, match=r"vprlab.data.oops \(layer 1\) imports vprlab.engine.trainer \(layer 3\)"):
         test_imports_go_down_the_layers_only()
 
 
 def test_the_cycle_check_catches_a_cycle(tmp_path, monkeypatch):
-    pkg = tmp_path / "vprlab" / "data"
-    pkg.mkdir(parents=True)
-    (tmp_path / "vprlab" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from vprlab.data.b import g\n")
-    (pkg / "b.py").write_text("def g():\n    from vprlab.data.a import f\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+    _plant(tmp_path, monkeypatch, {"a.py": "from vprlab.data.b import g\n",
+                                   "b.py": "def g():\n    from vprlab.data.a import f\n"})
     with pytest.raises(pytest.fail.Exception, match=r"import cycle: vprlab.data.a -> vprlab.data.b -> vprlab.data.a"):
         test_no_import_cycles()
