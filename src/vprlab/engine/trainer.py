@@ -11,6 +11,7 @@ import logging
 import math
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader
-from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from vprlab.engine.checkpointer import Checkpointer, load_resume_checkpoint
 from vprlab.engine.distributed import (
     DistInfo,
     any_rank,
@@ -99,15 +100,17 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     total_steps = max_epochs * steps_per_epoch
     schedule = make_schedule(cfg.scheduler, steps_per_epoch, total_steps)
     monitor = _monitor_key(tcfg, benchmarks)
+    # When and what to save, and which rank writes: engine/checkpointer.py.
+    checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor)
 
-    epoch, step, best, history = 0, 0, -math.inf, []
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir)
-    if ckpt_path:
-        state = load_checkpoint(ckpt_path, map_location=device)
+    epoch, step, history = 0, 0, []
+    ckpt_path, state = load_resume_checkpoint(cfg.get("ckpt_path"), ckpt_dir, map_location=device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        epoch, step, best = state["epoch"], state["step"], state["best_metric"]
+        epoch, step = state["epoch"], state["step"]
+        checkpointer.resume(ckpt_path, state["best_metric"])
         history = state.get("history", [])
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
@@ -132,7 +135,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         """``epoch_done`` counts finished epochs; ``step`` may lie inside the next one (mid-epoch resume)."""
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch_done, "step": step, "best_metric": best, "config": resolved,
+            "epoch": epoch_done, "step": step, "best_metric": checkpointer.best_metric, "config": resolved,
             "rng": rng_state(), "history": history,
         }
 
@@ -147,7 +150,6 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         torch.cuda.reset_peak_memory_stats(device)
 
     log_every = int(tcfg.log_every_n_steps)
-    ckpt_every = int(tcfg.get("checkpoint_every_n_steps") or 0)
     guard = NonFiniteGuard(int(tcfg.get("max_nonfinite_steps", 3)))
     interrupted: str | None = None
     try:
@@ -206,11 +208,11 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                         tick, seen = time.perf_counter(), 0
                     # SLURM signals every task, but only one rank may have seen it before this step.
                     stopping = any_rank(stop.requested is not None, dist_info, device)
-                    if main and (stopping or (ckpt_every and step % ckpt_every == 0)):
-                        save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch))
                     if stopping:
+                        checkpointer.on_stop(partial(checkpoint_state, epoch))
                         interrupted = signal.Signals(stop.requested or signal.SIGTERM).name
                         break
+                    checkpointer.after_step(step, partial(checkpoint_state, epoch))
                 broadcast_buffers(model, dist_info)
                 if interrupted:
                     break
@@ -220,17 +222,12 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                     epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
                     history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
                     logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
-                current = _lookup(epoch_metrics, monitor)
-                if current is not None and current > best:
-                    best = current
-                    save_checkpoint(ckpt_dir / "best.ckpt", checkpoint_state(epoch + 1))
-                if main:
-                    save_checkpoint(ckpt_dir / "last.ckpt", checkpoint_state(epoch + 1))
+                checkpointer.after_epoch(epoch + 1, epoch_metrics, partial(checkpoint_state, epoch + 1))
                 barrier(dist_info)
 
         final = history[-1]["metrics"] if history else {}
         logger.log({"system/peak_mem_mb": peak_memory_mb(device)}, step=step)
-        summary = {**_flatten(final), "best/" + (monitor or "none"): best, "train/steps": step}
+        summary = {**_flatten(final), "best/" + (monitor or "none"): checkpointer.best_metric, "train/steps": step}
         if history and history[0]["epoch"] == 0:
             summary.update({f"before/{k}": v for k, v in _flatten(history[0]["metrics"]).items()})
         logger.update_summary(summary)
@@ -240,12 +237,12 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     if interrupted and main:
         log.warning(
             "stopped by %s at step %d; resume with ckpt_path=%s (or ckpt_path=auto with the same run folder)",
-            interrupted, step, ckpt_dir / "last.ckpt",
+            interrupted, step, checkpointer.last_path,
         )
     elif main and history and history[0]["epoch"] == 0 and len(history) > 1:
         print_before_after(history[0]["metrics"], history[-1]["metrics"], ks=tuple(tcfg.recall_ks))
     return {
-        "metrics": final, "best_metric": best, "monitor": monitor, "run_dir": str(run_dir),
+        "metrics": final, "best_metric": checkpointer.best_metric, "monitor": monitor, "run_dir": str(run_dir),
         "checkpoints": str(ckpt_dir), "metrics_file": str(logger.metrics_path),
         "wandb_dir": str(logger.wandb_dir) if logger.wandb_dir else None, "history": history,
         "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
@@ -283,20 +280,6 @@ def init_aggregator_from_data(model: torch.nn.Module, dataset, device: torch.dev
     log.info("initialising %s from %d training images", type(model.aggregator).__name__, seen)
     model.aggregator.init_from_features(torch.cat(features) if isinstance(features[0], torch.Tensor) else features)
     model.train(was_training)
-
-
-def resolve_ckpt_path(value: Any, ckpt_dir: Path) -> Path | None:
-    """``ckpt_path``: null, a file, or ``auto`` = this run folder's last.ckpt if there is one
-    (so a requeued job with a fixed run folder continues, and a first start begins fresh)."""
-    if not value:
-        return None
-    if str(value) == "auto":
-        last = ckpt_dir / "last.ckpt"
-        if last.is_file():
-            return last
-        log.info("ckpt_path=auto: no checkpoint in %s yet, starting from scratch", ckpt_dir)
-        return None
-    return Path(str(value))
 
 
 class NonFiniteGuard:
@@ -338,12 +321,3 @@ def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
 
 def _flatten(metrics: dict[str, dict]) -> dict[str, Any]:
     return {f"{bench}/{k}": v for bench, values in metrics.items() for k, v in values.items()}
-
-
-def _lookup(metrics: dict[str, dict], key: str | None) -> float | None:
-    if not key or not metrics:
-        return None
-    bench, _, name = key.partition("/")
-    if bench not in metrics:
-        raise KeyError(f"trainer.monitor={key!r}: no benchmark named {bench!r}; evaluated: {', '.join(metrics)}")
-    return float(metrics[bench][name])

@@ -1,0 +1,214 @@
+"""When and what the training loop saves, in one object (after timm's CheckpointSaver and
+dinov2's PeriodicCheckpointer); the loop only says where it is.
+
+Files in ``ckpt_dir``:
+
+- ``last.ckpt``: the newest resumable state. Written every ``every_n_steps`` steps (optional),
+  when a stop signal arrives (mid-epoch, resumable), and at the end of every epoch.
+- ``last.prev.ckpt``: the ``last.ckpt`` before the newest one ("previous good"), so that a damaged
+  ``last.ckpt`` (a bad disk, a copy cut short) still leaves a checkpoint to resume from.
+  ``ckpt_path=auto`` (:func:`load_resume_checkpoint`) falls back to it.
+- ``best.ckpt``: the epoch-end state with the best value of the monitored metric so far.
+
+Rank rules: only the main rank (rank 0) writes files, builds checkpoint dicts or decides what is
+"best". Other ranks call the same methods at the same points of the loop, and these return at
+once: they never call ``state_fn`` and never look at metrics (under DDP only rank 0 evaluates).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+PREVIOUS = "last.prev.ckpt"
+BEST = "best.ckpt"
+_NEXT = "last.next.ckpt"  # the new last.ckpt, complete on disk before the rotation renames
+
+StateFn = Callable[[], dict[str, Any]]
+
+
+class Checkpointer:
+    """Owns the checkpoint decisions of a training run.
+
+    ``state_fn`` arguments are zero-argument callables that build the checkpoint dict; they are
+    called only when a file is about to be written (so only on the main rank), and at most once
+    per call of a method here.
+
+    - :meth:`after_step`: periodic ``last.ckpt`` every ``every_n_steps`` steps (0/None = never);
+    - :meth:`on_stop`: ``last.ckpt`` when the run stops on SIGTERM / SIGINT
+      (:class:`vprlab.engine.interrupt.StopOnSignal`);
+    - :meth:`after_epoch`: ``best.ckpt`` when ``monitor`` improves, then ``last.ckpt``.
+
+    With ``keep_previous``, each write of ``last.ckpt`` first completes the new file on disk, then
+    renames the existing ``last.ckpt`` to ``last.prev.ckpt`` and the new file to ``last.ckpt``
+    (both atomic renames in one folder).
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        *,
+        is_main: bool,
+        every_n_steps: int | None = None,
+        monitor: str | None = None,
+        mode: str = "max",
+        keep_previous: bool = True,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"Checkpointer mode={mode!r}: use 'max' (recalls) or 'min' (losses)")
+        self.ckpt_dir = Path(ckpt_dir)
+        self.is_main = bool(is_main)
+        self.every_n_steps = int(every_n_steps or 0)
+        self.monitor = monitor
+        self.mode = mode
+        self.keep_previous = keep_previous
+        self._best = -math.inf if mode == "max" else math.inf
+        # False when last.ckpt on disk is known to be damaged (the run resumed from last.prev.ckpt):
+        # the next write then replaces it instead of rotating it over the good previous one.
+        self._last_is_good = True
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / LAST
+
+    @property
+    def previous_path(self) -> Path:
+        return self.ckpt_dir / PREVIOUS
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / BEST
+
+    @property
+    def best_metric(self) -> float:
+        """The best monitored value so far (-inf / +inf before any). Decided on the main rank only:
+        on other ranks it stays what it was at the start (or at resume)."""
+        return self._best
+
+    def resume(self, path: str | os.PathLike | None, best_metric: float) -> None:
+        """Continue from the checkpoint at ``path`` whose ``best_metric`` was ``best_metric``.
+        Every rank calls this (every rank loads the checkpoint)."""
+        self._best = float(best_metric)
+        if path is not None and Path(path) == self.previous_path:
+            self._last_is_good = False
+
+    # -- the points of the loop -------------------------------------------------------------
+
+    def after_step(self, step: int, state_fn: StateFn) -> bool:
+        """After optimizer step number ``step`` (1-based): the periodic ``last.ckpt``.
+        Returns whether a file was written."""
+        if not (self.is_main and self.every_n_steps and step % self.every_n_steps == 0):
+            return False
+        self._write_last(state_fn())
+        return True
+
+    def on_stop(self, state_fn: StateFn) -> bool:
+        """The run stops on a signal (every rank agreed to stop at this step): a resumable
+        ``last.ckpt``, possibly mid-epoch. Returns whether a file was written."""
+        if not self.is_main:
+            return False
+        path = self._write_last(state_fn())
+        log.info("stop requested: wrote %s", path)
+        return True
+
+    def after_epoch(self, epoch_done: int, metrics: dict[str, dict[str, Any]], state_fn: StateFn) -> bool:
+        """At the end of epoch ``epoch_done`` (1-based) with this epoch's evaluation ``metrics``
+        (``{benchmark: {metric: value}}``, empty when it did not evaluate): ``best.ckpt`` if the
+        monitored metric improved, then ``last.ckpt``. Returns whether this epoch is a new best.
+
+        Only the main rank decides "best" (and writes); other ranks return False without looking
+        at ``metrics``.
+        """
+        if not self.is_main:
+            return False
+        current = self.lookup(metrics)
+        is_best = current is not None and (current > self._best if self.mode == "max" else current < self._best)
+        if is_best:
+            self._best = current
+        state = state_fn()  # after the update: both files record the new best_metric
+        if is_best:
+            save_checkpoint(self.best_path, state)
+            log.info("epoch %d: new best %s = %.4g, wrote %s", epoch_done, self.monitor, current, self.best_path)
+        self._write_last(state)
+        return is_best
+
+    def lookup(self, metrics: dict[str, dict[str, Any]]) -> float | None:
+        """The monitored value (``monitor`` = 'benchmark/metric') in ``metrics``; None without
+        a monitor or metrics. A monitor naming a benchmark that was not evaluated is an error."""
+        if not self.monitor or not metrics:
+            return None
+        bench, _, name = self.monitor.partition("/")
+        if bench not in metrics:
+            raise KeyError(f"trainer.monitor={self.monitor!r}: no benchmark named {bench!r}; evaluated: {', '.join(metrics)}")
+        return float(metrics[bench][name])
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_last(self, state: dict[str, Any]) -> Path:
+        last = self.last_path
+        if self.keep_previous and self._last_is_good and last.is_file():
+            # New file complete first, then two renames: last.ckpt exists at every moment but
+            # the instant between them, and then last.prev.ckpt does (load_resume_checkpoint).
+            staged = save_checkpoint(self.ckpt_dir / _NEXT, state)
+            os.replace(last, self.previous_path)
+            os.replace(staged, last)
+        else:
+            save_checkpoint(last, state)
+        self._last_is_good = True
+        return last
+
+
+def load_resume_checkpoint(
+    value: Any, ckpt_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """``ckpt_path``: null (start fresh), a file, or ``auto``. Returns (path, loaded checkpoint),
+    or (None, None) to start from scratch.
+
+    ``auto`` = this run folder's ``last.ckpt`` if there is one, so a requeued job with a fixed run
+    folder continues and a first start begins fresh. If ``last.ckpt`` is missing or cannot be read
+    but ``last.prev.ckpt`` can, it resumes from that one with a warning; if neither can be read it
+    fails. An explicit file is loaded as it is (no fallback: the user chose it).
+    """
+    if not value:
+        return None, None
+    if str(value) != "auto":
+        path = Path(str(value))
+        return path, load_checkpoint(path, map_location=map_location)
+
+    ckpt_dir = Path(ckpt_dir)
+    last, previous = ckpt_dir / LAST, ckpt_dir / PREVIOUS
+    if not last.is_file() and not previous.is_file():
+        log.info("ckpt_path=auto: no checkpoint in %s yet, starting from scratch", ckpt_dir)
+        return None, None
+    if last.is_file():
+        try:
+            return last, load_checkpoint(last, map_location=map_location)
+        except (RuntimeError, ValueError) as e:  # load_checkpoint's messages name the file
+            problem = str(e)
+    else:
+        problem = f"{last} is missing (a crash between the renames of a checkpoint write)"
+    if not previous.is_file():
+        raise RuntimeError(
+            f"ckpt_path=auto: {problem}, and there is no previous checkpoint {previous} to fall back to; "
+            f"pass ckpt_path=<file> to resume from another checkpoint, or remove {last} to start from scratch"
+        )
+    try:
+        state = load_checkpoint(previous, map_location=map_location)
+    except (RuntimeError, ValueError) as e:
+        raise RuntimeError(
+            f"ckpt_path=auto: neither checkpoint is readable: {problem}; and {e} "
+            f"Pass ckpt_path=<file> to resume from another checkpoint, or remove both to start from scratch"
+        ) from e
+    log.warning("ckpt_path=auto: %s; resuming from the previous checkpoint %s instead (one checkpoint interval older)", problem, previous)
+    return previous, state
