@@ -13,6 +13,8 @@ from conftest import CONF, compose_config
 from omegaconf import DictConfig, OmegaConf
 
 from vprlab.losses import build_loss
+from vprlab.models.aggregators import registry
+from vprlab.models.spec import component_class
 from vprlab.models.vpr_model import VPRModel
 from vprlab.utils.instantiate import build
 
@@ -65,7 +67,9 @@ BACKBONE_CHANNELS = {
     "dinov2_vitb14_reg4": 768, "timm": 768,
 }
 SMALL_INPUT = {"resnet": (32, 32), "resnext": (32, 32), "dinov2": (28, 28), "timm": (64, 64)}  # 2x2 maps
-SALAD_INPUT = (126, 126)  # 9x9 = 81 DINOv2 patches: more than SALAD's 64 clusters
+SALAD_INPUT = (126, 126)  # 9x9 = 81 DINOv2 patches: more than SALAD's 64 clusters (spec.more_positions_than)
+# Keeps the matrix light; the paper sizes are checked in tests/models. Optional: a new aggregator needs no entry.
+LIGHTER = {"boq": {"num_queries": 8}}
 # DINOv2 wider than ViT-S is built with 2 blocks (its real width, so the dimensions are those of the config).
 SHALLOW_DINOV2_DEPTH = 2
 
@@ -75,23 +79,10 @@ def _small_input(backbone: str) -> tuple[int, int]:
 
 
 def expected_descriptor_dim(aggregator: DictConfig, channels: int) -> int:
-    """The descriptor size each aggregator config documents, computed from its own fields."""
-    target = aggregator._target_.rsplit(".", 1)[-1]
-    if target in ("AVG", "MAC", "GeM"):
-        return channels
-    if target == "CosPlace":
-        return aggregator.out_dim
-    if target == "ConvAP":
-        return aggregator.out_channels * aggregator.s1 * aggregator.s2
-    if target == "MixVPR":
-        return aggregator.out_channels * aggregator.out_rows
-    if target == "NetVLAD":
-        return aggregator.pca_dim or aggregator.num_clusters * channels
-    if target == "SALAD":
-        return aggregator.num_clusters * aggregator.cluster_dim + aggregator.token_dim
-    if target == "BoQ":
-        return (aggregator.proj_channels or channels // 2) * aggregator.row_dim
-    raise AssertionError(f"no documented descriptor size for {target}; add it here and to the table in docs/models.md")
+    """The descriptor size the aggregator class declares (its ``output_dim`` formula), from the config alone."""
+    cls = component_class(aggregator)
+    assert cls is not None and hasattr(cls, "spec"), f"{aggregator._target_} declares no spec (vprlab.models.spec)"
+    return cls.descriptor_dim_for(channels, **OmegaConf.to_container(aggregator))
 
 
 @contextlib.contextmanager
@@ -130,29 +121,31 @@ def _free_backbones():
     _LAST_BACKBONE.clear()
 
 
-@pytest.mark.parametrize("aggregator", _options("aggregator"))
+@pytest.mark.parametrize("aggregator", sorted(registry()))
 @pytest.mark.parametrize("backbone", _options("backbone"))
 def test_every_backbone_and_aggregator_trains_a_step(backbone, aggregator, tmp_path):
     """Every valid pair builds from its configs, gives its documented descriptor size, L2-normalised,
     and back-propagates; an invalid pair (SALAD without a class token) fails with a clear error."""
     overrides = [f"backbone={backbone}", f"aggregator={aggregator}", "backbone.pretrained=false", f"paths.output_dir={tmp_path}"]
     is_dinov2 = backbone.startswith("dinov2")
-    if aggregator == "salad" and is_dinov2:
+    spec = registry()[aggregator].spec  # what the aggregator declares it needs
+    if spec.needs_cls_token and is_dinov2:
         overrides.append("backbone.return_cls_token=true")
     cfg = compose_config("train", overrides)
-    size = SALAD_INPUT if aggregator == "salad" and is_dinov2 else _small_input(backbone)
+    size = SALAD_INPUT if spec.more_positions_than and is_dinov2 else _small_input(backbone)
     net = cached_backbone(backbone, cfg.backbone)
     assert net.out_channels == BACKBONE_CHANNELS[backbone], "backbone config no longer gives its documented width"
-    if aggregator == "boq":  # keep the test light: the paper sizes are checked in tests/models
-        cfg.aggregator.num_queries = 8
-    if aggregator == "mixvpr":  # the mixers are sized for the map this input gives
-        cfg.aggregator.in_h, cfg.aggregator.in_w = size[0] // net.stride, size[1] // net.stride
+    for key, value in LIGHTER.get(aggregator, {}).items():
+        cfg.aggregator[key] = value
+    if spec.fixed_map_size:  # sized for the map this input gives
+        for arg, side in zip(spec.fixed_map_size, size):
+            cfg.aggregator[arg] = side // net.stride
     model = VPRModel(net, build(cfg.aggregator, in_channels=net.out_channels)).train()
     model.zero_grad(set_to_none=True)
     assert model.descriptor_dim == expected_descriptor_dim(cfg.aggregator, net.out_channels)
     x = torch.randn(2, 3, *size)
-    if aggregator == "salad" and not is_dinov2:
-        with pytest.raises(ValueError, match="SALAD needs the backbone's class token.*return_cls_token=true"):
+    if spec.needs_cls_token and not is_dinov2:
+        with pytest.raises(ValueError, match="needs the backbone's class token.*return_cls_token=true"):
             model(x)
         return
     descriptors = model(x)

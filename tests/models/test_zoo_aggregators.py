@@ -19,6 +19,7 @@ from vprlab.models.aggregators import (
     GeM,
     MixVPR,
     NetVLAD,
+    registry,
 )
 from vprlab.models.aggregators.salad import log_optimal_transport
 
@@ -303,26 +304,39 @@ def test_salad_paper_size_and_errors() -> None:
 # ------------------------------------------------------------------------------ every aggregator
 
 
+MAP = (5, 3)  # the map the aggregators with a fixed map size are built for here
+
+
 def _zoo(channels: int = 16) -> dict[str, torch.nn.Module]:
-    torch.manual_seed(0)
-    return {
-        "avg": AVG(channels), "mac": MAC(channels), "gem": GeM(channels), "cosplace": CosPlace(channels, 8),
-        "convap": ConvAP(channels, 8), "netvlad": NetVLAD(channels, num_clusters=4),
-        "salad": SALAD(channels, num_clusters=4, cluster_dim=4, token_dim=4, hidden_dim=8, dropout=0.0),
-        "boq": BoQ(channels, 16, num_queries=4, num_layers=1, row_dim=2),
-        "mixvpr": MixVPR(channels, in_h=5, in_w=3, out_channels=8, out_rows=2, mix_depth=1),
-    }
+    """A small instance of every registered aggregator (its ``spec.small`` arguments)."""
+    zoo = {}
+    for name, cls in registry().items():
+        torch.manual_seed(0)
+        args = dict(cls.spec.small)
+        if cls.spec.fixed_map_size:
+            args.update(zip(cls.spec.fixed_map_size, MAP))
+        zoo[name] = cls(channels, **args)
+    return zoo
 
 
 def _inputs(name: str, batch: int, height: int, width: int, channels: int = 16):
     fmap = torch.randn(batch, channels, height, width)
-    return (fmap, torch.randn(batch, channels)) if name == "salad" else fmap
+    return (fmap, torch.randn(batch, channels)) if registry()[name].spec.needs_cls_token else fmap
 
 
-@pytest.mark.parametrize("name", sorted(_zoo()))
+def test_every_aggregator_module_is_registered() -> None:
+    """The registry finds every aggregator of the package by itself (no list to keep): the classes above
+    and any other ``Aggregator`` with a ``spec`` in a module of vprlab.models.aggregators."""
+    assert {"avg", "boq", "convap", "cosplace", "gem", "mac", "mixvpr", "netvlad", "salad"} <= set(registry())
+    assert registry()["boq"] is BoQ and registry()["salad"] is SALAD
+    for name, cls in registry().items():
+        assert cls.spec.name == name and cls.spec.paper and cls.spec.descriptor
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
 def test_any_batch_and_map_size(name: str) -> None:
     aggregator = _zoo()[name].eval()
-    sizes = [(5, 3)] if name == "mixvpr" else [(5, 3), (2, 7), (6, 6)]
+    sizes = [MAP] if registry()[name].spec.fixed_map_size else [MAP, (2, 7), (6, 6)]
     for batch in (1, 3):
         for height, width in sizes:
             out = aggregator(_inputs(name, batch, height, width))
@@ -331,14 +345,14 @@ def test_any_batch_and_map_size(name: str) -> None:
             torch.testing.assert_close(out.norm(dim=1), torch.ones(batch))
     # the batch does not mix: each descriptor depends on its own image only
     x = _inputs(name, 3, *sizes[0])
-    first = (x[0][:1], x[1][:1]) if name == "salad" else x[:1]
+    first = (x[0][:1], x[1][:1]) if isinstance(x, tuple) else x[:1]
     full, alone = aggregator(x), aggregator(first)
     full, alone = (full[0], alone[0]) if isinstance(full, tuple) else (full, alone)
     torch.testing.assert_close(full[:1], alone, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("name", sorted(_zoo()))
+@pytest.mark.parametrize("name", sorted(registry()))
 def test_autocast(name: str, dtype: torch.dtype) -> None:
     aggregator = _zoo()[name].eval()
     x = _inputs(name, 2, 5, 3)
@@ -352,13 +366,14 @@ def test_autocast(name: str, dtype: torch.dtype) -> None:
     assert F.cosine_similarity(low, reference).min() > 0.98
 
 
-@pytest.mark.parametrize("name", sorted(_zoo()))
+@pytest.mark.parametrize("name", sorted(registry()))
 def test_clear_errors_for_wrong_inputs(name: str) -> None:
     aggregator = _zoo()[name]
-    wrong_channels = (torch.randn(1, 12, 5, 3), torch.randn(1, 12)) if name == "salad" else torch.randn(1, 12, 5, 3)
+    needs_token = registry()[name].spec.needs_cls_token
+    wrong_channels = _inputs(name, 1, *MAP, channels=12)
     with pytest.raises(ValueError, match=r"in_channels|class token of shape"):
         aggregator(wrong_channels)
-    if name != "salad":
+    if not needs_token:
         with pytest.raises(ValueError, match=r"backbone returns a tuple.*return_cls_token=false"):
             aggregator((torch.randn(1, 16, 5, 3), torch.randn(1, 16)))
     with pytest.raises(ValueError, match="positive integer"):

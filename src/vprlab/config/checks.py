@@ -32,13 +32,15 @@ def validate_train_config(cfg: DictConfig) -> None:
 
 
 def validate_model_sizes(cfg: DictConfig) -> None:
-    """Image sizes against the backbone's patch size (DINOv2 needs multiples of 14)."""
-    target = str(cfg.backbone.get("_target_", ""))
-    if "dinov2" not in target.lower():
+    """Image sizes against the backbone's patch size (DINOv2 needs multiples of 14), as its class declares."""
+    from vprlab.models.spec import component_class
+
+    backbone_cls = component_class(cfg.backbone)
+    patch = backbone_cls.config_patch_size(cfg.backbone) if hasattr(backbone_cls, "config_patch_size") else None
+    if not patch:
         return
     from vprlab.models.backbones.dinov2 import check_image_size
 
-    patch = 14
     places = [
         ("backbone.eval_image_size", cfg.backbone.get("eval_image_size")),
         ("dataset.image_size", (cfg.get("dataset") or {}).get("image_size")),
@@ -54,44 +56,73 @@ def validate_model_sizes(cfg: DictConfig) -> None:
                 raise ValueError(f"{where}: {e}") from None
 
 
-def _backbone_stride(backbone: DictConfig) -> int | None:
-    """The output stride a backbone config gives, where it follows from the config alone."""
-    target = str(backbone.get("_target_", "")).lower()
-    if "dinov2" in target:
-        return 14
-    if "resnet" in target:
-        return 16 if backbone.get("crop_last_block", True) else 32
-    return None  # timm: known once the model is built
-
-
-def validate_aggregator_needs(cfg: DictConfig) -> None:
-    """Backbone x aggregator pairs that cannot work, found from the configs: SALAD without the
-    backbone's class token, MixVPR sized for another feature map than the train / eval images give."""
-    aggregator, backbone = cfg.get("aggregator") or {}, cfg.get("backbone") or {}
-    target = str(aggregator.get("_target_", ""))
-    if target.endswith("SALAD") and not backbone.get("return_cls_token", False):
-        raise ValueError(
-            "aggregator=salad needs the backbone's class token but backbone.return_cls_token is not true; "
-            "set backbone.return_cls_token=true (DINOv2 or timm ViT backbones) or use experiment=salad_dinov2"
-        )
-    stride = _backbone_stride(backbone)
-    if not target.endswith("MixVPR") or stride is None:
-        return
-    expected = (int(aggregator.get("in_h", 20)), int(aggregator.get("in_w", 20)))
+def _image_sizes(cfg: DictConfig) -> list[tuple[str, tuple[int, int]]]:
+    """Where the model sees images: (config key, (height, width)) for the training, evaluation and
+    benchmark sizes that are set."""
+    backbone = cfg.get("backbone") or {}
     places = [("backbone.train_image_size", backbone.get("train_image_size")),
               ("backbone.eval_image_size", backbone.get("eval_image_size"))]
     for name, bench in (cfg.get("benchmark") or {}).items():
         if bench is not None and bench.get("image_size") is not None:
             places.append((f"benchmark.{name}.image_size", bench.get("image_size")))
+    found = []
     for where, value in places:
         sizes = _sizes(value)
-        if not sizes:
-            continue
-        height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes[:2]
+        if sizes:
+            found.append((where, (sizes[0], sizes[0]) if len(sizes) == 1 else (sizes[0], sizes[1])))
+    return found
+
+
+def validate_aggregator_needs(cfg: DictConfig) -> None:
+    """Backbone x aggregator pairs that cannot work, found from the configs and what the two classes
+    declare (``spec`` on the aggregator, ``config_stride`` / ``config_cls_token`` on the backbone):
+    a class token the backbone does not return, a feature map of another size than the aggregator is
+    built for, smaller than it needs, or with too few positions."""
+    from vprlab.models.spec import Aggregator, component_class
+
+    aggregator, backbone = cfg.get("aggregator") or {}, cfg.get("backbone") or {}
+    agg_cls, backbone_cls = component_class(aggregator), component_class(backbone)
+    if not (isinstance(agg_cls, type) and issubclass(agg_cls, Aggregator) and "spec" in vars(agg_cls)):
+        return  # not a declared aggregator: the build reports what is wrong
+    spec, owner = agg_cls.spec, agg_cls.__name__
+    hint = f" or use {spec.hint}" if spec.hint else ""
+    args = agg_cls.config_args(aggregator)
+    has_token = (backbone_cls.config_cls_token(backbone) if hasattr(backbone_cls, "config_cls_token")
+                 else bool(backbone.get("return_cls_token", False)))
+    if spec.needs_cls_token and not has_token:
+        raise ValueError(
+            f"aggregator={spec.name} needs the backbone's class token but backbone.return_cls_token is not true; "
+            f"set backbone.return_cls_token=true (DINOv2 or timm ViT backbones){hint}"
+        )
+    stride = backbone_cls.config_stride(backbone) if hasattr(backbone_cls, "config_stride") else None
+    if stride is None:
+        return  # timm: known once the model is built
+    for where, (height, width) in _image_sizes(cfg):
         grid = (height // stride, width // stride)
-        if grid != expected:
-            raise ValueError(
-                f"{where}={[height, width]} gives {grid[0]}x{grid[1]} feature maps (stride {stride}) but MixVPR "
-                f"is built for {expected[0]}x{expected[1]} (aggregator.in_h, in_w); use "
-                f"{[expected[0] * stride, expected[1] * stride]} or set aggregator.in_h={grid[0]} aggregator.in_w={grid[1]}"
-            )
+        gives = f"{where}={[height, width]} gives {grid[0]}x{grid[1]} feature maps (stride {stride})"
+        if spec.fixed_map_size:
+            h_arg, w_arg = spec.fixed_map_size
+            expected = (int(args[h_arg]), int(args[w_arg]))
+            if grid != expected:
+                raise ValueError(
+                    f"{gives} but {owner} is built for {expected[0]}x{expected[1]} (aggregator.{h_arg}, {w_arg}); use "
+                    f"{[expected[0] * stride, expected[1] * stride]} or set aggregator.{h_arg}={grid[0]} "
+                    f"aggregator.{w_arg}={grid[1]}{hint}"
+                )
+        if spec.min_map_size:
+            h_arg, w_arg = spec.min_map_size
+            least = (int(args[h_arg]), int(args[w_arg]))
+            if grid[0] < least[0] or grid[1] < least[1]:
+                keys = f"aggregator.{h_arg}" if h_arg == w_arg else f"aggregator.{h_arg}, {w_arg}"
+                raise ValueError(
+                    f"{gives} but {owner} needs at least {least[0]}x{least[1]} ({keys}); use images of at least "
+                    f"{[least[0] * stride, least[1] * stride]} or a smaller {keys.replace(', ', ' / aggregator.')}{hint}"
+                )
+        if spec.more_positions_than:
+            bound = int(args[spec.more_positions_than])
+            if grid[0] * grid[1] <= bound:
+                raise ValueError(
+                    f"{gives}, {grid[0] * grid[1]} positions, but {owner} needs more than "
+                    f"aggregator.{spec.more_positions_than}={bound}; use larger images or a smaller "
+                    f"aggregator.{spec.more_positions_than}{hint}"
+                )

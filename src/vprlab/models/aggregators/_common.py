@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from vprlab.models.spec import Aggregator
 
 
 def check_positive_int(owner: str, **values: Any) -> None:
@@ -80,18 +81,18 @@ def full_precision(x: torch.Tensor):
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-class GlobalPool(nn.Module):
+class GlobalPool(Aggregator):
     """Parameter-free global pooling: feature map [B, C, H, W] -> L2-normalised ``pool`` [B, C].
-    Subclasses say only how they reduce the spatial axes."""
+    Subclasses say only how they reduce the spatial axes (and declare their ``spec``)."""
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         check_positive_int(type(self).__name__, in_channels=in_channels)
         self.in_channels = in_channels
 
-    @property
-    def descriptor_dim(self) -> int:
-        return self.in_channels
+    @staticmethod
+    def output_dim(in_channels: int, **args: Any) -> int:
+        return in_channels
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from torch import nn
 
 from vprlab.models.aggregators._common import check_channels, feature_map, l2_flatten
 from vprlab.models.cpu_kernels import linear, use_onednn
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 HEAD_DIM = 64  # BoQ uses proj_channels // 64 attention heads everywhere
 
@@ -130,12 +131,21 @@ class BoQBlock(nn.Module):
         return self._query_proj_cache[1]
 
 
-class BoQ(nn.Module):
+class BoQ(Aggregator):
     """Bag-of-Queries aggregator: feature map [B, C, H, W] -> L2-normalised descriptor
     [B, proj_channels * row_dim] plus the ``num_layers`` cross-attention maps [B, num_queries, H*W].
 
     ``proj_channels=None`` uses ``in_channels // 2`` (the width of both released models).
     """
+
+    spec = AggregatorSpec(
+        name="boq", paper="Ali-bey et al., CVPR 2024", descriptor="`proj_channels` (default channels / 2) x `row_dim`",
+        small={"proj_channels": 16, "num_queries": 4, "num_layers": 1, "row_dim": 2},
+    )
+
+    @staticmethod
+    def output_dim(in_channels: int, proj_channels: int | None, row_dim: int, **args) -> int:
+        return (proj_channels or in_channels // 2) * row_dim
 
     def __init__(
         self,

@@ -14,15 +14,25 @@ from vprlab.models.aggregators._common import (
     feature_map,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 
-class ConvAP(nn.Module):
+class ConvAP(Aggregator):
     """Feature map [B, C, H, W] -> L2-normalised descriptor [B, out_channels * s1 * s2].
 
     Defaults are those of the paper's code (out_channels 512, 2x2 -> 2048-d); its best ResNet50 model
     uses out_channels 1024 (4096-d). Needs a feature map of at least s1 x s2 (adaptive pooling of a
     smaller map would repeat cells rather than pool them).
     """
+
+    spec = AggregatorSpec(
+        name="convap", paper="Ali-bey et al., Neurocomputing 2022 (GSV-Cities)",
+        descriptor="`out_channels` x `s1` x `s2`", min_map_size=("s1", "s2"), small={"out_channels": 8},
+    )
+
+    @staticmethod
+    def output_dim(in_channels: int, out_channels: int, s1: int, s2: int, **args) -> int:
+        return out_channels * s1 * s2
 
     def __init__(self, in_channels: int, out_channels: int = 512, s1: int = 2, s2: int = 2) -> None:
         super().__init__()

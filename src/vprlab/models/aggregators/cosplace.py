@@ -15,14 +15,21 @@ from vprlab.models.aggregators._common import (
     gem_pool,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 
-class CosPlace(nn.Module):
+class CosPlace(Aggregator):
     """Feature map [B, C, H, W] -> L2-normalised descriptor [B, out_dim].
 
     Parameters: GeM's p (learnable, starts at 3) and ``fc`` (C x out_dim + out_dim). Any spatial size.
     ``out_dim`` 512 is CosPlace's default (``fc_output_dim``); its released ResNet50 models go up to 2048.
     """
+
+    spec = AggregatorSpec(name="cosplace", paper="Berton et al., CVPR 2022", descriptor="`out_dim`", small={"out_dim": 8})
+
+    @staticmethod
+    def output_dim(in_channels: int, out_dim: int, **args) -> int:
+        return out_dim
 
     def __init__(self, in_channels: int, out_dim: int = 512, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()

@@ -12,14 +12,21 @@ from vprlab.models.aggregators._common import (
     gem_pool,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 
-class GeM(nn.Module):
+class GeM(Aggregator):
     """Feature map [B, C, H, W] -> L2-normalised descriptor [B, C]: (mean(clamp(x, eps)^p))^(1/p).
 
     ``p`` is learned (3 at the start, as in the paper); p = 1 is average pooling and p -> inf max
     pooling. Any spatial size. Descriptor: ``in_channels`` (2048 for a full ResNet50, 1024 cropped).
     """
+
+    spec = AggregatorSpec(name="gem", paper="Radenović et al., TPAMI 2018", descriptor="channels")
+
+    @staticmethod
+    def output_dim(in_channels: int, **args) -> int:
+        return in_channels
 
     def __init__(self, in_channels: int, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()

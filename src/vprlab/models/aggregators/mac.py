@@ -6,10 +6,13 @@ from __future__ import annotations
 import torch
 
 from vprlab.models.aggregators._common import GlobalPool
+from vprlab.models.spec import AggregatorSpec
 
 
 class MAC(GlobalPool):
     """Feature map [B, C, H, W] -> L2-normalised spatial maximum [B, C]. No parameters; any spatial size."""
+
+    spec = AggregatorSpec(name="mac", paper="Tolias et al., ICLR 2016", descriptor="channels")
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=(-2, -1))

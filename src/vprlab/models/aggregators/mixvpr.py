@@ -18,6 +18,7 @@ from vprlab.models.aggregators._common import (
     feature_map,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 
 class FeatureMixer(nn.Module):
@@ -39,7 +40,7 @@ class FeatureMixer(nn.Module):
         return x + self.mix(x)
 
 
-class MixVPR(nn.Module):
+class MixVPR(Aggregator):
     """Feature map [B, C, in_h, in_w] -> L2-normalised descriptor [B, out_channels * out_rows].
 
     The mixers are MLPs over the in_h * in_w positions, so the feature-map size is part of the
@@ -51,6 +52,16 @@ class MixVPR(nn.Module):
     Defaults are the paper's 4096-d ResNet50 setting: 1024 channels at 20x20, out_channels 1024,
     out_rows 4, mix_depth 4, mlp_ratio 1.
     """
+
+    spec = AggregatorSpec(
+        name="mixvpr", paper="Ali-bey et al., WACV 2023", descriptor="`out_channels` x `out_rows`",
+        fixed_map_size=("in_h", "in_w"),
+        small={"out_channels": 8, "out_rows": 2, "mix_depth": 1},
+    )
+
+    @staticmethod
+    def output_dim(in_channels: int, out_channels: int, out_rows: int, **args) -> int:
+        return out_channels * out_rows
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from vprlab.models.aggregators._common import (
     init_features,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 _ASSIGNMENT_RATIO = 0.01
 
 
-class NetVLAD(nn.Module):
+class NetVLAD(Aggregator):
     """Feature map [B, C, H, W] -> L2-normalised descriptor [B, K * C] (or [B, pca_dim]). Any spatial size.
 
     - ``num_clusters`` K = 64 as in the paper.
@@ -52,6 +53,15 @@ class NetVLAD(nn.Module):
       here before it; the projection then trains with the rest, and ``fit_pca`` refits it on any
       descriptors). It needs more than ``pca_dim`` images (``trainer.aggregator_init_images``).
     """
+
+    spec = AggregatorSpec(
+        name="netvlad", paper="Arandjelović et al., CVPR 2016", descriptor="`num_clusters` x channels (or `pca_dim`)",
+        small={"num_clusters": 4},
+    )
+
+    @staticmethod
+    def output_dim(in_channels: int, num_clusters: int, pca_dim: int | None = None, **args) -> int:
+        return pca_dim or num_clusters * in_channels
 
     def __init__(
         self,

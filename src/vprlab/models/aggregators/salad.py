@@ -26,6 +26,7 @@ from vprlab.models.aggregators._common import (
     full_precision,
     l2_flatten,
 )
+from vprlab.models.spec import Aggregator, AggregatorSpec
 
 
 def log_optimal_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: int) -> torch.Tensor:
@@ -59,7 +60,7 @@ def log_optimal_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: in
         return log_plan + u[:, :, None] + v[:, None, :]
 
 
-class SALAD(nn.Module):
+class SALAD(Aggregator):
     """(feature map [B, C, H, W], class token [B, C]) -> L2-normalised descriptor
     [B, num_clusters * cluster_dim + token_dim].
 
@@ -68,6 +69,16 @@ class SALAD(nn.Module):
     (DINOv2 / timm ViT with ``return_cls_token=true``; SALAD also applies DINOv2's final norm, see
     experiment=salad_dinov2). Needs more local features than clusters (H * W > num_clusters).
     """
+
+    spec = AggregatorSpec(
+        name="salad", paper="Izquierdo & Civera, CVPR 2024", descriptor="`num_clusters` x `cluster_dim` + `token_dim`",
+        needs_cls_token=True, more_positions_than="num_clusters", hint="experiment=salad_dinov2",
+        small={"num_clusters": 4, "cluster_dim": 4, "token_dim": 4, "hidden_dim": 8, "dropout": 0.0},
+    )
+
+    @staticmethod
+    def output_dim(in_channels: int, num_clusters: int, cluster_dim: int, token_dim: int, **args) -> int:
+        return num_clusters * cluster_dim + token_dim
 
     def __init__(
         self,

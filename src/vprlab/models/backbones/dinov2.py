@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprlab.models.backbones._weights import download_failed, load_strict
+from vprlab.models.spec import Backbone
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
 from vprlab.utils.weights import load_state_dict_file
 
@@ -108,7 +109,7 @@ def release_to_timm_keys(state: dict[str, torch.Tensor], no_embed_class: bool) -
     return state
 
 
-class DinoV2Backbone(nn.Module):
+class DinoV2Backbone(Backbone):
     """A DINOv2 ViT returning its patch tokens as a feature map [B, C, H/14, W/14], or
     ``(feature map, class token [B, C])`` with ``return_cls_token=True`` (what SALAD reads).
 
@@ -137,6 +138,16 @@ class DinoV2Backbone(nn.Module):
     DINOv2: trained at 280, evaluated at 322); they are checked against the patch size at once so a
     bad config fails before any data is read.
     """
+
+    can_return_cls_token = True
+
+    @classmethod
+    def config_stride(cls, config) -> int:
+        return PATCH_SIZE
+
+    @classmethod
+    def config_patch_size(cls, config) -> int:
+        return PATCH_SIZE
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from vprlab.models.backbones._weights import download_failed, load_strict
+from vprlab.models.spec import Backbone
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
 from vprlab.utils.weights import load_state_dict_file
 
@@ -25,7 +26,7 @@ _RESNETS: dict[str, tuple[Callable[..., torchvision.models.ResNet], torchvision.
 }
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(Backbone):
     """A torchvision ResNet (18/34/50/101/152) or ResNeXt50-32x4d without pooling and classifier;
     returns the feature map [B, C, H/s, W/s].
 
@@ -56,6 +57,10 @@ class ResNetBackbone(nn.Module):
     record the input sizes the model is meant for (BoQ ResNet50: trained at 320, evaluated at 384),
     read by the training data pipeline and by evaluation when a benchmark sets no size.
     """
+
+    @classmethod
+    def config_stride(cls, config) -> int:
+        return 16 if config.get("crop_last_block", True) else 32
 
     def __init__(
         self,

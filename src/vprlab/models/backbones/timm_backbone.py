@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vprlab.models.backbones._weights import download_failed
+from vprlab.models.spec import Backbone
 from vprlab.utils.images import as_hw
 
 
@@ -31,7 +32,7 @@ def _create(model_name: str, **kwargs: Any) -> nn.Module:
     return timm.create_model(model_name, **kwargs)
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(Backbone):
     """A timm model cut at one feature level; returns [B, out_channels, H/stride, W/stride], or
     ``(feature map, class token [B, C])`` for a ViT with ``return_cls_token=True`` (SALAD).
 
@@ -50,7 +51,11 @@ class TimmBackbone(nn.Module):
     - ``mean`` / ``std``: the model's pretrained normalisation (timm's ``pretrained_cfg``).
     - ``train_image_size`` / ``eval_image_size``: the input sizes the model is meant for, as for the
       other backbones (a ViT needs multiples of its patch size).
+
+    Stride and patch size are known only once the model is built (``config_stride`` is None).
     """
+
+    can_return_cls_token = True  # ViTs only; a CNN with return_cls_token=True is refused when built
 
     def __init__(
         self,
