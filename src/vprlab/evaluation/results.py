@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from rich.console import Console
 from rich.table import Table
 
+from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_json, atomic_write_text
 
 RESULT_KEY = ("model", "benchmark")
@@ -73,7 +74,7 @@ def print_recall_table(
         table.add_column(column, justify="left" if column in RESULT_KEY else "right")
     for row in rows:
         table.add_row(*(_format(row.get(column), float_format) for column in columns))
-    (console or Console()).print(table)
+    (console or make_console()).print(table)
     return table
 
 
@@ -186,4 +187,4 @@ def print_before_after(before: dict[str, dict], after: dict[str, dict], ks: Sequ
         table.add_row(bench, "before", *(f"{b.get(f'R@{k}', float('nan')):.1f}" for k in ks))
         table.add_row("", "after", *(f"{a[f'R@{k}']:.1f}" for k in ks))
         table.add_row("", "change", *(f"{a[f'R@{k}'] - b.get(f'R@{k}', float('nan')):+.1f}" for k in ks), end_section=True)
-    Console().print(table)
+    make_console().print(table)

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from vprlab.evaluation.results import markdown_table
 from vprlab.reports.tables import _write
+from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_text
 
 PAPER_RESULTS = "boq_paper_results.csv"
@@ -145,7 +146,7 @@ def compare_with_paper(
             f"{_fmt(entry[f'R@{k}'])} / {_fmt(entry[f'paper R@{k}'])} ({_fmt(entry[f'delta R@{k}'], sign=True)})" for k in ks
         ]
         table.add_row(str(entry["benchmark"]), entry["paper benchmark"] or "-", *cells)
-    console = console or Console()
+    console = console or make_console()
     console.print(table)
     if not_run:
         console.print(f"paper benchmarks not evaluated here: {', '.join(not_run)}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -49,6 +51,27 @@ def sweep_group(name: str) -> str:
     return folder if folder.startswith(name) else f"{name}-{folder}"
 
 
+@functools.lru_cache(maxsize=1)
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (what ``taskset``, SLURM's ``--cpus-per-task``
+    and containers leave it), which is what PyTorch's DataLoader compares ``num_workers`` with;
+    ``os.cpu_count()`` where there is no affinity (macOS, Windows). Computed once per process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpus(at_most: int | str | None = None) -> int:
+    """``${vprlab.cpus:8}``: the CPUs available to the process, at most ``at_most`` (no cap without it).
+
+    Loader worker defaults use it, so a 2-core machine gets 2 workers instead of a DataLoader warning
+    about 8, and a large node still gets 8.
+    """
+    count = available_cpus()
+    return count if at_most in (None, "") else min(count, int(at_most))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("vprlab.job_name"):
         OmegaConf.register_new_resolver("vprlab.job_name", job_name)
@@ -56,3 +79,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vprlab.job_dirname", job_dirname)
     if not OmegaConf.has_resolver("vprlab.sweep_group"):
         OmegaConf.register_new_resolver("vprlab.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("vprlab.cpus"):
+        OmegaConf.register_new_resolver("vprlab.cpus", cpus)
