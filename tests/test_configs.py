@@ -23,18 +23,9 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _is_evaluate_experiment(option: str) -> bool:
-    """Experiments that pick a released model (the `pretrained` group) are for evaluate.py only;
-    tests/pretrained/test_pretrained_configs.py composes them against evaluate.yaml."""
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{option}.yaml")).get("defaults") or []
-    return any(isinstance(entry, dict) and "override /pretrained" in entry for entry in defaults)
-
-
 @pytest.mark.parametrize("group", ["backbone", "aggregator", "dataset", "loss", "miner", "optimizer", "scheduler", "trainer", "logger", "experiment"])
 def test_every_option_composes(group, tmp_path):
     for option in _options(group):
-        if group == "experiment" and _is_evaluate_experiment(option):
-            continue
         cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}"])
         OmegaConf.resolve(cfg)  # every interpolation resolves
         assert cfg.task_name == "train"
@@ -62,7 +53,7 @@ def test_training_defaults_are_the_boq_recipe(tmp_path):
 
 # What each backbone config documents: output channels, and a CPU-sized input every aggregator accepts.
 BACKBONE_CHANNELS = {
-    "resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024, "resnet152": 1024, "resnext50": 1024,
+    "resnet18": 256, "resnet18_small": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024, "resnet152": 1024, "resnext50": 1024,
     "dinov2": 768, "dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536,
     "dinov2_vitb14_reg4": 768, "timm": 768,
 }

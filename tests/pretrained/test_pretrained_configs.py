@@ -1,4 +1,4 @@
-"""The pretrained config group, the reproduce experiments and the paper numbers they compare with."""
+"""The pretrained config group, the reproduce recipes (conf/recipe/, evaluate.py only) and the paper numbers they compare with."""
 
 from __future__ import annotations
 
@@ -26,16 +26,16 @@ def test_pretrained_options_name_the_released_models(name, tmp_path) -> None:
     assert sorted(p.stem for p in (CONF / "pretrained").glob("*.yaml")) == sorted(RELEASED_MODELS)
 
 
-def _experiment_benchmarks(experiment: str) -> list[str]:
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").defaults)
+def _recipe_benchmarks(recipe: str) -> list[str]:
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "recipe" / f"{recipe}.yaml").defaults)
     return next(entry["override /benchmark"] for entry in defaults if "override /benchmark" in entry)
 
 
-@pytest.mark.parametrize("experiment", sorted(REPRODUCE))
-def test_reproduce_experiment_covers_the_papers_benchmarks(experiment) -> None:
-    model = REPRODUCE[experiment]
+@pytest.mark.parametrize("recipe", sorted(REPRODUCE))
+def test_reproduce_recipe_covers_the_papers_benchmarks(recipe) -> None:
+    model = REPRODUCE[recipe]
     published = {row["benchmark"] for row in load_paper_results() if row["model"] == model}
-    benchmarks = _experiment_benchmarks(experiment)
+    benchmarks = _recipe_benchmarks(recipe)
     assert len(set(benchmarks)) == len(benchmarks)
     assert all(paper_benchmark(b) in published for b in benchmarks), benchmarks
     # Every published benchmark with a config name is run; SF-Landmark has no config.
@@ -43,15 +43,15 @@ def test_reproduce_experiment_covers_the_papers_benchmarks(experiment) -> None:
     assert set(benchmarks) == expected
 
 
-@pytest.mark.parametrize("experiment", sorted(REPRODUCE))
-def test_reproduce_experiment_composes_for_evaluate(experiment, tmp_path) -> None:
-    missing = [b for b in _experiment_benchmarks(experiment) if not (CONF / "benchmark" / f"{b}.yaml").is_file()]
+@pytest.mark.parametrize("recipe", sorted(REPRODUCE))
+def test_reproduce_recipe_composes_for_evaluate(recipe, tmp_path) -> None:
+    missing = [b for b in _recipe_benchmarks(recipe) if not (CONF / "benchmark" / f"{b}.yaml").is_file()]
     if missing:
         pytest.skip(f"benchmark configs not present yet: {missing}")
-    cfg = compose_config("evaluate", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config("evaluate", [f"recipe={recipe}", f"paths.output_dir={tmp_path}"])
     OmegaConf.resolve(cfg)
-    assert released_model(cfg.pretrained.name).paper_model == cfg.compare_with_paper == REPRODUCE[experiment]
-    assert list(cfg.benchmark) == _experiment_benchmarks(experiment)
+    assert released_model(cfg.pretrained.name).paper_model == cfg.compare_with_paper == REPRODUCE[recipe]
+    assert list(cfg.benchmark) == _recipe_benchmarks(recipe)
     assert cfg.pretrained.path is None
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vprlab.config.composition import check_component_keys
 from vprlab.data.loaders import build_benchmarks
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.evaluation.cache import DescriptorCache
@@ -81,11 +82,11 @@ def _size_text(size: Any) -> str:
 def _search_k(cfg: DictConfig, ks: Sequence[int], benchmark: Any) -> int:
     """How many predictions per query: the recall ks, the pictures and the submission file."""
     k = max(ks)
-    visualize = cfg.get("visualize") or {}
-    if int(visualize.get("num_queries", 0) or 0) > 0 or visualize.get("queries"):
-        k = max(k, int(visualize.get("top_k", 5)))
+    visualize = cfg.visualize
+    if visualize and (int(visualize.num_queries or 0) > 0 or visualize.queries):
+        k = max(k, int(visualize.top_k))
     if getattr(benchmark, "submission_format", None):
-        k = max(k, int(cfg.get("submission_top_k", 25)))
+        k = max(k, int(cfg.submission_top_k))
     return k
 
 
@@ -99,7 +100,7 @@ def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weig
     header = f"{benchmark.name} predictions of {name} (weights {weights_hash}); <query key> <database keys, best first>"
     paths = write_msls_predictions(
         out, benchmark.query_paths, benchmark.db_paths, run.predictions,
-        top_k=int(cfg.get("submission_top_k", 25)), header=header,
+        top_k=int(cfg.submission_top_k), header=header,
     )
     return list(paths)
 
@@ -113,33 +114,35 @@ def _draw(cfg: DictConfig, model: torch.nn.Module, benchmark: Any, run: Any, tra
         save_retrieval_grid,
     )
 
-    vis = cfg.get("visualize") or {}
-    count = int(vis.get("num_queries", 0) or 0)
-    if count <= 0 and not vis.get("queries"):
+    vis = cfg.visualize
+    if not vis:
+        return []
+    count = int(vis.num_queries or 0)
+    if count <= 0 and not vis.queries:
         return []
     has_gt = getattr(benchmark, "has_ground_truth", True)
     chosen = choose_queries(
-        benchmark.num_queries, count, select=str(vis.get("select", "spread")),
-        explicit=list(vis.get("queries") or []), positives=benchmark.positives if has_gt else None,
-        predictions=run.predictions, seed=int(vis.get("seed", 0)),
+        benchmark.num_queries, count, select=str(vis.select),
+        explicit=list(vis.queries or []), positives=benchmark.positives if has_gt else None,
+        predictions=run.predictions, seed=int(vis.seed),
     )
     if not chosen:
-        log.info("%s: no query matches visualize.select=%s; nothing to draw", benchmark.name, vis.get("select"))
+        log.info("%s: no query matches visualize.select=%s; nothing to draw", benchmark.name, vis.select)
         return []
-    out_dir = Path(vis.get("out_dir") or Path(cfg.results_dir) / "visuals")
+    out_dir = Path(vis.out_dir or Path(cfg.results_dir) / "visuals")
     stem = f"{benchmark.name}_{weights_hash}"
-    top_k = int(vis.get("top_k", 5))
+    top_k = int(vis.top_k)
     written = [save_retrieval_grid(
         out_dir / f"{stem}_top{top_k}.png", benchmark.query_paths, benchmark.db_paths, chosen,
         run.predictions, run.scores, positives=benchmark.positives if has_gt else None, top_k=top_k,
         title=f"{benchmark.name}: top-{top_k} of {name} (green: correct, red: wrong)",
     )]
-    if vis.get("attention", True):
+    if vis.attention:
         for query in chosen:
             path = draw_attention(
                 model, transform, benchmark.query_paths[query], size, out_dir / f"{stem}_attention_q{query}.png",
-                device=device, learned_queries=vis.get("attention_queries"),
-                num_learned_queries=int(vis.get("num_attention_queries", 4)),
+                device=device, learned_queries=vis.attention_queries,
+                num_learned_queries=int(vis.num_attention_queries),
                 title=f"{benchmark.name} query {query}: attention of BoQ's learned queries",
             )
             if path is None:
@@ -164,7 +167,13 @@ def _notes(rows: Sequence[dict]) -> list[str]:
 def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     """What evaluate.py does: load the model, evaluate every selected benchmark (descriptors from the
     cache when it has them), print the table, write results.csv / .json / .md (rows keyed by model and
-    benchmark), and the MSLS challenge predictions and pictures when asked."""
+    benchmark), and the MSLS challenge predictions and pictures when asked.
+
+    Settings are read from ``cfg`` as conf/evaluate.yaml gives them, without defaults of their own here:
+    a key missing from a hand-made config is an error, not a silently different value."""
+    if not cfg.get("pretrained") and not cfg.get("ckpt_path"):
+        # The model comes from the backbone / aggregator groups: check their keys before anything is built.
+        check_component_keys(cfg)
     benchmarks = build_benchmarks(cfg.get("benchmark"))
     if not benchmarks:
         raise ValueError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
@@ -173,12 +182,12 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     precision = Precision.from_config(cfg.precision or "32", device)
     model, name, weights_hash = load_model_for_eval(cfg)
     model.to(device)
-    if cfg.get("channels_last", False):  # NHWC: faster convolutions (CPU oneDNN, tensor cores)
+    if cfg.channels_last:  # NHWC: faster convolutions (CPU oneDNN, tensor cores)
         model.to(memory_format=torch.channels_last)
     transform_for = make_transform_for(model)
-    cache = DescriptorCache(cfg.cache_dir, dtype=str(cfg.get("cache_dtype", "float32"))) if cfg.get("cache", False) else None
+    cache = DescriptorCache(cfg.cache_dir, dtype=str(cfg.cache_dtype)) if cfg.cache else None
     ks = tuple(int(k) for k in cfg.recall_ks)
-    progress = bool(cfg.get("progress", True))
+    progress = bool(cfg.progress)
 
     metrics: dict[str, dict] = {}
     rows, extra_files = [], []
@@ -187,8 +196,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
         run = run_benchmark(
             model, bench, transform_for, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
             device=device, ks=ks, amp_dtype=precision.dtype, progress=progress,
-            db_chunk_size=cfg.get("db_chunk_size"), use_gpu=cfg.get("faiss_gpu", "auto"),
-            search_float16=bool(cfg.get("search_float16", False)), k=_search_k(cfg, ks, bench),
+            db_chunk_size=cfg.db_chunk_size, use_gpu=cfg.faiss_gpu,
+            search_float16=bool(cfg.search_float16), k=_search_k(cfg, ks, bench),
             cache=cache, weights_hash=weights_hash, resolved_image_size=size,
         )
         log_metrics(bench.name, run.metrics)

@@ -18,6 +18,10 @@ def _sizes(value: Any) -> list[int]:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
+    from vprlab.config.composition import (
+        check_component_keys,  # keys vs the classes' __init__ (a swapped preset)
+    )
+    check_component_keys(cfg)
     validate_model_sizes(cfg)
     validate_aggregator_needs(cfg)
     root = cfg.dataset.get("root")

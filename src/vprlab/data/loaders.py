@@ -9,12 +9,28 @@ from torch.utils.data import DataLoader
 
 from vprlab.utils.config import to_plain
 from vprlab.utils.instantiate import build
+from vprlab.utils.resolvers import cpus
 
 # Keys of the dataset config that describe how batches are made, not the dataset itself.
 LOADER_KEYS = (
     "image_size", "places_per_batch", "num_workers", "pin_memory", "persistent_workers",
     "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode",
 )
+# What a dataset config that leaves a key out gets (a hand-written config, an older stored one): the
+# values conf/dataset/gsv_cities.yaml sets, so a missing key means what the YAML says and nothing else
+# (tests/test_config_defaults.py keeps the two equal). image_size has none: the YAML takes it from
+# the backbone (${backbone.train_image_size}), so a config must set it.
+LOADER_DEFAULTS = {
+    # num_workers: ${vprlab.cpus:8} in the YAML, the same rule here.
+    "places_per_batch": 160, "num_workers": cpus(8), "pin_memory": True, "persistent_workers": True,
+    "prefetch_factor": 4, "randaugment_ops": 3, "randaugment_magnitude": 15, "fast_decode": False,
+    "decoder": "pil",
+}
+
+
+def loader_setting(cfg: DictConfig | Mapping, key: str) -> Any:
+    """``cfg[key]`` of a dataset config, or conf/dataset/gsv_cities.yaml's value where the key is missing."""
+    return cfg[key] if key in cfg else LOADER_DEFAULTS[key]
 
 
 def split_dataset_config(cfg: DictConfig | Mapping) -> tuple[dict, dict]:
@@ -41,22 +57,25 @@ def build_train_loader(
     from vprlab.data.transforms import train_transform
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
-    image_size = _size(loader_cfg.get("image_size", 320))
-    decoder = check_decoder(dataset_cfg.get("decoder", "pil"))
+    if loader_cfg.get("image_size") is None:
+        raise ValueError("dataset.image_size is not set; conf/dataset/*.yaml set it to ${backbone.train_image_size}")
+    image_size = _size(loader_cfg["image_size"])
+    decoder = check_decoder(loader_setting(dataset_cfg, "decoder"))
     transform = train_transform(
         image_size,
-        randaugment_ops=loader_cfg.get("randaugment_ops", 3),
-        randaugment_magnitude=loader_cfg.get("randaugment_magnitude", 15),
+        randaugment_ops=loader_setting(loader_cfg, "randaugment_ops"),
+        randaugment_magnitude=loader_setting(loader_cfg, "randaugment_magnitude"),
         mean=mean, std=std, tensor_input=decoder != "pil",
     )
-    if loader_cfg.get("fast_decode", False) and decoder != "pil":
+    fast_decode = bool(loader_setting(loader_cfg, "fast_decode"))
+    if fast_decode and decoder != "pil":
         raise ValueError(
             f"dataset.fast_decode (reduced-scale JPEG decoding) works with dataset.decoder=pil only, "
             f"not {decoder!r}; turn one of them off"
         )
-    draft = {"draft_size": image_size} if loader_cfg.get("fast_decode", False) else {}
+    draft = {"draft_size": image_size} if fast_decode else {}
     dataset = build(dataset_cfg, transform=transform, seed=seed, **draft)
-    places_per_batch = int(loader_cfg.get("places_per_batch", 160))
+    places_per_batch = int(loader_setting(loader_cfg, "places_per_batch"))
     if places_per_batch < 2:
         raise ValueError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
     if len(dataset) // world_size < places_per_batch:
@@ -66,7 +85,7 @@ def build_train_loader(
             f"fewer than dataset.places_per_batch={places_per_batch}; lower places_per_batch or add cities"
         )
     sampler = PlaceSampler(len(dataset), seed=seed, shuffle=True, num_replicas=world_size, rank=rank)
-    num_workers = int(loader_cfg.get("num_workers", 0))
+    num_workers = int(loader_setting(loader_cfg, "num_workers"))
     loader = DataLoader(
         dataset,
         batch_size=places_per_batch,
@@ -74,9 +93,9 @@ def build_train_loader(
         collate_fn=collate_places,
         drop_last=True,
         num_workers=num_workers,
-        pin_memory=bool(loader_cfg.get("pin_memory", True)) and device_type == "cuda",
-        persistent_workers=bool(loader_cfg.get("persistent_workers", False)) and num_workers > 0,
-        prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
+        pin_memory=bool(loader_setting(loader_cfg, "pin_memory")) and device_type == "cuda",
+        persistent_workers=bool(loader_setting(loader_cfg, "persistent_workers")) and num_workers > 0,
+        prefetch_factor=loader_setting(loader_cfg, "prefetch_factor") if num_workers > 0 else None,
     )
     return loader, sampler, dataset
 

@@ -119,7 +119,7 @@ class Checkpointer:
         if not self.is_main:
             return False
         path = self._write_last(state_fn())
-        log.info("stop requested: wrote %s", path)
+        log.info("stop requested: wrote %s", path.name)
         return True
 
     def after_epoch(self, epoch_done: int, metrics: dict[str, dict[str, Any]], state_fn: StateFn) -> bool:
@@ -139,7 +139,7 @@ class Checkpointer:
         state = state_fn()  # after the update: both files record the new best_metric
         if is_best:
             save_checkpoint(self.best_path, state)
-            log.info("epoch %d: new best %s = %.4g, wrote %s", epoch_done, self.monitor, current, self.best_path)
+            log.info("epoch %d: new best %s = %.4g (%s)", epoch_done, self.monitor, current, self.best_path.name)
         self._write_last(state)
         return is_best
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
-from vprlab.data.loaders import build_benchmarks, build_train_loader
+from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
 from vprlab.engine.checkpointer import Checkpointer, load_resume_checkpoint
 from vprlab.engine.distributed import (
     DistInfo,
@@ -75,11 +75,11 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
 
     tcfg = cfg.trainer
     # seed + rank: ranks draw different randomness; DDP copies rank 0's initial weights to all.
-    seed_everything(int(cfg.seed) + dist_info.rank, deterministic=bool(tcfg.get("deterministic", False)))
+    seed_everything(int(cfg.seed) + dist_info.rank, deterministic=bool(tcfg.deterministic))
     precision = Precision.from_config(tcfg.precision, device)
 
     model = build_model(cfg.backbone, cfg.aggregator).to(device)
-    channels_last = bool(tcfg.get("channels_last", False))
+    channels_last = bool(tcfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader, sampler, dataset = build_train_loader(
@@ -92,7 +92,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     # The module that trains: DDP all-reduces gradients; `model` stays the plain module for
     # evaluation and checkpoints (so checkpoint keys never carry a "module." prefix).
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.enabled else model
-    if tcfg.get("compile", False):
+    if tcfg.compile:
         train_model = torch.compile(train_model)
     scaler = precision.make_scaler()
     steps_per_epoch = len(loader)
@@ -117,11 +117,11 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
 
     elif hasattr(model.aggregator, "init_from_features"):
         # Every rank computes the same initialisation (same images, same k-means seed).
-        init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.get("aggregator_init_images", 500)))
+        init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images))
 
     logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main)
     eval_kwargs = dict(
-        batch_size=int(tcfg.eval_batch_size), num_workers=int(cfg.dataset.get("num_workers", 0)),
+        batch_size=int(tcfg.eval_batch_size), num_workers=int(loader_setting(cfg.dataset, "num_workers")),
         device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
     )
     log.info(
@@ -150,13 +150,13 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         torch.cuda.reset_peak_memory_stats(device)
 
     log_every = int(tcfg.log_every_n_steps)
-    guard = NonFiniteGuard(int(tcfg.get("max_nonfinite_steps", 3)))
+    guard = NonFiniteGuard(int(tcfg.max_nonfinite_steps))
     interrupted: str | None = None
     try:
         # CPU: frozen linear layers (most of a ViT backbone) compute through oneDNN (cpu_kernels).
-        cpu_linears = onednn_linears(model, enabled=device.type == "cpu" and not tcfg.get("compile", False))
+        cpu_linears = onednn_linears(model, enabled=device.type == "cpu" and not tcfg.compile)
         with StopOnSignal() as stop, cpu_linears:
-            if tcfg.get("eval_before_training", False) and step == 0 and benchmarks and main:
+            if tcfg.eval_before_training and step == 0 and benchmarks and main:
                 before = evaluate_model(model, benchmarks, **eval_kwargs)
                 history.append({"epoch": 0, "step": 0, "metrics": before})
                 logger.log(_flatten(before), step=0)
