@@ -32,7 +32,8 @@ def main(cfg: DictConfig) -> float | None:
     print(f"checkpoints:  {result['checkpoints']}")
     print(f"metrics file: {result['metrics_file']}")
     if result["wandb_dir"]:
-        print(f"W&B run:      {result['wandb_dir']}  (offline runs upload with `wandb sync {result['wandb_dir']}`)")
+        print(f"W&B run:      {result['wandb_dir']}")
+        print("              (an offline run uploads with `wandb sync <that folder>`)")
     # The value Optuna sweeps optimise.
     return result["best_metric"] if result["monitor"] else None
 
