@@ -8,6 +8,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vprlab.config.composition import check_component_keys
+from vprlab.models.backbones.dinov2 import check_image_size
+from vprlab.models.spec import Aggregator, component_class
+
 
 def _sizes(value: Any) -> list[int]:
     if value is None:
@@ -18,10 +22,7 @@ def _sizes(value: Any) -> list[int]:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    from vprlab.config.composition import (
-        check_component_keys,  # keys vs the classes' __init__ (a swapped preset)
-    )
-    check_component_keys(cfg)
+    check_component_keys(cfg)  # keys vs the classes' __init__ (a swapped preset)
     validate_model_sizes(cfg)
     validate_aggregator_needs(cfg)
     root = cfg.dataset.get("root")
@@ -37,14 +38,10 @@ def validate_train_config(cfg: DictConfig) -> None:
 
 def validate_model_sizes(cfg: DictConfig) -> None:
     """Image sizes against the backbone's patch size (DINOv2 needs multiples of 14), as its class declares."""
-    from vprlab.models.spec import component_class
-
     backbone_cls = component_class(cfg.backbone)
     patch = backbone_cls.config_patch_size(cfg.backbone) if hasattr(backbone_cls, "config_patch_size") else None
     if not patch:
         return
-    from vprlab.models.backbones.dinov2 import check_image_size
-
     places = [
         ("backbone.eval_image_size", cfg.backbone.get("eval_image_size")),
         ("dataset.image_size", (cfg.get("dataset") or {}).get("image_size")),
@@ -82,8 +79,6 @@ def validate_aggregator_needs(cfg: DictConfig) -> None:
     declare (``spec`` on the aggregator, ``config_stride`` / ``config_cls_token`` on the backbone):
     a class token the backbone does not return, a feature map of another size than the aggregator is
     built for, smaller than it needs, or with too few positions."""
-    from vprlab.models.spec import Aggregator, component_class
-
     aggregator, backbone = cfg.get("aggregator") or {}, cfg.get("backbone") or {}
     agg_cls, backbone_cls = component_class(aggregator), component_class(backbone)
     if not (isinstance(agg_cls, type) and issubclass(agg_cls, Aggregator) and "spec" in vars(agg_cls)):

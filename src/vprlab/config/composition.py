@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from vprlab.models.aggregators import registry
+
 # The groups whose config node is the keyword arguments of one class.
 COMPONENT_GROUPS = ("backbone", "aggregator")
 # Hydra's instantiate keys: not constructor arguments.
@@ -153,8 +155,6 @@ def check_class_token(cfg: DictConfig | Mapping) -> None:
     backbone, aggregator = cfg.get("backbone") or {}, cfg.get("aggregator") or {}
     if not backbone.get("return_cls_token", False) or "_target_" not in aggregator:
         return
-    from vprlab.models.aggregators import registry
-
     target = str(aggregator["_target_"])
     module_name, _, class_name = target.rpartition(".")
     spec = getattr(getattr(importlib.import_module(module_name), class_name, None), "spec", None)
