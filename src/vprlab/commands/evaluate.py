@@ -45,9 +45,9 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
 
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
             raise ValueError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
-        return load_for_evaluation(cfg.pretrained.name, cfg.pretrained.get("path"))
+        return load_for_evaluation(cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     if cfg.get("ckpt_path"):
-        state = load_checkpoint(cfg.ckpt_path)
+        state = load_checkpoint(cfg.ckpt_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
         train_cfg = OmegaConf.create(state["config"])
         # The checkpoint holds every weight: never download pretrained backbone weights.
         train_cfg.backbone.pretrained = False
@@ -61,7 +61,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
     model = build_model(backbone_cfg, cfg.aggregator)
     name = f"{backbone_cfg.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
     if cfg.get("weights_path"):
-        weights = read_state_dict(cfg.weights_path, trusted=False)
+        weights = read_state_dict(cfg.weights_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(

@@ -31,6 +31,7 @@ import numpy as np
 
 from vprlab.data.benchmark import Benchmark, _as_positive_arrays, _require_file
 from vprlab.utils.images import as_hw
+from vprlab.utils.io import load_npy
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"})
 PATHS_FILE_SUFFIX = "_images_paths.txt"
@@ -401,11 +402,11 @@ def load_npy_benchmark(
     )
     if not root.is_dir():
         raise FileNotFoundError(f"benchmark root {root} does not exist; {hint}")
-    db = np.load(_require_file(lists / files[0], "database list", hint), allow_pickle=True)
-    q = np.load(_require_file(lists / files[1], "query list", hint), allow_pickle=True)
-    gt = np.load(_require_file(lists / files[2], "ground-truth file", hint), allow_pickle=True)
+    db = load_npy(_require_file(lists / files[0], "database list", hint), "database list")
+    q = load_npy(_require_file(lists / files[1], "query list", hint), "query list")
+    gt = load_npy(_require_file(lists / files[2], "ground-truth file", hint), "ground-truth file")
     if query_index_suffix:
-        query_index = np.load(_require_file(lists / files[3], "query index file", hint), allow_pickle=True)
+        query_index = load_npy(_require_file(lists / files[3], "query index file", hint), "query index file")
         query_index = np.asarray(query_index, dtype=np.int64).reshape(-1)
         if len(query_index) and (query_index.min() < 0 or query_index.max() >= len(q)):
             raise ValueError(

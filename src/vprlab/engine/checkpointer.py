@@ -21,6 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,8 @@ class Checkpointer:
 
 
 def load_resume_checkpoint(
-    value: Any, ckpt_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
+    value: Any, ckpt_dir: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+    allow_unsafe_pickle: bool = False,
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """``ckpt_path``: null (start fresh), a file, or ``auto``. Returns (path, loaded checkpoint),
     or (None, None) to start from scratch.
@@ -179,12 +181,14 @@ def load_resume_checkpoint(
     folder continues and a first start begins fresh. If ``last.ckpt`` is missing or cannot be read
     but ``last.prev.ckpt`` can, it resumes from that one with a warning; if neither can be read it
     fails. An explicit file is loaded as it is (no fallback: the user chose it).
+    ``allow_unsafe_pickle``: see :func:`vprlab.engine.checkpoint.load_checkpoint`.
     """
+    load = partial(load_checkpoint, map_location=map_location, allow_unsafe_pickle=allow_unsafe_pickle)
     if not value:
         return None, None
     if str(value) != "auto":
         path = Path(str(value))
-        return path, load_checkpoint(path, map_location=map_location)
+        return path, load(path)
 
     ckpt_dir = Path(ckpt_dir)
     last, previous = ckpt_dir / LAST, ckpt_dir / PREVIOUS
@@ -193,7 +197,7 @@ def load_resume_checkpoint(
         return None, None
     if last.is_file():
         try:
-            return last, load_checkpoint(last, map_location=map_location)
+            return last, load(last)
         except (RuntimeError, ValueError) as e:  # load_checkpoint's messages name the file
             problem = str(e)
     else:
@@ -204,7 +208,7 @@ def load_resume_checkpoint(
             f"pass ckpt_path=<file> to resume from another checkpoint, or remove {last} to start from scratch"
         )
     try:
-        state = load_checkpoint(previous, map_location=map_location)
+        state = load(previous)
     except (RuntimeError, ValueError) as e:
         raise RuntimeError(
             f"ckpt_path=auto: neither checkpoint is readable: {problem}; and {e} "

@@ -104,7 +104,9 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor)
 
     epoch, step, history = 0, 0, []
-    ckpt_path, state = load_resume_checkpoint(cfg.get("ckpt_path"), ckpt_dir, map_location=device)
+    ckpt_path, state = load_resume_checkpoint(
+        cfg.get("ckpt_path"), ckpt_dir, map_location=device, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle)
+    )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

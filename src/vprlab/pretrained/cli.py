@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = commands.add_parser("export", help="write a trained BoQ checkpoint in the release layout")
     export.add_argument("ckpt", help="a vprlab checkpoint (.ckpt) or a state dict file")
     export.add_argument("out", help="the .pth file to write")
+    export.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="read a trusted file that needs the full unpickler (it can run code stored in the file)")
     download = commands.add_parser("download", help="fetch a released checkpoint into the torch hub cache")
     download.add_argument("name", choices=sorted(RELEASED_MODELS))
     args = parser.parse_args(argv)
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             print_model_list()
         elif args.command == "export":
-            out, architecture = export_release(args.ckpt, args.out)
+            out, architecture = export_release(args.ckpt, args.out, allow_unsafe_pickle=args.allow_unsafe_pickle)
             print(f"wrote {out}: {architecture.describe()}")
             print(f"load it with vprlab.load_pretrained({str(out)!r}) or torch.hub.load(<vprlab repo>, 'get_trained_boq', "
                   f"backbone_name={_hub_backbone_name(architecture)!r}, output_dim={architecture.descriptor_dim}, weights={str(out)!r})")

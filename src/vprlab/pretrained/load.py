@@ -49,9 +49,9 @@ def release_file(name: str, *, progress: bool = True) -> Path:
     return cached
 
 
-def _read_release_state(path: Path, trusted: bool = True) -> dict[str, torch.Tensor]:
+def _read_release_state(path: Path, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The weights in ``path`` converted to the release layout (conversions are logged)."""
-    state, notes = to_release_layout(read_state_dict(path, trusted=trusted))
+    state, notes = to_release_layout(read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle))
     for note in notes:
         log.info("%s: %s", path, note)
     return state
@@ -65,8 +65,12 @@ def _published(architecture: BoQArchitecture) -> BoQArchitecture:
     return architecture
 
 
-def _resolve(name_or_path: str | Path, weights: str | Path | None, image_size: Any, model_class: type[VPRModel]) -> tuple[VPRModel, Path, str]:
-    """(model with weights, weights file, display name) for a released name or a file path."""
+def _resolve(
+    name_or_path: str | Path, weights: str | Path | None, image_size: Any, model_class: type[VPRModel],
+    allow_unsafe_pickle: bool = False,
+) -> tuple[VPRModel, Path, str]:
+    """(model with weights, weights file, display name) for a released name or a file path.
+    ``allow_unsafe_pickle`` applies to local files only; a download is always read tensors-only."""
     from vprlab.utils.images import as_hw
 
     size = as_hw(image_size) if image_size is not None else None
@@ -76,7 +80,7 @@ def _resolve(name_or_path: str | Path, weights: str | Path | None, image_size: A
         path = Path(weights).expanduser() if weights is not None else release_file(spec.name)
         architecture = spec.architecture if size is None else replace(spec.architecture, eval_image_size=size)
         model = architecture.build(model_class)
-        state = _read_release_state(path, trusted=weights is not None)  # downloads: tensors only
+        state = _read_release_state(path, allow_unsafe_pickle and weights is not None)
         load_release_state_dict(model, state, f"weights file {str(path)!r}", f"the released {spec.name} ({architecture.describe()})")
         return model, path, spec.name
     if weights is not None:  # weights= is a local copy of a released model's file: name that model
@@ -86,7 +90,7 @@ def _resolve(name_or_path: str | Path, weights: str | Path | None, image_size: A
         raise FileNotFoundError(
             f"{key!r} is neither a released model ({', '.join(sorted(RELEASED_MODELS))}) nor an existing weights file"
         )
-    state = _read_release_state(path)
+    state = _read_release_state(path, allow_unsafe_pickle)
     architecture = _published(infer_architecture(state, f"weights file {str(path)!r}"))
     if size is not None:
         architecture = replace(architecture, eval_image_size=size)
@@ -101,6 +105,7 @@ def load_pretrained(
     weights: str | Path | None = None,
     image_size: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
+    allow_unsafe_pickle: bool = False,
 ):
     """A released or exported BoQ model in eval mode, and its eval transform (PIL image -> tensor).
 
@@ -109,7 +114,8 @@ def load_pretrained(
     or the path of a state dict in the release layout (e.g. written by :func:`export_release`), whose
     architecture is read off its keys and shapes. The transform resizes to the published size
     (ResNet50: 384x384, DINOv2: 322x322; ``image_size`` overrides it) with bicubic antialiased
-    interpolation and normalises with the ImageNet statistics.
+    interpolation and normalises with the ImageNet statistics. Files are read tensors-only;
+    ``allow_unsafe_pickle=True`` lets a trusted local file that needs the full unpickler load.
 
     Example::
 
@@ -118,7 +124,7 @@ def load_pretrained(
     """
     from vprlab.data.transforms import eval_transform
 
-    model, _, _ = _resolve(name_or_path, weights, image_size, VPRModel)
+    model, _, _ = _resolve(name_or_path, weights, image_size, VPRModel, allow_unsafe_pickle)
     model.eval()
     if device is not None:
         model.to(device)
@@ -126,11 +132,13 @@ def load_pretrained(
     return model, transform
 
 
-def load_for_evaluation(name: str, path: str | Path | None = None) -> tuple[VPRModel, str, str]:
+def load_for_evaluation(
+    name: str, path: str | Path | None = None, allow_unsafe_pickle: bool = False
+) -> tuple[VPRModel, str, str]:
     """(model, display name, weights hash) for ``evaluate.py pretrained=<name> [pretrained.path=...]``."""
     from vprlab.utils.weights import file_hash
 
-    model, weights_path, display_name = _resolve(name, path, None, VPRModel)
+    model, weights_path, display_name = _resolve(name, path, None, VPRModel, allow_unsafe_pickle)
     return model.eval(), display_name, file_hash(weights_path)
 
 
@@ -183,7 +191,9 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
 
 # ------------------------------------------------------------------------------------ export
 
-def export_release(ckpt_path: str | Path, out_path: str | Path) -> tuple[Path, BoQArchitecture]:
+def export_release(
+    ckpt_path: str | Path, out_path: str | Path, allow_unsafe_pickle: bool = False
+) -> tuple[Path, BoQArchitecture]:
     """Write the model weights of ``ckpt_path`` (a vprlab checkpoint, or any file :func:`read_state_dict`
     reads) as a plain state dict in the release layout and order, loadable by
     ``get_trained_boq(weights=out_path)``, :func:`load_pretrained` and the original BoQ code (for the
@@ -191,7 +201,7 @@ def export_release(ckpt_path: str | Path, out_path: str | Path) -> tuple[Path, B
     from vprlab.utils.io import atomic_torch_save
 
     ckpt_path = Path(ckpt_path).expanduser()
-    state = _read_release_state(ckpt_path)
+    state = _read_release_state(ckpt_path, allow_unsafe_pickle)
     architecture = infer_architecture(state, f"checkpoint {str(ckpt_path)!r}")
     model = architecture.build()
     load_release_state_dict(model, state, f"checkpoint {str(ckpt_path)!r}", architecture.describe())

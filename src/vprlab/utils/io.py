@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -128,3 +129,51 @@ def print_results(results: dict[str, Any], out: str | os.PathLike | None = None)
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     if out:
         atomic_write_json(out, results)
+
+
+# numpy's own array types: what pickled object arrays of arrays (ragged ground-truth lists) need.
+_NUMPY_ARRAY_GLOBALS = frozenset({
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")})
+
+
+class _NumpyArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and plain Python values and refuses every other global,
+    so a file cannot name a function (``os.system``...) to be called while it loads."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_ARRAY_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array type")
+
+
+def load_npy(path: str | os.PathLike, what: str = "array") -> Any:
+    """``np.load`` of a ``.npy`` file that never runs code stored in it: plain arrays load as usual;
+    object arrays (a pickle after the header, e.g. ragged ground-truth lists) go through an unpickler
+    that accepts numpy's array types only. ``what`` names the file in errors."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise ValueError(f"{what} {path} is not a readable .npy file ({err})") from err
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        try:
+            array = _NumpyArraysOnly(f).load()
+        except Exception as err:  # noqa: BLE001 - refused global, truncated or foreign pickle: same answer
+            raise ValueError(
+                f"{what} {path} holds pickled objects that are not numpy arrays ({type(err).__name__}: {err}); "
+                "vprlab does not unpickle those, since loading them could run code. Re-save it with numpy "
+                "arrays only (np.save of an object array of integer arrays, or a 2-D integer array)"
+            ) from err
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{what} {path} holds a {type(array).__name__}, not a numpy array")
+    return array

@@ -2,8 +2,9 @@
 
 Every path that loads weights (released models, ``weights_path=``, backbone weight files,
 exports) reads through :func:`read_state_dict`: safetensors, or a torch file loaded with
-``weights_only=True``; a vprlab checkpoint (``model``) or a Lightning checkpoint
-(``state_dict``) is unwrapped to its model weights.
+``weights_only=True`` (:func:`torch_load`, which training checkpoints use too); a vprlab checkpoint
+(``model``) or a Lightning checkpoint (``state_dict``) is unwrapped to its model weights. Nothing is
+unpickled with the full unpickler unless the user opts in with ``allow_unsafe_pickle``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,38 +21,66 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
-def _torch_load(path: Path, trusted: bool) -> Any:
+
+def error_summary(err: BaseException) -> str:
+    """One line for a message: torch's weights-only errors are paragraphs; the cause is the line
+    after "WeightsUnpickler error:"."""
+    text = str(err)
+    lines = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[-1].splitlines() if line.strip()]
+    return f"{type(err).__name__}: {(lines[0] if lines else '')[:200]}"
+
+
+class UnsafeFileError(ValueError):
+    """A torch file that only a full unpickle could read: loading it could run code stored in it."""
+
+
+def torch_load(path: str | Path, *, map_location: Any = "cpu", allow_unsafe_pickle: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain Python types only, so a file can never
+    run code. Files that need the full unpickler (pickled objects of other classes) are refused with
+    :class:`UnsafeFileError`, unless ``allow_unsafe_pickle`` (the config key of the same name) says the
+    user trusts the file; that load is logged as a warning."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if not trusted:
+        # torch names a refused class or function as "Unsupported global: GLOBAL module.name ...";
+        # any other failure of the weights-only unpickler is a damaged or foreign file.
+        refused = _REFUSED_GLOBAL.search(str(err))
+        if refused is None:
             raise
-        # vprlab / Lightning training checkpoints also hold configs and RNG states, which the
-        # weights-only unpickler refuses. Local files are the user's own: unpickle them fully.
-        log.info("%s holds more than tensors (%s); loading it as a full training checkpoint", path, str(err).splitlines()[0])
-        return torch.load(path, map_location="cpu", weights_only=False)
+        if not allow_unsafe_pickle:
+            raise UnsafeFileError(
+                f"{str(path)!r} holds Python objects other than tensors and plain types ({refused.group(1)}); "
+                "loading it would run code stored in the file, so vprlab does not. If you trust where the file "
+                "comes from (e.g. a checkpoint you wrote with an older vprlab), load it once with "
+                "allow_unsafe_pickle=true and export or re-save it"
+            ) from err
+        log.warning("%s: loading with the full unpickler (allow_unsafe_pickle=true): code stored in the file runs", path)
+        return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def _read_container(path: Path, trusted: bool) -> Any:
+def _read_container(path: Path, allow_unsafe_pickle: bool) -> Any:
     if path.suffix == ".safetensors":  # e.g. a timm / Hugging Face file copied by hand
         from safetensors.torch import load_file
 
         return load_file(path, device="cpu")
-    return _torch_load(path, trusted)
+    return torch_load(path, allow_unsafe_pickle=allow_unsafe_pickle)
 
 
-def read_state_dict(path: str | Path, *, trusted: bool = True) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The model weights in ``path``: a bare state dict (torch or safetensors), a vprlab checkpoint
-    (``model``) or a Lightning checkpoint (``state_dict``). ``trusted=False`` refuses anything but
-    tensors (downloads, backbone files, ``weights_path=``)."""
+    (``model``) or a Lightning checkpoint (``state_dict``), read without running code
+    (:func:`torch_load`; ``allow_unsafe_pickle`` is the user's explicit opt-out)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of a .pth / .ckpt / .safetensors file")
     try:
-        obj = _read_container(path, trusted)
+        obj = _read_container(path, allow_unsafe_pickle)
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
-        raise ValueError(f"weights file {str(path)!r} could not be read ({type(err).__name__}: {err}); is it a torch file?") from err
+        raise ValueError(f"weights file {str(path)!r} could not be read ({error_summary(err)}); is it a torch file?") from err
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):  # Lightning, vprlab checkpoint
             inner = obj.get(wrapper)
@@ -75,7 +105,7 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
             "or set backbone.weights_path=null"
         )
     try:
-        return read_state_dict(path, trusted=False)
+        return read_state_dict(path)
     except ValueError as err:
         raise ValueError(
             f"backbone.weights_path={str(path)!r} does not hold a plain state dict "
