@@ -26,8 +26,6 @@ COMPONENT_GROUPS = ("backbone", "aggregator")
 _INSTANTIATE_KEYS = frozenset({"_target_", "_recursive_", "_convert_", "_partial_", "_args_"})
 # Arguments the code passes when it builds the component (vprlab.models.vpr_model.build_model).
 PASSED_BY_CODE = {"aggregator": frozenset({"in_channels"})}
-# Aggregators that read the (feature map, class token) a backbone returns with return_cls_token=true;
-# the others refuse it at the first forward (vprlab.models.aggregators._common.feature_map).
 
 
 def target_class(group: str, target: str) -> Any:
@@ -87,6 +85,13 @@ def _experiment_sets(hydra: Any, experiment: str, dotted: str) -> bool | None:
     return None
 
 
+def _component(group: str, target: str, hydra: Any) -> str:
+    """``aggregator=gem (vprlab...GeM)`` when the group was chosen by name, else the target alone."""
+    choices = _select(hydra, "runtime.choices", {}) or {}
+    choice = choices.get(group) if hasattr(choices, "get") else None
+    return f"{group}={choice} ({target})" if choice else f"{group} {target}"
+
+
 def _who_sets(group: str, keys: Iterable[str], hydra: Any) -> str:
     """'experiment=X sets aggregator.a', 'the command line sets ...' or '<group> preset sets ...'."""
     dotted = [f"{group}.{key}" for key in keys]
@@ -117,7 +122,6 @@ def check_component_keys(cfg: DictConfig | Mapping, groups: Iterable[str] = COMP
 
 def _check_keys(cfg: DictConfig | Mapping, groups: Iterable[str]) -> None:
     hydra = _hydra_node(cfg)
-    choices = _select(hydra, "runtime.choices", {}) or {}
     for group in groups:
         node = cfg.get(group) if hasattr(cfg, "get") else None
         if not node or "_target_" not in node:
@@ -129,8 +133,7 @@ def _check_keys(cfg: DictConfig | Mapping, groups: Iterable[str]) -> None:
         except (TypeError, ValueError):  # no introspectable signature (a builtin): nothing to compare
             continue
         keys = [str(k) for k in node.keys() if str(k) not in _INSTANTIATE_KEYS]
-        choice = choices.get(group) if hasattr(choices, "get") else None
-        component = f"{group}={choice} ({target})" if choice else f"{group} {target}"
+        component = _component(group, target, hydra)
         if accepted is not None:
             unknown = [k for k in keys if k not in accepted]
             if unknown:
@@ -156,17 +159,14 @@ def check_class_token(cfg: DictConfig | Mapping) -> None:
     if not backbone.get("return_cls_token", False) or "_target_" not in aggregator:
         return
     target = str(aggregator["_target_"])
-    module_name, _, class_name = target.rpartition(".")
-    spec = getattr(getattr(importlib.import_module(module_name), class_name, None), "spec", None)
+    spec = getattr(target_class("aggregator", target), "spec", None)
     if spec is not None and spec.needs_cls_token:
         return
     readers = sorted(name for name, cls in registry().items() if cls.spec.needs_cls_token)
     hydra = _hydra_node(cfg)
-    choices = _select(hydra, "runtime.choices", {}) or {}
-    choice = choices.get("aggregator") if hasattr(choices, "get") else None
-    component = f"aggregator={choice} ({target})" if choice else f"aggregator {target}"
     raise ValueError(
-        f"{_who_sets('backbone', ['return_cls_token'], hydra)}=true, but {component} takes a feature map, not "
+        f"{_who_sets('backbone', ['return_cls_token'], hydra)}=true, but {_component('aggregator', target, hydra)} "
+        "takes a feature map, not "
         f"(feature map, class token): only aggregator={'/'.join(readers)} reads the class token; "
         "add backbone.return_cls_token=false"
     )
