@@ -213,19 +213,10 @@ def log_metrics(name: str, metrics: dict[str, Any]) -> None:
 
 
 def evaluate(
-    model: nn.Module,
-    benchmarks: Sequence[Benchmark],
-    transform_for: Callable[[Any], Callable],
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    ks: Sequence[int] = (1, 5, 10, 20),
-    amp_dtype: torch.dtype | str | None = None,
-    progress: bool = True,
-    db_chunk_size: int | None = None,
-    use_gpu: bool | str = "auto",
+    model: nn.Module, benchmarks: Sequence[Benchmark], transform_for: Callable[[Any], Callable], **options: Any
 ) -> dict[str, dict[str, Any]]:
-    """Recall@k of ``model`` on each benchmark, keyed by benchmark name.
+    """Recall@k of ``model`` on each benchmark, keyed by benchmark name; ``options`` are those of
+    :func:`run_benchmark` (batch_size, num_workers, device, ks, amp_dtype, progress, db_chunk_size, ...).
 
     ``transform_for(benchmark.image_size)`` gives the eval transform for each
     benchmark (models are evaluated at the size they were published with).
@@ -237,11 +228,7 @@ def evaluate(
     check_unique_names(benchmarks)
     results: dict[str, dict[str, Any]] = {}
     for benchmark in benchmarks:
-        metrics = run_benchmark(
-            model, benchmark, transform_for, batch_size=batch_size, num_workers=num_workers,
-            device=device, ks=ks, amp_dtype=amp_dtype, progress=progress,
-            db_chunk_size=db_chunk_size, use_gpu=use_gpu,
-        ).metrics
+        metrics = run_benchmark(model, benchmark, transform_for, **options).metrics
         results[benchmark.name] = metrics
         log_metrics(benchmark.name, metrics)
     return results
