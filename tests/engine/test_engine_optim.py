@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 from torch import nn
 
 from vprlab.engine.optim import (
@@ -60,3 +61,23 @@ def test_no_trainable_parameters_is_a_clear_error():
     model = Tiny().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         make_optimizer({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}, model)
+
+
+def test_fused_auto_is_the_fused_update_only_when_every_trained_parameter_is_on_a_gpu():
+    from types import SimpleNamespace
+
+    from vprlab.engine.optim import resolve_fused
+
+    on_gpu = [SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=True)]
+    mixed = [SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=False)]
+    assert resolve_fused("auto", on_gpu) is True
+    assert resolve_fused("auto", mixed) is None
+    assert resolve_fused(False, on_gpu) is False
+    with pytest.raises(ValueError, match="optimizer.fused='yes'"):
+        resolve_fused("yes", on_gpu)
+    # On this CPU, the YAML default (auto) builds the default AdamW and it steps.
+    model = Tiny()
+    opt = make_optimizer({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "fused": "auto"}, model)
+    assert not opt.defaults["fused"]
+    model.backbone.weight.grad = torch.ones_like(model.backbone.weight)
+    opt.step()
