@@ -283,6 +283,8 @@ def read_run(folder: str | Path, root: str | Path | None = None, use_wandb: bool
             row["status"] = "complete" if finished else "incomplete"
     # evaluate.py runs: one row per (model, benchmark) in results.json (or .csv), identified by the weights.
     for result in read_results(folder):
+        if str(result.get("status") or "").startswith("skipped"):  # evaluate.py skip_missing=true: no numbers
+            continue
         identity = {k: result.get(k) for k in EVAL_IDENTITY}
         setting, _ = setting_of({f"eval.{k}": v for k, v in identity.items()})
         row = {"run_dir": str(folder), "job": _job_name(folder, root), "kind": "evaluate", "setting": setting,
