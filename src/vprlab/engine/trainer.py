@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
-from vprlab.engine.checkpointer import Checkpointer, load_resume_checkpoint
+from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
     DistInfo,
     any_rank,
@@ -33,6 +33,7 @@ from vprlab.engine.distributed import (
 )
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
+from vprlab.engine.resume import prepare_resume
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
@@ -54,6 +55,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
+    # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
+    cfg, resume_path, resume_state = prepare_resume(cfg)
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
@@ -62,12 +65,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             device = torch.device("cuda", dist_info.local_rank)
         # This job's peak memory (reset per job: a sweep may run many jobs in one process).
         with PeakMemory(device) as peak:
-            return _train(cfg, device, dist_info, peak)
+            return _train(cfg, device, dist_info, peak, (resume_path, resume_state))
     finally:
         shutdown(dist_info)
 
 
-def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory,
+    resume: tuple[Path | None, dict[str, Any] | None] = (None, None),
+) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -107,9 +113,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: Pea
     checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor)
 
     epoch, step, history = 0, 0, []
-    ckpt_path, state = load_resume_checkpoint(
-        cfg.get("ckpt_path"), ckpt_dir, map_location=device, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle)
-    )
+    ckpt_path, state = resume  # loaded (on the CPU) by prepare_resume before anything was built
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
