@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vprlab report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["collect", "sweep", "compare", "paper", "seeds"])
-    parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, ...)")
+    parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, outputs/evaluate, ...), "
+                        "or the runs.csv of an earlier report")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: <runs>/report)")
     parser.add_argument("--benchmark", default=None, help="sweep: the benchmark of the heatmap (default: the first)")
     parser.add_argument("--rows", default="aggregator.num_layers", help="sweep: heatmap rows")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"vprlab report: {error}", file=sys.stderr)
         return 2
-    out = args.out or args.runs / "report"
+    out = args.out or (args.runs.parent if args.runs.is_file() else args.runs) / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
     try:

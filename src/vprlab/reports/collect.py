@@ -55,6 +55,8 @@ RUN_SPECIFIC = (
 )
 # evaluate.py rows: the evaluated weights and how they were evaluated.
 EVAL_IDENTITY = ("model", "checkpoint_hash", "image_size", "protocol", "precision")
+# Columns that say what was trained or evaluated, for tables without a ``setting`` column.
+IDENTITY_COLUMNS = ("backbone", "aggregator", "lr", "weight_decay", "max_epochs", "train_image_size", *EVAL_IDENTITY)
 
 
 def is_run_specific(key: str) -> bool:
@@ -254,7 +256,7 @@ def read_run(folder: str | Path, root: str | Path | None = None, use_wandb: bool
     base = {"run_dir": str(folder), "job": _job_name(folder, root), **_config_columns(config)}
 
     metrics_path = folder / "metrics.jsonl"
-    wandb_run = _offline_wandb(folder) if use_wandb and not metrics_path.is_file() else None
+    wandb_run = _offline_wandb(folder) if use_wandb else None
     if wandb_run is not None:
         base["wandb_group"] = wandb_run.get("run", {}).get("group")
         base["wandb_name"] = wandb_run.get("run", {}).get("name")
@@ -303,6 +305,8 @@ def collect_runs(root: str | Path, use_wandb: bool = True, epoch: str = "last") 
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"no run folder '{root}'; pass the sweep folder (e.g. outputs/train/multiruns/<time>)")
+    if root.is_file():
+        return read_runs_table(root, epoch)
     if epoch not in EPOCH_RULES:
         raise ValueError(f"epoch rule {epoch!r}: use one of {', '.join(EPOCH_RULES)}")
     rows = [row for folder in find_runs(root) for row in read_run(folder, root, use_wandb=use_wandb, epoch=epoch)]
@@ -320,6 +324,25 @@ def collect_runs(root: str | Path, use_wandb: bool = True, epoch: str = "last") 
             row[key] = config.get(key, "-")
     runs = pd.DataFrame(rows)
     runs.attrs["config_keys"] = varying
+    runs.attrs["epoch_rule"] = epoch
+    return runs
+
+
+def read_runs_table(path: Path, epoch: str = "last") -> pd.DataFrame:
+    """A ``runs.csv`` that an earlier report wrote, as the run table (the run folders need not exist any
+    more). Its epoch rule is fixed: a table without an ``epoch_rule`` column was written before the rule
+    existed, when the recalls were those of each run's last evaluation, so it can only be read as ``last``."""
+    if path.suffix != ".csv":
+        raise ValueError(f"{path} is a file but not a runs.csv; pass a folder of runs or a runs.csv of an earlier report")
+    runs = pd.read_csv(path)
+    if "epoch_rule" not in runs.columns:
+        runs["epoch_rule"] = "last"
+        runs = runs.drop(columns=["best R@1"], errors="ignore")  # the maximum over epochs: another rule, not reported
+    rules = set(runs["epoch_rule"].dropna()) & set(EPOCH_RULES)
+    if rules and rules != {epoch}:
+        raise ValueError(f"{path} reports the epoch rule {', '.join(sorted(rules))}; collect the run folders again for --epoch {epoch}")
+    keys = [c for c in runs.columns if ("." in c and not c.startswith("R@")) or c in IDENTITY_COLUMNS]
+    runs.attrs["config_keys"] = [k for k in keys if runs[k].astype(str).nunique() > 1]
     runs.attrs["epoch_rule"] = epoch
     return runs
 

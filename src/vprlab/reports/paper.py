@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vprlab.evaluation.results import markdown_table
-from vprlab.reports.tables import _write, epoch_statement
+from vprlab.reports.tables import _settings, _write, config_keys, epoch_statement
 from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_text
 
@@ -175,11 +175,12 @@ def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int
 def _one_setting(measured: pd.DataFrame) -> pd.DataFrame:
     """The rows of one setting, or an error listing the settings the rows hold (a paper table compares
     one model; averaging several would print a number nobody trained)."""
-    if "setting" not in measured.columns or measured["setting"].nunique() <= 1:
+    settings = _settings(measured)
+    if settings.nunique() <= 1:
         return measured
-    keys = [k for k in measured.attrs.get("config_keys", []) if k in measured.columns]
+    keys = config_keys(measured)
     names = []
-    for setting, part in measured.groupby("setting", sort=False):
+    for setting, part in measured.groupby(settings, sort=False):
         first = part.iloc[0]
         label = ", ".join(f"{k}={first[k]}" for k in keys if str(first[k]) not in ("-", "nan", "None"))
         if "model" in part.columns and isinstance(first.get("model"), str):

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from vprlab.evaluation.results import markdown_table
-from vprlab.reports.collect import EPOCH_RULES
+from vprlab.reports.collect import EPOCH_RULES, IDENTITY_COLUMNS
 from vprlab.utils.io import atomic_write_text
 
 RECALLS = ("R@1", "R@5", "R@10")
@@ -31,9 +31,6 @@ RECALLS = ("R@1", "R@5", "R@10")
 _PER_RUN = {"run_dir", "job", "seed", "wandb_name", "steps", "wall_time_s", "status"}
 # Per-setting values that must be the same for every seed (a difference means the runs are not one setting).
 _CONSTANT = ("descriptor_dim", "params", "aggregator_params", "trainable_params")
-# Columns that say what was trained or evaluated, used when a hand-made table has no ``setting`` column.
-_IDENTITY = ("backbone", "aggregator", "lr", "weight_decay", "max_epochs", "train_image_size", "model",
-             "checkpoint_hash", "image_size", "protocol", "precision")
 
 
 def _pyplot():
@@ -65,7 +62,7 @@ def config_keys(runs: pd.DataFrame) -> list[str]:
     for a hand-made table the dotted and identity columns."""
     keys = runs.attrs.get("config_keys")
     if keys is None:
-        keys = [c for c in runs.columns if ("." in c and not c.startswith("R@")) or c in _IDENTITY]
+        keys = [c for c in runs.columns if ("." in c and not c.startswith("R@")) or c in IDENTITY_COLUMNS]
     return [k for k in keys if k in runs.columns and k != "seed"]
 
 
@@ -134,9 +131,14 @@ def settings_table(
     table = pd.DataFrame(out)
     if len(table):
         table = table.sort_values([c for c in [*shown, "benchmark"] if c in table.columns],
-                                  key=lambda c: c.map(_text), kind="stable").reset_index(drop=True)
+                                  key=_order, kind="stable").reset_index(drop=True)
     table.attrs["shown"] = shown
     return table
+
+
+def _order(column: pd.Series) -> pd.Series:
+    """Sort key: numbers by value (8 before 16), then text."""
+    return column.map(lambda v: (0, float(v), "") if _is_number(v) and _text(v) != "-" else (1, 0.0, _text(v)))
 
 
 def mean_std(
@@ -207,6 +209,8 @@ _MEASURES = ("descriptor_dim", "params", "aggregator_params", "train_img_per_s",
 
 
 def memory_statement(runs: pd.DataFrame) -> str:
+    if "peak_mem_mb" not in runs.columns:
+        return ""
     kinds = set(runs.get("peak_mem_kind", pd.Series(dtype=object)).dropna())
     words = {"cuda_allocated": "GPU memory allocated by torch during the job (peak statistics reset per job)",
              "cpu_rss_sampled": "the process's resident set size sampled during the job (it includes what earlier "
@@ -247,8 +251,7 @@ def sweep_report(
             + ". Keep one value with --where KEY=VALUE (e.g. --where " + f"{other[0]}={values[other[0]][0]}), "
             "or report them with --rows/--cols"
         )
-    key = lambda c: c.map(lambda v: (0, float(v)) if _is_number(v) else (1, str(v)))  # noqa: E731
-    grid = table.pivot(index=rows, columns=cols, values=metric).sort_index(key=key).sort_index(axis=1, key=key)
+    grid = table.pivot(index=rows, columns=cols, values=metric).sort_index(key=_order).sort_index(axis=1, key=_order)
     std = table.pivot(index=rows, columns=cols, values=f"{metric} std").reindex_like(grid)
     count = table.pivot(index=rows, columns=cols, values="n").reindex_like(grid)
     dims = table.pivot(index=rows, columns=cols, values="descriptor_dim").reindex_like(grid) if "descriptor_dim" in table else None
