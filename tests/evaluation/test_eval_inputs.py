@@ -83,7 +83,7 @@ def test_custom_folder_with_npy_lists_of_any_prefix(tiny_synthetic, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(loaded.positives, reference.positives))
     for path in bench_root.glob("mydata_*.npy"):
         shutil.copy(path, bench_root / path.name.replace("mydata_", "other_"))
-    with pytest.raises(ValueError, match=r"several sets of \.npy lists \(mydata, other\); choose one with benchmark\.custom\.prefix"):
+    with pytest.raises(ValueError, match=r"several sets of \.npy lists \(mydata, other\); choose one with \+benchmark\.custom\.prefix"):
         load_benchmark(format="auto", root=bench_root, name="custom")
 
 

@@ -383,7 +383,7 @@ def load_auto_benchmark(root: str | os.PathLike, name: str, **options: Any) -> B
         if len(found) > 1:
             raise ValueError(
                 f"benchmark {name!r}: {lists} holds several sets of .npy lists ({', '.join(found)}); "
-                f"choose one with benchmark.{name}.prefix=<one of them>"
+                f"choose one with +benchmark.{name}.prefix=<one of them> (evaluate.py) or prefix=..."
             )
         options = {**options, "prefix": found[0]}
     reader = READERS[fmt]
