@@ -185,3 +185,20 @@ def test_paper_refuses_to_average_several_models(tmp_path, capsys):
 def test_a_grid_in_the_paper_table_is_refused(tmp_path):
     with pytest.raises(ValueError, match="4 different settings"):
         paper_table(collect_runs(_grid(tmp_path / "grid")), "boq_resnet50")
+
+
+def test_composed_configs_of_two_seeds_are_one_setting(tmp_path):
+    """On the real train.py config: seed, output folder, run name and loader workers never split a setting."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    from vprlab.reports.collect import flatten_config, setting_of
+
+    def setting(*overrides):
+        cfg = compose_config("train", ["experiment=quickstart", *overrides])
+        return setting_of(flatten_config(OmegaConf.to_container(cfg, resolve=True)))[0]
+
+    one = setting("seed=1", f"paths.output_dir={tmp_path / 'a'}", "logger.name=a", "dataset.num_workers=0")
+    assert one == setting("seed=2", f"paths.output_dir={tmp_path / 'b'}", "logger.name=b", "dataset.num_workers=4")
+    assert one != setting("seed=1", f"paths.output_dir={tmp_path / 'a'}", "logger.name=a", "dataset.num_workers=0", "optimizer.lr=0.005")
+    assert one != setting("seed=1", f"paths.output_dir={tmp_path / 'a'}", "logger.name=a", "dataset.num_workers=0", "trainer.max_epochs=3")
