@@ -63,7 +63,8 @@ def benchmark_table(data_dir: str | Path, check: bool = True) -> list[dict[str, 
         text = path.read_text()
         raw = OmegaConf.load(path)
         for name, spec in raw.items():
-            cfg = OmegaConf.merge({"paths": {"data_dir": str(data_dir)}, "strict_counts": False}, {"b": spec})
+            paths = {"data_dir": str(data_dir), "root_dir": os.environ.get("VPRLAB_ROOT", str(conf.parent))}
+            cfg = OmegaConf.merge({"paths": paths, "strict_counts": False}, {"b": spec})
             try:
                 root = str(cfg.b.root)
             except Exception:  # noqa: BLE001 - an interpolation this listing cannot resolve
