@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # The runs behind docs/examples/reports/: a reduced BoQ layers x queries grid and an aggregator
 # comparison on the built-in synthetic data, on the CPU, then the reports made from their folders.
-# Usage: bash experiments/run_examples.sh   (from the repository root; ~13 min on 2 CPU cores)
+# Usage: bash experiments/run_examples.sh   (from the repository root; ~13 min on 2 idle CPU cores)
+# Only the reports, from the runs.csv the last full run left (no training):
+#   REPORTS_ONLY=1 bash experiments/run_examples.sh
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/examples}
 REPORTS=${REPORTS:-docs/examples/reports}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} VPRLAB_PROGRESS=0 WANDB_MODE=${WANDB_MODE:-offline}
+
+if [ -n "${REPORTS_ONLY:-}" ]; then
+  $PY -m vprlab report sweep $REPORTS/boq_grid/runs.csv --out $REPORTS/boq_grid
+  $PY -m vprlab report seeds $REPORTS/boq_grid/runs.csv --out $REPORTS/boq_grid
+  $PY -m vprlab report compare $REPORTS/aggregators/runs.csv --out $REPORTS/aggregators
+  $PY -m vprlab report paper $REPORTS/aggregators/runs.csv --where aggregator=boq --out $REPORTS/paper
+  exit 0
+fi
 
 [ -f data/synthetic/synthetic.json ] || $PY -m vprlab synth --root data/synthetic
 
@@ -28,7 +38,9 @@ $PY train.py sweep=aggregators experiment=synthetic_compare \
 compare_done=$(date +%s)
 
 # 3. Reports (Markdown + PNG) from the run folders.
+#    A grid is four settings: `seeds` lists them (n = 1 each), `paper` takes one setting (--where).
 $PY -m vprlab report sweep $OUT/boq_grid --out $REPORTS/boq_grid
+$PY -m vprlab report seeds $OUT/boq_grid --out $REPORTS/boq_grid
 $PY -m vprlab report compare $OUT/aggregators --out $REPORTS/aggregators
-$PY -m vprlab report paper $OUT/boq_grid --out $REPORTS/paper
+$PY -m vprlab report paper $OUT/aggregators --where aggregator=boq --out $REPORTS/paper
 echo "wall time: BoQ grid $((grid_done - start)) s, aggregator comparison $((compare_done - grid_done)) s"

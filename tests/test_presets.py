@@ -136,7 +136,7 @@ def test_a_command_line_key_is_named_as_such(tmp_path) -> None:
 def test_evaluate_checks_the_components_before_loading_anything(tmp_path, monkeypatch) -> None:
     import vprlab.commands.evaluate as evaluate
 
-    monkeypatch.setattr(evaluate, "build_benchmarks", lambda *a, **k: pytest.fail("loaded the benchmarks"))
+    monkeypatch.setattr(evaluate, "check_inputs", lambda *a, **k: pytest.fail("loaded the benchmarks"))
     cfg = compose_config("evaluate", ["aggregator=gem", "+aggregator.num_queries=8", f"paths.output_dir={tmp_path}"], hydra=True)
     with pytest.raises(ValueError, match=r"^the command line sets aggregator.num_queries, which aggregator=gem"):
         evaluate.run_evaluation(cfg)

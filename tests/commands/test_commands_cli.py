@@ -59,12 +59,12 @@ def test_synth_then_benchmarks_sees_the_data(tmp_path):
                     "--num-bench-places", str(TINY_SYNTHETIC["num_bench_places"]), "--image-size", "48", "64")
     assert synth.returncode == 0, synth.stderr
     rows = {row["name"]: row for row in benchmark_table(tmp_path)}
-    assert rows["synthetic"]["present"] == "yes" and rows["synthetic"]["format"] == "npy"
+    assert rows["synthetic"]["present"] == "yes" and rows["synthetic"]["format"] == "npy" and rows["synthetic"]["status"] == "complete"
     assert rows["pitts30k_test"] == {**rows["pitts30k_test"], "present": "no", "db": "10000", "queries": "6816",
                                       "env": "PITTS30K_ROOT"}
     listing = _vprlab("benchmarks", "--data-dir", str(tmp_path))
     assert listing.returncode == 0 and any(
-        line.split()[:2] == ["synthetic", "npy"] and "yes" in line.split() for line in listing.stdout.splitlines())
+        line.split()[:2] == ["synthetic", "npy"] and "complete" in line.split() for line in listing.stdout.splitlines())
 
 
 @pytest.mark.parametrize("name", ["report", "models", "synth", "resize-cache", "benchmarks"])

@@ -110,3 +110,22 @@ def test_amp_training_on_cuda_with_device_decoding(tiny_synthetic, tmp_path, pre
     result = train(cfg)
     assert result["step"] == 3 and result["skipped_steps"] == 0
     assert 0 <= result["metrics"]["synthetic"]["R@1"] <= 100
+
+
+@pytest.mark.slow
+def test_peak_memory_is_this_jobs_not_an_earlier_jobs(tiny_synthetic, tmp_path):
+    """A sweep runs its jobs in one process: an earlier job's peak (here a 1 GiB block, freed) must not
+    appear as this job's peak memory (ru_maxrss, the old measurement, would report it)."""
+    import numpy as np
+
+    from vprlab.utils.memory import KIND_RSS, current_rss_bytes
+
+    if current_rss_bytes() is None:
+        pytest.skip("RSS is read from /proc/self/statm (Linux)")
+    before = current_rss_bytes() / 2**20
+    block = np.ones(2**30, dtype=np.uint8)
+    del block
+    train(compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, tmp_path, "trainer.max_epochs=1")))
+    system = {k: v for r in read_metrics(tmp_path / "metrics.jsonl") for k, v in r.items() if k.startswith("system/")}
+    assert system["system/peak_mem_kind"] == KIND_RSS
+    assert system["system/start_mem_mb"] <= system["system/peak_mem_mb"] < before + 600

@@ -97,3 +97,43 @@ def test_export_cli(trained, tmp_path, capsys) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "c.pth").is_file()
+
+
+def test_export_records_what_serving_needs_and_loading_uses_it(tmp_path, monkeypatch, caplog) -> None:
+    """The reported bug: trained and evaluated at 96x128, but load_pretrained returned a 384x384 transform."""
+    import json
+
+    from PIL import Image
+
+    from vprlab.pretrained.load import sidecar_path
+
+    model = _tiny_boq()
+    config = {"backbone": {"model_name": "resnet18", "eval_image_size": [96, 128], "train_image_size": [96, 128]},
+              "aggregator": {"num_queries": 4}, "seed": 1, "optimizer": {"lr": 0.001}}
+    ckpt = tmp_path / "run" / "best.ckpt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": {}, "epoch": 1, "step": 1, "config": config})
+    out, architecture = export_release(ckpt, tmp_path / "export" / "mine.pth")
+    assert architecture.eval_image_size == (96, 128)
+
+    exported = torch.load(out, map_location="cpu", weights_only=True)  # still a bare state dict for the original code
+    assert set(exported) == set(model.state_dict()) and all(isinstance(v, torch.Tensor) for v in exported.values())
+    record = json.loads(sidecar_path(out).read_text())
+    assert sidecar_path(out).name == "mine.vprlab.json"
+    assert record["eval_image_size"] == [96, 128] and record["training_config"] == config
+    assert record["transform"]["image_size"] == [96, 128] and record["transform"]["interpolation"] == "bicubic"
+    assert record["architecture"]["num_queries"] == 4
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    forbid_network(monkeypatch)
+    loaded, transform = load_pretrained(out)
+    assert loaded.backbone.eval_image_size == (96, 128)
+    assert transform(Image.new("RGB", (640, 480))).shape == (3, 96, 128)
+    assert load_pretrained(out, image_size=64)[1](Image.new("RGB", (640, 480))).shape == (3, 64, 64)  # an explicit size wins
+    hub = hub_model("resnet18", 128, weights=out)
+    assert hub.backbone.eval_image_size == (96, 128)
+
+    # A sidecar that belongs to other weights is not trusted.
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in exported.items()}, out)
+    with caplog.at_level("WARNING"):
+        assert load_pretrained(out)[0].backbone.eval_image_size != (96, 128)
+    assert "was written for other weights" in caplog.text

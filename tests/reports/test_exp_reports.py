@@ -25,14 +25,14 @@ def _runs() -> pd.DataFrame:
             rows.append({"run_dir": f"/runs/{aggregator}-{seed}", "aggregator": aggregator, "seed": seed, "benchmark": "synthetic",
                          "R@1": r1, "R@5": r1 + 10, "R@10": r1 + 20, "descriptor_dim": dim, "params": 1000,
                          "train_img_per_s": 100.0, "eval_img_per_s": 300.0, "peak_mem_mb": 900.0,
-                         "aggregator.num_layers": 1 + seed % 2, "aggregator.num_queries": 8 * seed})
+                         "aggregator.num_layers": 2, "aggregator.num_queries": 8})
     return pd.DataFrame(rows)
 
 
 def test_mean_std_over_seeds():
     table = mean_std(_runs(), ["aggregator"], extra=["descriptor_dim"]).set_index("aggregator")
     assert table.loc["boq", "R@1"] == 52.0 and table.loc["boq", "R@1 std"] == pytest.approx(2.8284, abs=1e-3)
-    assert table.loc["avg", "seeds"] == 1 and table.loc["avg", "R@1 std"] == 0.0
+    assert table.loc["avg", "n"] == 1 and table.loc["boq", "seeds"] == "1,2" and table.loc["avg", "R@1 std"] == 0.0
     shown = format_mean_std(table.reset_index()).set_index("aggregator")
     assert shown.loc["boq", "R@1"] == "52.0 ± 2.8" and shown.loc["avg", "R@1"] == "20.0"
 
@@ -47,7 +47,7 @@ def test_compare_report_writes_table_and_plot(tmp_path):
 def test_sweep_report_heatmap(tmp_path):
     paths = sweep_report(_runs()[lambda d: d.aggregator == "boq"], tmp_path)
     assert paths["png"].is_file()
-    assert "| 2 | 8 |" in paths["markdown"].read_text()
+    assert "| 2 | 8 | 52.0 ± 2.8 |" in paths["markdown"].read_text()
 
 
 def test_paper_table_lines_up_measured_with_published(tmp_path):

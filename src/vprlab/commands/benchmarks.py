@@ -1,5 +1,6 @@
 """`vprlab benchmarks`: every benchmark config with its format, published counts, root (and the
-environment variable that sets it) and whether that root exists here."""
+environment variable that sets it) and whether its data is here and complete: the lists are read
+and the counts compared with the published ones (``--no-check``: only whether the root exists)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,53 @@ from vprlab.data.benchmark_readers import READERS
 _ENV = re.compile(r"oc\.env:([A-Z0-9_]+)")
 
 
-def benchmark_table(data_dir: str | Path) -> list[dict[str, str]]:
+def benchmark_env(name: str) -> str | None:
+    """The environment variable that sets the root of benchmark config ``name`` (None if it has none)."""
+    path = repo_conf_dir() / "benchmark" / f"{name}.yaml"
+    found = _ENV.search(path.read_text()) if path.is_file() else None
+    return found.group(1) if found else None
+
+
+def benchmark_hint(name: str, node) -> str:
+    """Where benchmark ``name`` is looked for and how to point at it, for messages about missing data."""
+    try:
+        root = str(node.get("root"))
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation
+        root = "?"
+    env = benchmark_env(name)
+    where = f"root {root}; set {env}=<folder> or benchmark.{name}.root=<folder>" if env else f"root {root}; set benchmark.{name}.root=<folder>"
+    source = node.get("source") if hasattr(node, "get") else None
+    return where + (f"; data: {source}" if source else "")
+
+
+def data_status(cfg) -> str:
+    """``complete`` (reads, published counts), ``incomplete: ...`` (reads, other counts) or ``unreadable: ...``."""
+    import warnings
+
+    from vprlab.data.benchmark import BenchmarkCountWarning
+    from vprlab.utils.instantiate import build
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BenchmarkCountWarning)
+            bench = build(cfg)
+    except Exception as error:  # noqa: BLE001 - the listing reports any failure as a status
+        error = error.__cause__ or error
+        return f"unreadable: {type(error).__name__}: {str(error).split(';')[0]}"
+    if any(issubclass(w.category, BenchmarkCountWarning) for w in caught):
+        return f"incomplete: {bench.num_db} db / {bench.num_queries} queries"
+    return "complete"
+
+
+def benchmark_table(data_dir: str | Path, check: bool = True) -> list[dict[str, str]]:
     conf = repo_conf_dir()
     rows = []
     for path in sorted((conf / "benchmark").glob("*.yaml")):
         text = path.read_text()
         raw = OmegaConf.load(path)
         for name, spec in raw.items():
-            cfg = OmegaConf.merge({"paths": {"data_dir": str(data_dir)}, "strict_counts": False}, {"b": spec})
+            paths = {"data_dir": str(data_dir), "root_dir": os.environ.get("VPRLAB_ROOT", str(conf.parent))}
+            cfg = OmegaConf.merge({"paths": paths, "strict_counts": False}, {"b": spec})
             try:
                 root = str(cfg.b.root)
             except Exception:  # noqa: BLE001 - an interpolation this listing cannot resolve
@@ -34,10 +74,14 @@ def benchmark_table(data_dir: str | Path) -> list[dict[str, str]]:
             if fmt is None:  # a config that names its reader directly
                 reader = str(spec.get("_target_", "")).rsplit(".", 1)[-1]
                 fmt = next((key for key, fn in READERS.items() if fn.__name__ == reader), "?")
+            present = Path(root).exists()
+            status = "missing"
+            if present:
+                status = data_status(cfg.b) if check else "present"
             rows.append({
                 "name": str(name), "format": str(fmt),
                 "db": str(spec.get("expected_num_db") or "-"), "queries": str(spec.get("expected_num_queries") or "-"),
-                "root": root, "env": env.group(1) if env else "-", "present": "yes" if Path(root).exists() else "no",
+                "root": root, "env": env.group(1) if env else "-", "present": "yes" if present else "no", "status": status,
             })
     return rows
 
@@ -46,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vprlab benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("VPRLAB_DATA_DIR", "data"),
                         help="paths.data_dir used to resolve roots (default: $VPRLAB_DATA_DIR or data)")
+    parser.add_argument("--no-check", action="store_true", help="only look for the roots; do not read the lists")
     args = parser.parse_args(list(argv or []))
-    rows = benchmark_table(args.data_dir)
-    columns = ["name", "format", "db", "queries", "present", "env", "root"]
+    rows = benchmark_table(args.data_dir, check=not args.no_check)
+    columns = ["name", "format", "db", "queries", "status", "env", "root"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     for row in [{c: c for c in columns}, *rows]:
         print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())

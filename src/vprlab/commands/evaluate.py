@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from vprlab.commands.benchmarks import benchmark_hint
 from vprlab.config.composition import check_component_keys
-from vprlab.data.loaders import build_benchmarks
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
@@ -23,10 +24,11 @@ from vprlab.evaluation.protocol import (
     make_transform_for,
     run_benchmark,
 )
-from vprlab.evaluation.results import print_recall_table, write_results
+from vprlab.evaluation.results import print_recall_table, read_results, write_results
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.images import as_hw
+from vprlab.utils.instantiate import build
 from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,54 @@ def _notes(rows: Sequence[dict]) -> list[str]:
     return notes
 
 
+def _missing_weights(cfg: DictConfig) -> list[str]:
+    """The weights files named in ``cfg`` that are not there, each with where such a file comes from."""
+    named = [("ckpt_path", cfg.get("ckpt_path"), "a checkpoint train.py wrote (outputs/train/runs/<run>/checkpoints/best.ckpt)"),
+             ("weights_path", cfg.get("weights_path"), "a state dict with backbone.* / aggregator.* keys")]
+    if cfg.get("pretrained"):
+        named.append(("pretrained.path", cfg.pretrained.get("path"),
+                      f"the released file of {cfg.pretrained.get('name')} (`vprlab models list` gives its URL; "
+                      "without pretrained.path it is downloaded)"))
+    return [f"{key}={value}: no such file; expected {what}" for key, value, what in named
+            if value and not Path(str(value)).expanduser().is_file()]
+
+
+def check_inputs(cfg: DictConfig) -> tuple[list, list[dict[str, str]]]:
+    """Before any model is loaded: every requested benchmark is read (lists and ground truth) and every
+    weights file is looked for. Returns (the benchmarks that are there, the missing ones as
+    ``{"benchmark", "reason"}``); with missing weights, or missing benchmarks without
+    ``skip_missing=true``, raises one FileNotFoundError that lists all of them and where to get each."""
+    problems = _missing_weights(cfg)
+    benchmarks, missing = [], []
+    for key, node in (cfg.get("benchmark") or {}).items():
+        if node is None:
+            continue
+        try:
+            benchmarks.append(build(node))
+        except Exception as error:  # noqa: BLE001 - Hydra wraps the reader's error; only missing data is collected
+            cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+            if not isinstance(cause, (FileNotFoundError, NotADirectoryError)):
+                raise
+            name = str(node.get("name") or key)
+            missing.append({"benchmark": name, "reason": f"{str(cause).split('; ')[0]} [{benchmark_hint(str(key), node)}]"})
+    skip = bool(cfg.get("skip_missing"))
+    if missing and (not skip or problems):
+        problems += [f"benchmark {m['benchmark']}: {m['reason']}" for m in missing]
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        advice = " Pass skip_missing=true to evaluate the benchmarks that are there." if missing and not skip and benchmarks else ""
+        raise FileNotFoundError(
+            f"{len(problems)} input{'s' if len(problems) > 1 else ''} of this evaluation "
+            f"{'are' if len(problems) > 1 else 'is'} missing (nothing was loaded):\n{listing}\n"
+            f"`vprlab benchmarks` lists every benchmark, its root and whether it is here; docs/evaluation.md says where to "
+            f"download each.{advice}"
+        )
+    if not benchmarks:
+        raise ValueError("no benchmark selected" + (" that is present" if missing else "")
+                         + "; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
+    return benchmarks, missing
+
+
 def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     """What evaluate.py does: load the model, evaluate every selected benchmark (descriptors from the
     cache when it has them), print the table, write results.csv / .json / .md (rows keyed by model and
@@ -174,9 +224,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     if not cfg.get("pretrained") and not cfg.get("ckpt_path"):
         # The model comes from the backbone / aggregator groups: check their keys before anything is built.
         check_component_keys(cfg)
-    benchmarks = build_benchmarks(cfg.get("benchmark"))
-    if not benchmarks:
-        raise ValueError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
+    benchmarks, skipped = check_inputs(cfg)
+    for entry in skipped:
+        log.warning("skip_missing=true: skipping benchmark %s: %s", entry["benchmark"], entry["reason"])
     check_unique_names(benchmarks)
     device = resolve_device(str(cfg.device))
     precision = Precision.from_config(cfg.precision or "32", device)
@@ -205,7 +255,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
         rows.append({
             "model": name, "checkpoint_hash": weights_hash, "benchmark": bench.name, "image_size": _size_text(size),
             "descriptor_dim": run.metrics["descriptor_dim"], **run.metrics, "queries_without_positive": bench.queries_without_positive,
-            "from_cache": run.descriptors.from_cache, "protocol": bench.protocol,
+            "from_cache": run.descriptors.from_cache, "protocol": bench.protocol, "precision": precision.name,
+            "backbone": type(model.backbone).__name__, "aggregator": type(model.aggregator).__name__.lower(),
+            "status": "evaluated",
         })
         if getattr(bench, "submission_format", None):
             extra_files += _write_submission(cfg, bench, run, name, weights_hash)
@@ -214,12 +266,19 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     print_recall_table(rows, title=f"Recall@N (%) of {name}")
     for note in _notes(rows):
         print(note)
+    if skipped:
+        print(f"skipped (data missing, skip_missing=true): {', '.join(e['benchmark'] for e in skipped)}")
+        # A row that says so, unless the results file already holds a real result for that model and benchmark.
+        earlier = {(str(r.get("model")), str(r.get("benchmark"))) for r in read_results(cfg.results_dir)}
+        rows += [{"model": name, "checkpoint_hash": weights_hash, "benchmark": e["benchmark"],
+                  "status": f"skipped: data missing ({e['reason']})"}
+                 for e in skipped if (name, e["benchmark"]) not in earlier]
     paths = write_results(rows, cfg.results_dir)
     print(f"results: {paths.csv}  {paths.json}  {paths.markdown}")
     if cfg.get("compare_with_paper"):
         from vprlab.reports.paper import compare_with_paper
 
-        compare_with_paper(rows, cfg.compare_with_paper, ks=ks, out_dir=cfg.results_dir)
+        compare_with_paper([r for r in rows if r.get("status") == "evaluated"], cfg.compare_with_paper, ks=ks, out_dir=cfg.results_dir)
     for path in extra_files:
         print(f"wrote {path}")
     return metrics

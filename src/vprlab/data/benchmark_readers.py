@@ -352,6 +352,8 @@ def detect_format(root: str | os.PathLike, name: str, prefix: str | None = None,
         raise FileNotFoundError(f"benchmark root {root} does not exist")
     if (Path(lists_dir or root) / f"{prefix or name}_dbImages.npy").is_file():
         return "npy"
+    if prefix is None and npy_prefixes(Path(lists_dir or root)):
+        return "npy"
     if (root / "gt.csv").is_file():
         return "gt_csv"
     if (root / "database").is_dir() or Path(str(root / "database") + PATHS_FILE_SUFFIX).is_file():
@@ -362,9 +364,28 @@ def detect_format(root: str | os.PathLike, name: str, prefix: str | None = None,
     )
 
 
+def npy_prefixes(folder: Path) -> list[str]:
+    """The prefixes of the ``<prefix>_dbImages.npy`` lists in ``folder`` (with their qImages list)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len("_dbImages.npy")] for p in folder.glob("*_dbImages.npy")
+                  if (folder / p.name.replace("_dbImages.npy", "_qImages.npy")).is_file())
+
+
 def load_auto_benchmark(root: str | os.PathLike, name: str, **options: Any) -> Benchmark:
-    """Detect the format of ``root`` (see :func:`detect_format`) and read it with ``options``."""
+    """Detect the format of ``root`` (see :func:`detect_format`) and read it with ``options``.
+    A folder of ``.npy`` lists with another prefix than ``name`` (``mydata_dbImages.npy`` for the
+    benchmark ``custom``) is read with that prefix when it holds one set of lists."""
     fmt = detect_format(root, name, options.get("prefix"), options.get("lists_dir"))
+    lists = Path(options.get("lists_dir") or root)
+    if fmt == "npy" and not options.get("prefix") and not (lists / f"{name}_dbImages.npy").is_file():
+        found = npy_prefixes(lists)
+        if len(found) > 1:
+            raise ValueError(
+                f"benchmark {name!r}: {lists} holds several sets of .npy lists ({', '.join(found)}); "
+                f"choose one with +benchmark.{name}.prefix=<one of them> (evaluate.py) or prefix=..."
+            )
+        options = {**options, "prefix": found[0]}
     reader = READERS[fmt]
     return _call_with_options(reader, fmt, Path(root), name, options)
 

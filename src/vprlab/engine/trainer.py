@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
-from vprlab.engine.checkpointer import Checkpointer, load_resume_checkpoint
+from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
     DistInfo,
     any_rank,
@@ -33,6 +33,7 @@ from vprlab.engine.distributed import (
 )
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
+from vprlab.engine.resume import prepare_resume
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
@@ -41,6 +42,7 @@ from vprlab.models.vpr_model import build_model
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.io import atomic_write_text
+from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
 from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
 from vprlab.utils.weights import state_dict_hash
@@ -53,18 +55,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
+    # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
+    cfg, resume_path, resume_state = prepare_resume(cfg)
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
     try:
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        return _train(cfg, device, dist_info)
+        # This job's peak memory (reset per job: a sweep may run many jobs in one process).
+        with PeakMemory(device) as peak:
+            return _train(cfg, device, dist_info, peak, (resume_path, resume_state))
     finally:
         shutdown(dist_info)
 
 
-def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory,
+    resume: tuple[Path | None, dict[str, Any] | None] = (None, None),
+) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -104,9 +113,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
     checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor)
 
     epoch, step, history = 0, 0, []
-    ckpt_path, state = load_resume_checkpoint(
-        cfg.get("ckpt_path"), ckpt_dir, map_location=device, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle)
-    )
+    ckpt_path, state = resume  # loaded (on the CPU) by prepare_resume before anything was built
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -148,8 +155,6 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         "model/aggregator_params": sum(p.numel() for p in model.aggregator.parameters()),
         "model/trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }, step=step)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
     log_every = int(tcfg.log_every_n_steps)
     guard = NonFiniteGuard(int(tcfg.max_nonfinite_steps))
@@ -228,7 +233,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
                 barrier(dist_info)
 
         final = history[-1]["metrics"] if history else {}
-        logger.log({"system/peak_mem_mb": peak_memory_mb(device)}, step=step)
+        logger.log({"system/peak_mem_mb": peak.peak_mb, "system/start_mem_mb": peak.start_mb,
+                    "system/peak_mem_kind": peak.kind}, step=step)
         summary = {**_flatten(final), "best/" + (monitor or "none"): checkpointer.best_metric, "train/steps": step}
         if history and history[0]["epoch"] == 0:
             summary.update({f"before/{k}": v for k, v in _flatten(history[0]["metrics"]).items()})
@@ -250,20 +256,6 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         "interrupted": interrupted, "step": step, "skipped_steps": guard.skipped,
         "weights_hash": state_dict_hash(model.state_dict()), "rank": dist_info.rank,
     }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch on CUDA; on the CPU the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-    except ImportError:  # Windows
-        return float("nan")
 
 
 @torch.no_grad()

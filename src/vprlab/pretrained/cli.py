@@ -9,7 +9,12 @@ from pathlib import Path
 
 import torch
 
-from vprlab.pretrained.load import _hub_backbone_name, export_release, release_file
+from vprlab.pretrained.load import (
+    _hub_backbone_name,
+    export_release,
+    release_file,
+    sidecar_path,
+)
 from vprlab.pretrained.registry import RELEASED_MODELS
 
 
@@ -46,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export":
             out, architecture = export_release(args.ckpt, args.out, allow_unsafe_pickle=args.allow_unsafe_pickle)
             print(f"wrote {out}: {architecture.describe()}")
+            print(f"wrote {sidecar_path(out)}: eval image size, transform and training config (read by load_pretrained)")
             print(f"load it with vprlab.load_pretrained({str(out)!r}) or torch.hub.load(<vprlab repo>, 'get_trained_boq', "
                   f"backbone_name={_hub_backbone_name(architecture)!r}, output_dim={architecture.descriptor_dim}, weights={str(out)!r})")
         else:

@@ -65,6 +65,15 @@ def _published(architecture: BoQArchitecture) -> BoQArchitecture:
     return architecture
 
 
+def _sidecar_size(path: Path) -> tuple[int, int] | None:
+    """The eval image size recorded by `vprlab models export` next to ``path`` (None without a sidecar)."""
+    record = read_export_sidecar(path)
+    if record is None or not record.get("eval_image_size"):
+        return None
+    log.info("%s: eval image size %s from %s", path, record["eval_image_size"], sidecar_path(path).name)
+    return tuple(int(v) for v in record["eval_image_size"])  # type: ignore[return-value]
+
+
 def _resolve(
     name_or_path: str | Path, weights: str | Path | None, image_size: Any, model_class: type[VPRModel],
     allow_unsafe_pickle: bool = False,
@@ -92,6 +101,7 @@ def _resolve(
         )
     state = _read_release_state(path, allow_unsafe_pickle)
     architecture = _published(infer_architecture(state, f"weights file {str(path)!r}"))
+    size = size or _sidecar_size(path)
     if size is not None:
         architecture = replace(architecture, eval_image_size=size)
     model = architecture.build(model_class)
@@ -168,6 +178,9 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
         path = Path(weights).expanduser()
         state = _read_release_state(path)
         architecture = _published(infer_architecture(state, f"weights={str(path)!r}"))
+        recorded = _sidecar_size(path)
+        if recorded is not None:
+            architecture = replace(architecture, eval_image_size=recorded)
         name, dim = _hub_backbone_name(architecture), architecture.descriptor_dim
         if (name, dim) != (backbone_name, output_dim):
             raise ValueError(
@@ -189,6 +202,69 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
     return model.eval()  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------------------------ export sidecar
+
+SIDECAR_FORMAT = "vprlab-export/1"
+
+
+def sidecar_path(weights_path: str | Path) -> Path:
+    """``model.pth`` -> ``model.vprlab.json``: what serving needs, next to the bare state dict."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.stem + ".vprlab.json")
+
+
+def write_export_sidecar(
+    weights_path: Path, architecture: BoQArchitecture, training_config: dict[str, Any] | None,
+    mean: Sequence[float], std: Sequence[float], source: Path,
+) -> Path:
+    """Write ``<stem>.vprlab.json`` for the exported ``weights_path``: the eval image size (the training
+    config's ``backbone.eval_image_size``, else the architecture's), the eval transform, the
+    architecture and the full training config. The .pth itself stays a bare state dict."""
+    from dataclasses import asdict
+
+    from vprlab.utils.images import as_hw
+    from vprlab.utils.io import atomic_write_json
+    from vprlab.utils.weights import file_hash
+
+    size = ((training_config or {}).get("backbone") or {}).get("eval_image_size") or architecture.eval_image_size
+    size = list(as_hw(size)) if size is not None else None
+    record = {
+        "format": SIDECAR_FORMAT,
+        "weights_file": weights_path.name,
+        "weights_hash": file_hash(weights_path),
+        "architecture": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(architecture).items()},
+        "eval_image_size": size,
+        "transform": {"steps": ["to_tensor", "resize", "normalize"], "image_size": size, "interpolation": "bicubic",
+                      "antialias": True, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "training_config": training_config,
+        "exported_from": {"path": str(source), "hash": file_hash(source)},
+    }
+    return atomic_write_json(sidecar_path(weights_path), record)
+
+
+def read_export_sidecar(weights_path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of an exported weights file, or None when there is none. A sidecar written for other
+    weights (its hash differs) is ignored with a warning: its image size would be a guess."""
+    import json
+
+    from vprlab.utils.weights import file_hash
+
+    path = sidecar_path(weights_path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-export with `vprlab models export` or delete it") from error
+    if record.get("format") != SIDECAR_FORMAT:
+        raise ValueError(f"{path}: unknown sidecar format {record.get('format')!r} (expected {SIDECAR_FORMAT!r})")
+    if record.get("weights_hash") != file_hash(weights_path):
+        log.warning("%s was written for other weights (hash %s, the file has %s); ignoring it",
+                    path, record.get("weights_hash"), file_hash(weights_path))
+        return None
+    return record
+
+
 # ------------------------------------------------------------------------------------ export
 
 def export_release(
@@ -203,8 +279,25 @@ def export_release(
     ckpt_path = Path(ckpt_path).expanduser()
     state = _read_release_state(ckpt_path, allow_unsafe_pickle)
     architecture = infer_architecture(state, f"checkpoint {str(ckpt_path)!r}")
+    training_config = _training_config(ckpt_path, allow_unsafe_pickle)
+    size = ((training_config or {}).get("backbone") or {}).get("eval_image_size")
+    if size is not None:
+        from vprlab.utils.images import as_hw
+
+        architecture = replace(architecture, eval_image_size=as_hw(size))
     model = architecture.build()
     load_release_state_dict(model, state, f"checkpoint {str(ckpt_path)!r}", architecture.describe())
     # Fresh contiguous tensors in the model's (= the release's) key order, nothing else in the file.
     release = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    return atomic_torch_save(release, Path(out_path).expanduser()), architecture
+    out = atomic_torch_save(release, Path(out_path).expanduser())
+    write_export_sidecar(out, architecture, training_config, model.backbone.mean, model.backbone.std, ckpt_path)
+    return out, architecture
+
+
+def _training_config(ckpt_path: Path, allow_unsafe_pickle: bool) -> dict[str, Any] | None:
+    """The resolved config a vprlab checkpoint stores (None for a bare state dict)."""
+    from vprlab.utils.weights import torch_load
+
+    container = torch_load(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle)
+    config = container.get("config") if isinstance(container, dict) else None
+    return config if isinstance(config, dict) else None

@@ -4,7 +4,11 @@
   sweep     BoQ grid: R@1 heatmap over num_layers x num_queries, with descriptor dim and throughput
   compare   aggregators on one recipe: R@1/5/10, size, speed, memory; R@1 vs descriptor dim plot
   paper     the BoQ paper's table next to the measured numbers (Markdown + LaTeX)
-  seeds     runs that differ only in seed as mean +- std (grouped by --by columns)
+  seeds     mean +- std over seeds, one row per setting (named by the --by columns)
+
+Runs are averaged only when their resolved configs differ in nothing but the seed and run-specific keys
+(paths, names, loader workers, logging); config keys that still differ between rows with the same --by
+values are shown as columns. Training runs report one epoch each, the same rule for all (--epoch).
 """
 
 from __future__ import annotations
@@ -14,40 +18,80 @@ import sys
 from pathlib import Path
 
 from vprlab.evaluation.results import markdown_table
-from vprlab.reports.collect import collect_runs
+from vprlab.reports.collect import EPOCH_RULES, collect_runs
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
     compare_report,
-    format_mean_std,
-    mean_std,
+    seeds_report,
     sweep_report,
 )
 from vprlab.utils.io import atomic_write_text
 
-SUMMARY_COLUMNS = ["job", "aggregator", "seed", "benchmark", "R@1", "R@5", "R@10", "descriptor_dim", "params",
-                   "train_img_per_s", "eval_img_per_s", "peak_mem_mb", "status"]
+SUMMARY_COLUMNS = ["job", "model", "aggregator", "seed", "setting", "benchmark", "epoch", "R@1", "R@5", "R@10", "descriptor_dim",
+                   "params", "train_img_per_s", "eval_img_per_s", "peak_mem_mb", "status"]
+
+
+def select_runs(runs, where: list[str]):
+    """Rows whose column KEY has the text VALUE, for each ``KEY=VALUE`` of ``--where``."""
+    for condition in where:
+        key, sep, value = condition.partition("=")
+        if not sep:
+            raise SystemExit(f"vprlab report: --where {condition!r}: write KEY=VALUE, e.g. --where aggregator.num_layers=2")
+        if key not in runs.columns:
+            raise SystemExit(f"vprlab report: --where {key}=...: the runs have no column {key!r}; "
+                             f"config keys that differ between them: {', '.join(runs.attrs.get('config_keys', [])) or 'none'}")
+        mask = runs[key].map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)) == value
+        if not mask.any():
+            raise SystemExit(f"vprlab report: --where {key}={value}: no run has it; values: "
+                             f"{', '.join(sorted(runs[key].astype(str).unique()))}")
+        attrs = dict(runs.attrs)
+        runs = runs[mask]
+        runs.attrs.update(attrs)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vprlab report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["collect", "sweep", "compare", "paper", "seeds"])
-    parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, ...)")
+    parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, outputs/evaluate, ...), "
+                        "or the runs.csv of an earlier report")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: <runs>/report)")
     parser.add_argument("--benchmark", default=None, help="sweep: the benchmark of the heatmap (default: the first)")
     parser.add_argument("--rows", default="aggregator.num_layers", help="sweep: heatmap rows")
     parser.add_argument("--cols", default="aggregator.num_queries", help="sweep: heatmap columns")
     parser.add_argument("--by", nargs="+", default=["aggregator"], help="compare/seeds: the columns that name a setting")
     parser.add_argument("--model", default="boq_resnet50", help="paper: boq_resnet50 or boq_dinov2")
+    parser.add_argument("--epoch", choices=sorted(EPOCH_RULES), default="last",
+                        help="which evaluation of each training run is reported: last (default) or best (by trainer.monitor)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep the runs whose KEY (a column, e.g. a config key) is VALUE; repeatable")
     parser.add_argument("--no-wandb", action="store_true", help="do not read W&B offline runs")
     args = parser.parse_args(argv)
 
-    runs = collect_runs(args.runs, use_wandb=not args.no_wandb)
-    out = args.out or args.runs / "report"
+    try:
+        runs = select_runs(collect_runs(args.runs, use_wandb=not args.no_wandb, epoch=args.epoch), args.where)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"vprlab report: {error}", file=sys.stderr)
+        return 2
+    out = args.out or (args.runs.parent if args.runs.is_file() else args.runs) / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
+    try:
+        paths = _report(args, runs, out)
+    except ValueError as error:  # a table that would mix configurations, a missing column...
+        print(f"vprlab report {args.kind}: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _report(args, runs, out: Path) -> dict[str, Path]:
     if args.kind == "collect":
         columns = [c for c in SUMMARY_COLUMNS if c in runs.columns]
+        columns += [c for c in runs.attrs.get("config_keys", []) if c not in columns]
         paths = {"csv": out / "runs.csv",
                  "markdown": atomic_write_text(out / "runs.md", markdown_table(runs.to_dict("records"), columns, ".1f"))}
     elif args.kind == "sweep":
@@ -57,12 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.kind == "paper":
         paths = paper_report(runs, out, model=args.model)
     else:
-        table = format_mean_std(mean_std(runs, args.by))
-        paths = {"markdown": atomic_write_text(out / "seeds.md", markdown_table(table.to_dict("records"), float_format=".1f"))}
-    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}")
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+        paths = seeds_report(runs, out, by=args.by)
+    return paths
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vprlab.evaluation.results import markdown_table
-from vprlab.reports.tables import _write
+from vprlab.reports.tables import _settings, _write, config_keys, epoch_statement
 from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_text
 
@@ -172,19 +172,43 @@ def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int
 
 # --- paper table --------------------------------------------------------------------------------
 
+def _one_setting(measured: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one setting, or an error listing the settings the rows hold (a paper table compares
+    one model; averaging several would print a number nobody trained)."""
+    settings = _settings(measured)
+    if settings.nunique() <= 1:
+        return measured
+    keys = config_keys(measured)
+    names = []
+    for setting, part in measured.groupby(settings, sort=False):
+        first = part.iloc[0]
+        label = ", ".join(f"{k}={first[k]}" for k in keys if str(first[k]) not in ("-", "nan", "None"))
+        if "model" in part.columns and isinstance(first.get("model"), str):
+            label = f"model={first['model']}" + (f", {label}" if label else "")
+        names.append(label or str(setting))
+    raise ValueError(
+        f"the runs hold {len(names)} different settings, and a paper table shows one: "
+        + "; ".join(f"[{n}]" for n in names)
+        + ". Choose one with --where KEY=VALUE (e.g. --where model=<name>), or pass a folder holding only its runs"
+    )
+
+
 def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
-    """Every benchmark of the paper for ``model``: paper R@k, ours (mean over runs) and ours - paper.
-    Measured benchmarks the paper does not report are appended with empty paper cells."""
+    """Every benchmark of the paper for ``model``: paper R@k, ours (mean over the seeds of one setting;
+    rows of several settings are an error) and ours - paper. Measured benchmarks the paper does not
+    report are appended with empty paper cells. ``n``: runs averaged per benchmark."""
     measured = pd.DataFrame(list(measured)) if not isinstance(measured, pd.DataFrame) else measured
     published = [row for row in load_paper_results() if row["model"] == model]
     if not published:
         raise ValueError(f"the paper has no results for {model!r}; use one of boq_resnet50, boq_dinov2")
     ours: dict[str, dict[str, float]] = {}
     if len(measured) and "benchmark" in measured.columns:
-        for bench, part in measured[measured["benchmark"].notna()].groupby("benchmark"):
+        measured = _one_setting(measured[measured["benchmark"].notna()])
+        for bench, part in measured.groupby("benchmark"):
             name = paper_benchmark(str(bench)) or str(bench)
             ours[name] = {f"R@{k}": pd.to_numeric(part[f"R@{k}"], errors="coerce").mean()
                           for k in ks if f"R@{k}" in part.columns}
+            ours[name]["n"] = len(part)
     rows = []
     for paper in published:
         name = paper["benchmark"]
@@ -194,10 +218,11 @@ def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resne
             row[f"paper R@{k}"] = theirs
             row[f"ours R@{k}"] = mine
             row[f"Δ R@{k}"] = mine - theirs if mine is not None and not math.isnan(mine) else None
+        row["n"] = ours.get(name, {}).get("n")
         rows.append(row)
     for name, values in ours.items():
         if not any(r["benchmark"] == name for r in rows):
-            rows.append({"benchmark": name, **{f"ours R@{k}": values.get(f"R@{k}") for k in ks}})
+            rows.append({"benchmark": name, **{f"ours R@{k}": values.get(f"R@{k}") for k in ks}, "n": values.get("n")})
     return pd.DataFrame(rows)
 
 
@@ -209,7 +234,7 @@ def _cell(value: Any, sign: bool = False) -> str:
 
 def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper") -> str:
     """A booktabs table; ``-`` where a number is missing."""
-    columns = list(table.columns)
+    columns = [c for c in table.columns if c != "n"]
     header = " & ".join(c.replace("Δ", r"$\Delta$").replace("@", "@") for c in columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
              r"\toprule", header + r" \\", r"\midrule"]
@@ -221,17 +246,37 @@ def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper")
     return "\n".join(lines) + "\n"
 
 
+def _measured_by(runs: pd.DataFrame) -> list[str]:
+    """What 'ours' is: the evaluated weights (evaluate.py rows) or the training runs, and the epoch rule."""
+    lines = []
+    data = runs[runs["benchmark"].notna()] if "benchmark" in runs.columns else runs
+    if "checkpoint_hash" in data.columns and data["checkpoint_hash"].notna().any():
+        first = data[data["checkpoint_hash"].notna()].iloc[0]
+        parts = [f"`{first[k]}`" if k == "model" else f"{k} {first[k]}" for k in ("model", "checkpoint_hash", "image_size", "protocol", "precision")
+                 if k in data.columns and not pd.isna(first.get(k))]
+        lines.append("Ours: " + ", ".join(parts) + ".")
+    elif "job" in data.columns and len(data):
+        lines.append("Ours: training runs " + ", ".join(f"`{j}`" for j in sorted(data["job"].astype(str).unique())) + ".")
+    statement = epoch_statement(data)
+    if statement:
+        lines.append(statement)
+    return lines
+
+
 def paper_report(
     runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, Path]:
+    runs = pd.DataFrame(list(runs)) if not isinstance(runs, pd.DataFrame) else runs
     table = paper_table(runs, model=model, ks=ks)
     measured = table[[c for c in table.columns if c.startswith("ours")]].notna().any(axis=1).sum()
     caption = f"Recall@N (\\%) of {model.replace('_', '-')}: the BoQ paper vs.\\ our runs ({measured} benchmarks measured)."
-    markdown_rows = [{k: _cell(v, sign=k.startswith("Δ")) if k != "benchmark" else str(v).replace("*", "\\*")
-                      for k, v in r.items()} for r in table.to_dict("records")]
+    markdown_rows = [{k: (str(v).replace("*", "\\*") if k == "benchmark" else "-" if pd.isna(v) else str(int(v)) if k == "n"
+                          else _cell(v, sign=k.startswith("Δ"))) for k, v in r.items()} for r in table.to_dict("records")]
     markdown = (
         f"# BoQ paper vs measured ({model})\n\nPaper numbers from the BoQ README "
-        "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper.\n\n"
+        "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper; ours = mean over "
+        "the n runs of one setting (they differ in nothing but the seed).\n\n"
+        + "".join(f"{line}\n\n" for line in _measured_by(runs))
         + markdown_table(markdown_rows, list(table.columns))
     )
     out_dir = Path(out_dir)

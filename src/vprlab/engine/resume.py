@@ -1,0 +1,150 @@
+"""Resume means the stored run.
+
+``train.py ckpt_path=<file>`` continues the run the checkpoint holds: its stored (resolved)
+configuration is rebuilt, and only the keys of :data:`RESUME_SAFE` may be overridden (how long to
+train, where and how it runs, logging). Any other override (``optimizer.lr=5e-3``,
+``aggregator=gem``, ``experiment=...``) fails before anything is built and names the key: a
+different learning rate would silently be a different run, and a different model would only fail
+deep inside ``load_state_dict``.
+
+``ckpt_path=auto`` continues this run folder's own checkpoint with the config of this run (a requeued
+job starts with the same command line); the model it describes must be the stored one.
+
+Which keys were overridden: under Hydra, the command line's overrides; without Hydra (a config made
+in Python), every key whose value differs from the stored config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vprlab.engine.checkpointer import load_resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Keys that change how long, where or how visibly a run goes on, never what it computes. An exact key,
+# or a prefix ending in ".". `trainer.max_epochs` extends a run (a schedule defined in epochs then
+# stretches with it; warmup_multistep with fixed milestones does not).
+RESUME_SAFE = (
+    "ckpt_path", "allow_unsafe_pickle", "paths.", "logger", "logger.", "hydra.",
+    "trainer.max_epochs", "trainer.device", "trainer.eval_batch_size", "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps", "trainer.eval_every_n_epochs",
+    "dataset.num_workers", "dataset.persistent_workers", "dataset.pin_memory", "dataset.prefetch_factor",
+    "dataset.root",
+)
+
+
+def is_resume_safe(key: str) -> bool:
+    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): node}
+
+
+def _override_keys(overrides: list[str]) -> list[str]:
+    """``["+a.b=1", "aggregator=gem", "~x"]`` -> ``["a.b", "aggregator", "x"]``."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.append(key.split("@", 1)[0])  # group@package=... names the group
+    return keys
+
+
+def command_line_overrides() -> list[str] | None:
+    """The overrides of the running Hydra job, or None outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return None
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` as plain values; interpolations that resolve only inside a Hydra job (``${hydra:...}``) stay
+    as written when there is none."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] | None) -> DictConfig:
+    """The stored run's config with the resume-safe values of ``cfg``; any other override is a ValueError
+    that names it. ``overrides``: the command line's (None: compare ``cfg`` with ``stored`` key by key)."""
+    current = _flatten(_resolved(cfg))
+    saved = _flatten(stored)
+    if overrides is not None:
+        changed = [k for k in _override_keys(overrides)]
+    else:
+        changed = sorted(k for k in set(current) | set(saved) if current.get(k, "<absent>") != saved.get(k, "<absent>"))
+    refused = [k for k in changed if not is_resume_safe(k)]
+    if refused:
+        shown = []
+        for key in refused:
+            was = saved.get(key, next((f"{k}=..." for k in saved if k.startswith(key + ".")), "<not set>"))
+            now = current.get(key, next((f"{k}=..." for k in current if k.startswith(key + ".")), "<not set>"))
+            shown.append(f"{key} (stored: {was}, asked: {now})" if overrides is None else key)
+        raise ValueError(
+            f"ckpt_path={cfg.ckpt_path} resumes the run stored in the checkpoint, so its configuration cannot change: "
+            f"{', '.join(shown)} {'is' if len(shown) == 1 else 'are'} not resume-safe. Only these may be overridden when "
+            f"resuming: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUME_SAFE)}. "
+            "Drop the other overrides, or start a new run (without ckpt_path) to train with other settings"
+        )
+    merged = OmegaConf.create(stored)
+    for key in changed:
+        if key in ("hydra",) or key.startswith("hydra."):
+            continue
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        OmegaConf.update(merged, key, value, merge=False, force_add=True)  # a group (logger=none) replaces the node
+    # This process writes where it was told to (its run folder), not into the stored run's folder.
+    merged.paths.output_dir = str(OmegaConf.select(cfg, "paths.output_dir"))
+    merged.ckpt_path = str(cfg.ckpt_path)
+    merged.allow_unsafe_pickle = bool(cfg.get("allow_unsafe_pickle", False))
+    if changed:
+        log.info("resuming the stored run of %s with %s", cfg.ckpt_path, ", ".join(changed))
+    return merged
+
+
+def _check_same_model(cfg: DictConfig, stored: dict[str, Any], path: Path) -> None:
+    current = {k: v for k, v in _flatten(_resolved(cfg)).items() if k.startswith(("backbone.", "aggregator."))}
+    saved = {k: v for k, v in _flatten(stored).items() if k.startswith(("backbone.", "aggregator."))}
+    differ = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k) and k != "backbone.pretrained")
+    if differ:
+        raise ValueError(
+            f"ckpt_path=auto: {path} holds a model with other settings than this run's: "
+            + ", ".join(f"{k} (stored: {saved.get(k, '<not set>')}, this run: {current.get(k, '<not set>')})" for k in differ)
+            + f". Use the run's own command line, another run folder, or remove {path} to start from scratch"
+        )
+
+
+def prepare_resume(cfg: DictConfig) -> tuple[DictConfig, Path | None, dict[str, Any] | None]:
+    """(the config to train with, the checkpoint path, its loaded state) before anything is built.
+    No ``ckpt_path``: ``cfg`` unchanged and no state."""
+    value = cfg.get("ckpt_path")
+    if not value:
+        return cfg, None, None
+    ckpt_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir"))) / "checkpoints" if str(value) == "auto" else Path(".")
+    path, state = load_resume_checkpoint(value, ckpt_dir, map_location="cpu", allow_unsafe_pickle=bool(cfg.get("allow_unsafe_pickle")))
+    if state is None:
+        return cfg, None, None
+    stored = state.get("config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} holds no training configuration (not a checkpoint written by train.py); it cannot be resumed")
+    if str(value) == "auto":
+        _check_same_model(cfg, stored, path)
+        return cfg, path, state
+    return resume_config(cfg, stored, command_line_overrides()), path, state
