@@ -1,0 +1,347 @@
+"""Released SALAD, MegaLoc and NetVLAD models, built from the zoo's own components.
+
+What each release holds and computes is written down in
+``shared/reference/published_checkpoints/README.md``; here each family has
+
+- ``build_<family>(entry)``: the model with random weights (never downloads anything);
+- ``convert_<family>(raw, entry)``: the release's tensors (as read from its file) -> a state dict
+  with exactly the model's own keys and shapes, through an explicit key mapping; a key the mapping
+  does not know, a key the model lacks or has in another shape is named in a ValueError;
+- for NetVLAD, :func:`read_netvlad_mat`, the reader of the MATLAB file (scipy, nothing unpickled).
+
+``entry`` is the registry entry. Only NetVLAD reads it: ``entry.descriptor_dim`` 4096 (whitened,
+the default when there is no entry) or 32768.
+
+How the releases map onto the zoo:
+
+- SALAD (``dino_salad.ckpt``): DinoV2Backbone (timm ViT-B/14, final norm on every token, class
+  token returned, the release's position-embedding interpolation) + SALAD(cluster_dim 128).
+  ``backbone.model.X`` -> ``backbone.dino.X`` (timm's names are the DINOv2 hub model's; the
+  unused ``mask_token`` is kept, as the backbone holds it), ``aggregator.X`` unchanged.
+- MegaLoc (``model.safetensors``; the earlier ``megaloc.torch``): the same backbone without a mask
+  token, rounding input sizes to multiples of 14 inside the forward pass, + SALAD(cluster_dim 256,
+  out_dim 8448). ``backbone.X`` (or ``backbone.model.X`` in the earlier file, whose ``mask_token``
+  is dropped) -> ``backbone.dino.X``, ``aggregator.agg.X`` -> ``aggregator.X``,
+  ``aggregator.linear.X`` -> ``aggregator.projection.X``.
+- NetVLAD (``Pitts30K_struct.mat``): VGGBackbone (conv5_3, no final ReLU, MatConvNet input with
+  the file's mean pixel) + NetVLAD(64 clusters, bias-free assignment, MATLAB flatten order,
+  whitening to 4096 as its ``pca`` layer).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vprlab.models.aggregators.netvlad import NetVLAD
+from vprlab.models.aggregators.salad import SALAD
+from vprlab.models.backbones.dinov2 import DinoV2Backbone
+from vprlab.models.backbones.vgg import NUM_KEPT_LAYERS, STAGE_CONVS, VGGBackbone
+from vprlab.models.vpr_model import VPRModel
+
+DINOV2_VITB14 = "vit_base_patch14_dinov2"
+NETVLAD_WHITENED_DIM = 4096
+NETVLAD_FULL_DIM = 64 * 512
+# Positions in the MATLAB file's net.layers (0-based, as scipy returns them; hloc reads the same ones).
+NETVLAD_LAYER = 30
+WHITENING_LAYER = 33
+MEAN_PIXEL_KEY = "meta.normalization.averageImage"
+
+# The releases: where their files are and how the original code evaluates them (the registry's
+# entries carry these facts; the names are the registry's).
+RELEASES: dict[str, dict[str, Any]] = {
+    "salad_dinov2_8448": {
+        "method": "SALAD", "backbone": "DINOv2 ViT-B/14", "descriptor_dim": 8448,
+        "url": "https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt",
+        "file_name": "dino_salad.ckpt", "container": "torch (bare state dict)",
+        # SALAD's README: PIL resize to 322x322 (bilinear), ToTensor, ImageNet normalisation.
+        "eval_image_size": (322, 322), "eval_resize": "PIL bilinear",
+    },
+    "megaloc_dinov2_8448": {
+        "method": "MegaLoc", "backbone": "DINOv2 ViT-B/14", "descriptor_dim": 8448,
+        "url": "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
+        "file_name": "model.safetensors", "container": "safetensors",
+        "legacy_url": "https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",
+        # Native size, ToTensor, ImageNet normalisation; the model rounds sides to multiples of 14 itself.
+        "eval_image_size": None, "eval_resize": None,
+    },
+    "netvlad_vgg16_pitts30k": {
+        "method": "NetVLAD", "backbone": "VGG16", "descriptor_dim": NETVLAD_WHITENED_DIM,
+        "url": "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
+        "file_name": "VGG16-NetVLAD-Pitts30K.mat", "cache_subdir": "netvlad", "container": "MATLAB .mat",
+        # Native size, ToTensor, ImageNet normalisation (the model undoes it and subtracts the mean pixel).
+        "eval_image_size": None, "eval_resize": None,
+    },
+    "netvlad_vgg16_pitts30k_32768": {
+        "method": "NetVLAD", "backbone": "VGG16", "descriptor_dim": NETVLAD_FULL_DIM,
+        "url": "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
+        "file_name": "VGG16-NetVLAD-Pitts30K.mat", "cache_subdir": "netvlad", "container": "MATLAB .mat",
+        "eval_image_size": None, "eval_resize": None,
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def _dinov2_backbone(**options: Any) -> DinoV2Backbone:
+    return DinoV2Backbone(
+        DINOV2_VITB14, pretrained=False, num_trainable_blocks=4, return_cls_token=True, apply_final_norm=True,
+        train_image_size=(224, 224), **options,
+    )
+
+
+def build_salad(entry: Any = None) -> VPRModel:
+    """SALAD's released model (DINOv2 ViT-B/14 + SALAD, 8448-d) with random weights. As trained:
+    the last 4 blocks train, 224x224 training images; evaluated at 322x322."""
+    backbone = _dinov2_backbone(eval_image_size=(322, 322))
+    aggregator = SALAD(backbone.out_channels, num_clusters=64, cluster_dim=128, token_dim=256, hidden_dim=512, dropout=0.3)
+    return VPRModel(backbone, aggregator)
+
+
+def build_megaloc(entry: Any = None) -> VPRModel:
+    """MegaLoc's released model (DINOv2 ViT-B/14 without mask token, any input size rounded to
+    multiples of 14, + SALAD with 256-d clusters projected 16640 -> 8448) with random weights."""
+    backbone = _dinov2_backbone(eval_image_size=None, round_to_patch_multiple=True, keep_mask_token=False)
+    aggregator = SALAD(
+        backbone.out_channels, num_clusters=64, cluster_dim=256, token_dim=256, hidden_dim=512, dropout=0.3, out_dim=8448
+    )
+    return VPRModel(backbone, aggregator)
+
+
+def netvlad_whitened(entry: Any = None) -> bool:
+    """Whether ``entry`` is the whitened 4096-d NetVLAD (True; also without an entry) or the 32768-d one."""
+    dim = getattr(entry, "descriptor_dim", None)
+    if dim is None and isinstance(entry, Mapping):
+        dim = entry.get("descriptor_dim")
+    if dim is None:
+        return True
+    if int(dim) not in (NETVLAD_WHITENED_DIM, NETVLAD_FULL_DIM):
+        raise ValueError(
+            f"NetVLAD VGG16 releases are {NETVLAD_WHITENED_DIM}-d (whitened) or {NETVLAD_FULL_DIM}-d, not {dim}"
+        )
+    return int(dim) == NETVLAD_WHITENED_DIM
+
+
+def build_netvlad_vgg16(entry: Any = None) -> VPRModel:
+    """The released VGG16 NetVLAD (Pitts30k) with random weights: 4096-d whitened, or 32768-d when
+    ``entry.descriptor_dim`` is 32768. The mean pixel starts at ImageNet's (x 255) until loaded."""
+    backbone = VGGBackbone(
+        "vgg16", pretrained=False, num_trainable_blocks=1, eval_image_size=None,
+        pixel_mean=[255.0 * m for m in (0.485, 0.456, 0.406)],
+    )
+    aggregator = NetVLAD(
+        backbone.out_channels, num_clusters=64, normalize_input=True, vladv2=False,
+        pca_dim=NETVLAD_WHITENED_DIM if netvlad_whitened(entry) else None, flatten_order="channel_major",
+    )
+    return VPRModel(backbone, aggregator)
+
+
+# ----------------------------------------------------------------------------------- key mappings
+
+# (pattern, replacement or None to drop), tried in order; the first that matches decides.
+Rules = tuple[tuple[str, str | None], ...]
+SALAD_RULES: Rules = ((r"^backbone\.model\.", "backbone.dino."), (r"^aggregator\.", "aggregator."))
+MEGALOC_RULES: Rules = (
+    (r"^backbone\.(?!model\.)", "backbone.dino."),
+    (r"^aggregator\.agg\.", "aggregator."),
+    (r"^aggregator\.linear\.", "aggregator.projection."),
+)
+MEGALOC_LEGACY_RULES: Rules = (
+    (r"^backbone\.model\.mask_token$", None),  # DINOv2's masked-image token, unused by MegaLoc
+    (r"^backbone\.model\.", "backbone.dino."),
+    (r"^aggregator\.agg\.", "aggregator."),
+    (r"^aggregator\.linear\.", "aggregator.projection."),
+)
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_against_model(state: Mapping[str, torch.Tensor], build: Callable[[Any], VPRModel], entry: Any, what: str) -> None:
+    """Raise a ValueError naming every key of the model that ``state`` lacks, every key it has in
+    excess and every shape that differs. The model is built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        expected = build(entry).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_names(shapes, 5)}")
+    if problems:
+        raise ValueError(f"{what} does not match the model: " + "; ".join(problems))
+
+
+def map_keys(raw: Mapping[str, torch.Tensor], rules: Rules, what: str) -> dict[str, torch.Tensor]:
+    """Rename every key of ``raw`` by the first rule whose pattern matches (a None replacement drops
+    the key); a key no rule matches is an error that names it."""
+    out: dict[str, torch.Tensor] = {}
+    unmapped = []
+    for key, value in raw.items():
+        for pattern, replacement in rules:
+            if re.match(pattern, key):
+                if replacement is not None:
+                    out[re.sub(pattern, replacement, key, count=1)] = value
+                break
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise ValueError(f"{what}: {len(unmapped)} keys that no mapping knows: {_names(unmapped)}")
+    return out
+
+
+def convert_salad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """``dino_salad.ckpt`` (188 keys) -> the state dict of :func:`build_salad`."""
+    what = "SALAD release (dino_salad.ckpt layout: backbone.model.*, aggregator.*)"
+    state = map_keys(raw, SALAD_RULES, what)
+    check_against_model(state, build_salad, entry, what)
+    return state
+
+
+def megaloc_layout(raw: Mapping[str, torch.Tensor]) -> str:
+    """``"safetensors"`` (``backbone.*``, the file since January 2026) or ``"legacy"``
+    (``backbone.model.*`` with ``mask_token``, ``megaloc.torch``)."""
+    if any(k.startswith("backbone.model.") for k in raw):
+        return "legacy"
+    return "safetensors"
+
+
+def convert_megaloc(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """MegaLoc's ``model.safetensors`` (189 keys) or the earlier ``megaloc.torch`` (190 keys, the
+    layout is detected) -> the state dict of :func:`build_megaloc`."""
+    if megaloc_layout(raw) == "legacy":
+        what = "MegaLoc release (megaloc.torch layout: backbone.model.*, aggregator.agg.*, aggregator.linear.*)"
+        state = map_keys(raw, MEGALOC_LEGACY_RULES, what)
+    else:
+        what = "MegaLoc release (model.safetensors layout: backbone.*, aggregator.agg.*, aggregator.linear.*)"
+        state = map_keys(raw, MEGALOC_RULES, what)
+    check_against_model(state, build_megaloc, entry, what)
+    return state
+
+
+# ------------------------------------------------------------------------------------------ NetVLAD
+
+
+def _mat_cell(value: Any) -> list[Any]:
+    """A MATLAB cell array as scipy returns it with ``squeeze_me=True``: an object array (several
+    items), the single item itself (a 1x1 cell), or an empty array."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return list(value.reshape(-1))
+    if isinstance(value, np.ndarray) and value.size == 0:
+        return []
+    return [value]
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    array = np.asarray(value)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{where} is not a numeric array (dtype {array.dtype})")
+    return torch.from_numpy(np.ascontiguousarray(array.astype(np.float32 if array.dtype != np.float64 else np.float64)))
+
+
+def read_netvlad_mat(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a NetVLAD MATLAB release (``Pitts30K_struct.mat``), read with
+    ``scipy.io.loadmat(struct_as_record=False, squeeze_me=True)`` (no code is executed, nothing is
+    unpickled).
+
+    Keys: ``layers.{i}.weights.{j}`` for the j-th array of the i-th entry of ``net.layers`` (0-based,
+    as MATLAB's cell order; layers without weights give none), and ``meta.normalization.averageImage``
+    (the mean pixel, 3 values; a whole mean image gives its first pixel, as hloc reads it). Arrays
+    keep MATLAB's axis order ([k, k, in, out] kernels); :func:`convert_netvlad` rearranges them.
+    """
+    import scipy.io
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"NetVLAD weights file {str(path)!r} does not exist")
+    try:
+        mat = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
+    except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
+        raise ValueError(f"{str(path)!r} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads up to v7)") from err
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
+        raise ValueError(f"{str(path)!r} could not be read as a MATLAB file ({type(err).__name__}: {err})") from err
+    net = mat.get("net")
+    if net is None or not hasattr(net, "layers"):
+        raise ValueError(f"{str(path)!r} holds no 'net' struct with 'layers' (found {sorted(k for k in mat if not k.startswith('__'))})")
+    raw: dict[str, torch.Tensor] = {}
+    for i, layer in enumerate(_mat_cell(net.layers)):
+        for j, array in enumerate(_mat_cell(getattr(layer, "weights", None) if layer is not None else None)):
+            if not isinstance(array, (np.ndarray, np.generic, float, int)) or np.asarray(array).dtype.kind not in "fiu":
+                continue  # not a numeric array (a struct, a string, a nested cell): nothing to load
+            raw[f"layers.{i}.weights.{j}"] = _tensor(array, f"{path.name}: net.layers{{{i + 1}}}.weights{{{j + 1}}}")
+    try:
+        average = np.asarray(net.meta.normalization.averageImage)
+    except AttributeError as err:
+        raise ValueError(f"{str(path)!r} has no net.meta.normalization.averageImage (the mean pixel)") from err
+    if average.ndim >= 2:  # a mean image [H, W, 3]: its first pixel, as the released loaders read it
+        average = average.reshape(-1, average.shape[-1])[0]
+    raw[MEAN_PIXEL_KEY] = _tensor(average.reshape(-1), f"{path.name}: net.meta.normalization.averageImage")
+    return raw
+
+
+def _take(raw: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...], what: str, used: set[str]) -> torch.Tensor:
+    if key not in raw:
+        raise ValueError(f"{what}: missing {key} (expected shape {shape})")
+    value = raw[key]
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{what}: {key} has shape {tuple(value.shape)}, expected {shape}")
+    used.add(key)
+    return value
+
+
+def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """The tensors of :func:`read_netvlad_mat` -> the state dict of :func:`build_netvlad_vgg16`.
+
+    ``net.layers`` entries 0..28 pair position by position with VGG16's first 29 feature layers; at
+    each convolution, ``weights`` = {kernel [k, k, in, out] -> [out, in, k, k], bias [out]}. Entry 30
+    is NetVLAD: {assignment weights [512, 64] -> bias-free 1x1 conv [64, 512, 1, 1], centres
+    [512, 64] stored negated -> [64, 512]}. Entry 33 is the whitening: {[1, 1, 32768, 4096] ->
+    Linear weight [4096, 32768], bias [4096]} (only for the 4096-d model). An array the mapping does
+    not know in one of these entries (or in a ReLU / pooling entry among the first 29) is an error
+    that names it; the other entries (normalisation layers) are not read, as by the released loaders.
+    """
+    what = "NetVLAD release (MATLAB net.layers)"
+    used: set[str] = set()
+    state: dict[str, torch.Tensor] = {}
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    conv_positions = [i for stage in STAGE_CONVS for i in stage]
+    for n, position in enumerate(conv_positions):
+        cin, cout = channels[n], channels[n + 1]
+        kernel = _take(raw, f"layers.{position}.weights.0", (3, 3, cin, cout), what, used)
+        bias = _take(raw, f"layers.{position}.weights.1", (cout,), what, used)
+        state[f"backbone.net.{position}.weight"] = kernel.permute(3, 2, 0, 1).contiguous()
+        state[f"backbone.net.{position}.bias"] = bias.reshape(-1).clone()
+    mean_pixel = _take(raw, MEAN_PIXEL_KEY, (3,), what, used)
+    state["backbone.pixel_mean"] = mean_pixel.clone()
+    assignment = _take(raw, f"layers.{NETVLAD_LAYER}.weights.0", (512, 64), what, used)
+    centres = _take(raw, f"layers.{NETVLAD_LAYER}.weights.1", (512, 64), what, used)
+    state["aggregator.centroids"] = (-centres).t().contiguous()
+    state["aggregator.conv.weight"] = assignment.t().contiguous()[:, :, None, None]
+    if netvlad_whitened(entry):
+        weight = _take(raw, f"layers.{WHITENING_LAYER}.weights.0", (1, 1, NETVLAD_FULL_DIM, NETVLAD_WHITENED_DIM), what, used)
+        bias = _take(raw, f"layers.{WHITENING_LAYER}.weights.1", (NETVLAD_WHITENED_DIM,), what, used)
+        state["aggregator.pca.weight"] = weight.reshape(NETVLAD_FULL_DIM, NETVLAD_WHITENED_DIM).t().contiguous()
+        state["aggregator.pca.bias"] = bias.reshape(-1).clone()
+    else:
+        used.update(k for k in raw if k.startswith(f"layers.{WHITENING_LAYER}."))  # present, not used at 32768-d
+    state["aggregator.initialised"] = torch.tensor(True)
+    read_layers = {*range(NUM_KEPT_LAYERS), NETVLAD_LAYER, WHITENING_LAYER}
+    unused = [k for k in raw if k not in used and k.startswith("layers.") and int(k.split(".")[1]) in read_layers]
+    if unused:
+        raise ValueError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
+    check_against_model(state, build_netvlad_vgg16, entry, what)
+    return state
