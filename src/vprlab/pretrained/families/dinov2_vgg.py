@@ -164,9 +164,12 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_against_model(state: Mapping[str, torch.Tensor], build: Callable[[Any], VPRModel], entry: Any, what: str) -> None:
-    """Raise a ValueError naming every key of the model that ``state`` lacks, every key it has in
-    excess and every shape that differs. The model is built on the meta device (no memory, no init)."""
+def check_against_model(
+    state: Mapping[str, torch.Tensor], build: Callable[[Any], VPRModel], entry: Any, what: str
+) -> dict[str, torch.Tensor]:
+    """``state`` in the model's key order, or a ValueError naming every key of the model that
+    ``state`` lacks, every key it has in excess and every shape that differs. The model is built on
+    the meta device (no memory, no initialisation)."""
     with torch.device("meta"):
         expected = build(entry).state_dict()
     missing = [k for k in expected if k not in state]
@@ -184,6 +187,7 @@ def check_against_model(state: Mapping[str, torch.Tensor], build: Callable[[Any]
         problems.append(f"shape mismatches: {_names(shapes, 5)}")
     if problems:
         raise ValueError(f"{what} does not match the model: " + "; ".join(problems))
+    return {k: state[k] for k in expected}
 
 
 def map_keys(raw: Mapping[str, torch.Tensor], rules: Rules, what: str) -> dict[str, torch.Tensor]:
@@ -208,8 +212,7 @@ def convert_salad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[st
     """``dino_salad.ckpt`` (188 keys) -> the state dict of :func:`build_salad`."""
     what = "SALAD release (dino_salad.ckpt layout: backbone.model.*, aggregator.*)"
     state = map_keys(raw, SALAD_RULES, what)
-    check_against_model(state, build_salad, entry, what)
-    return state
+    return check_against_model(state, build_salad, entry, what)
 
 
 def megaloc_layout(raw: Mapping[str, torch.Tensor]) -> str:
@@ -229,8 +232,7 @@ def convert_megaloc(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     else:
         what = "MegaLoc release (model.safetensors layout: backbone.*, aggregator.agg.*, aggregator.linear.*)"
         state = map_keys(raw, MEGALOC_RULES, what)
-    check_against_model(state, build_megaloc, entry, what)
-    return state
+    return check_against_model(state, build_megaloc, entry, what)
 
 
 # ------------------------------------------------------------------------------------------ NetVLAD
@@ -294,9 +296,13 @@ def read_netvlad_mat(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _take(raw: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...], what: str, used: set[str]) -> torch.Tensor:
+    """``raw[key]``, checked against ``shape`` once unit axes are dropped (scipy's ``squeeze_me``
+    already drops them; a reader that keeps them gives the same tensor here)."""
     if key not in raw:
         raise ValueError(f"{what}: missing {key} (expected shape {shape})")
     value = raw[key]
+    if value.dim() > len(shape):
+        value = value.reshape([n for n in value.shape if n != 1] or [1])
     if tuple(value.shape) != shape:
         raise ValueError(f"{what}: {key} has shape {tuple(value.shape)}, expected {shape}")
     used.add(key)
@@ -309,8 +315,8 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     ``net.layers`` entries 0..28 pair position by position with VGG16's first 29 feature layers; at
     each convolution, ``weights`` = {kernel [k, k, in, out] -> [out, in, k, k], bias [out]}. Entry 30
     is NetVLAD: {assignment weights [512, 64] -> bias-free 1x1 conv [64, 512, 1, 1], centres
-    [512, 64] stored negated -> [64, 512]}. Entry 33 is the whitening: {[1, 1, 32768, 4096] ->
-    Linear weight [4096, 32768], bias [4096]} (only for the 4096-d model). An array the mapping does
+    [512, 64] stored negated -> [64, 512]}. Entry 33 is the whitening: {[1, 1, 32768, 4096] (read
+    as [32768, 4096]) -> Linear weight [4096, 32768], bias [4096]} (only for the 4096-d model). An array the mapping does
     not know in one of these entries (or in a ReLU / pooling entry among the first 29) is an error
     that names it; the other entries (normalisation layers) are not read, as by the released loaders.
     """
@@ -332,9 +338,9 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     state["aggregator.centroids"] = (-centres).t().contiguous()
     state["aggregator.conv.weight"] = assignment.t().contiguous()[:, :, None, None]
     if netvlad_whitened(entry):
-        weight = _take(raw, f"layers.{WHITENING_LAYER}.weights.0", (1, 1, NETVLAD_FULL_DIM, NETVLAD_WHITENED_DIM), what, used)
+        weight = _take(raw, f"layers.{WHITENING_LAYER}.weights.0", (NETVLAD_FULL_DIM, NETVLAD_WHITENED_DIM), what, used)
         bias = _take(raw, f"layers.{WHITENING_LAYER}.weights.1", (NETVLAD_WHITENED_DIM,), what, used)
-        state["aggregator.pca.weight"] = weight.reshape(NETVLAD_FULL_DIM, NETVLAD_WHITENED_DIM).t().contiguous()
+        state["aggregator.pca.weight"] = weight.t().contiguous()
         state["aggregator.pca.bias"] = bias.reshape(-1).clone()
     else:
         used.update(k for k in raw if k.startswith(f"layers.{WHITENING_LAYER}."))  # present, not used at 32768-d
@@ -343,5 +349,4 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     unused = [k for k in raw if k not in used and k.startswith("layers.") and int(k.split(".")[1]) in read_layers]
     if unused:
         raise ValueError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
-    check_against_model(state, build_netvlad_vgg16, entry, what)
-    return state
+    return check_against_model(state, build_netvlad_vgg16, entry, what)
