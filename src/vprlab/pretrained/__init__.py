@@ -28,10 +28,15 @@ from vprlab.pretrained.layouts import (
 )
 from vprlab.pretrained.load import (
     HUB_MODELS,
+    eval_preprocessing,
     export_release,
+    find_published,
     hub_model,
+    hub_published,
     load_for_evaluation,
     load_pretrained,
+    load_published,
+    read_published_state,
     release_file,
 )
 from vprlab.pretrained.registry import (
@@ -48,7 +53,7 @@ from vprlab.pretrained.registry import (
 
 __all__ = [
     "HUB_MODELS", "NON_MODEL_PREFIXES", "PUBLISHED_MODELS", "PublishedModel", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
-    "HubBoQModel", "ReleasedModel", "describe_differences", "export_release", "hub_model", "infer_architecture", "is_published", "published_model", "register",
+    "HubBoQModel", "ReleasedModel", "describe_differences", "export_release", "find_published", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "read_published_state", "published_model", "register",
     "load_for_evaluation", "load_pretrained", "load_release_state_dict", "release_file", "released_model",
     "to_release_layout",
 ]
