@@ -17,19 +17,19 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vprlab.models.backbones.dinov2 import nearest_patch_multiple
+from vprlab.pretrained.catalog import published_model
 from vprlab.pretrained.families import dinov2_vgg as family
+from vprlab.pretrained.load import load_published_state, read_published_state
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.utils.weights import read_state_dict
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "published_checkpoints"
-if not REFERENCE.is_dir():
-    REFERENCE = Path("/work/shared/reference/published_checkpoints")
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (the published layouts) is absent")
 
 TOL = dict(atol=1e-5, rtol=1e-5)
-# 14*12 x 14*9: a non-square 12x9 grid (108 patches > SALAD's 64 clusters), so the position
+# 14*9 x 14*8: a non-square 9x8 grid (72 patches > SALAD's 64 clusters), so the position
 # embeddings are interpolated and the height/width order matters.
-DINO_INPUT = (2, 3, 14 * 12, 14 * 9)
+DINO_INPUT = (2, 3, 14 * 9, 14 * 8)
 
 
 def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
@@ -148,7 +148,7 @@ def salad_raw() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def salad_model():
-    return family.build_salad(None).eval()
+    return published_model("salad_dinov2_8448").build_model().eval()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def megaloc_raw() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def megaloc_model():
-    return family.build_megaloc(None).eval()
+    return published_model("megaloc_dinov2_8448").build_model().eval()
 
 
 # ------------------------------------------------------------------ SALAD
@@ -171,9 +171,9 @@ def test_salad_release_file_loads_strictly_and_matches_the_readme(salad_raw, sal
     torch.save(salad_raw, path)  # the container: a bare state dict despite .ckpt
     raw = read_state_dict(path)
     assert list(raw) == list(layout) and all(tuple(raw[k].shape) == s for k, s in layout.items())
-    state = family.convert_salad(raw, None)
+    state = read_published_state("salad_dinov2_8448", path)  # the container read, convert_salad applied
     assert list(state) == list(salad_model.state_dict())
-    salad_model.load_state_dict(state, strict=True)
+    load_published_state(salad_model, state, published_model("salad_dinov2_8448"), "test file")
     # mask_token is kept (unused), the rest renamed backbone.model.* -> backbone.dino.*
     assert torch.equal(salad_model.backbone.dino.mask_token, raw["backbone.model.mask_token"])
     assert torch.equal(salad_model.backbone.dino.blocks[7].ls1.gamma, raw["backbone.model.blocks.7.ls1.gamma"])
@@ -197,7 +197,9 @@ def test_salad_float16_file_loads(salad_raw, salad_model, tmp_path) -> None:
     half = {k: v.half() for k, v in salad_raw.items()}
     path = tmp_path / "dino_salad_fp16.ckpt"
     torch.save(half, path)
-    salad_model.load_state_dict(family.convert_salad(read_state_dict(path), None), strict=True)
+    converted = family.convert_salad(read_state_dict(path), published_model("salad_dinov2_8448"))
+    assert converted["backbone.dino.pos_embed"].dtype == torch.float16
+    salad_model.load_state_dict(converted, strict=True)  # the copy casts to float32
     assert salad_model.backbone.dino.pos_embed.dtype == torch.float32
     x = torch.randn(1, 3, 14 * 9, 14 * 10, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -226,26 +228,35 @@ def test_salad_mapping_names_missing_misshapen_and_unknown_keys(salad_raw) -> No
 # ------------------------------------------------------------------ MegaLoc
 
 
-def test_megaloc_safetensors_and_legacy_files_load_and_match_the_readme(megaloc_raw, megaloc_model, tmp_path) -> None:
+def test_megaloc_safetensors_file_loads_and_matches_the_readme(megaloc_raw, megaloc_model, tmp_path) -> None:
     layout = read_tsv("megaloc_dinov2_8448.tsv")
-    legacy_layout = read_tsv("megaloc_dinov2_8448.legacy_megaloc_torch.tsv")
-    assert len(layout) == 189 and len(legacy_layout) == 190
+    assert len(layout) == 189
     path = tmp_path / "model.safetensors"
     save_file(megaloc_raw, str(path))
     raw = read_state_dict(path)
     assert sorted(raw) == sorted(layout) and all(tuple(raw[k].shape) == s for k, s in layout.items())
     assert family.megaloc_layout(raw) == "safetensors"
-    state = family.convert_megaloc(raw, None)
+    state = read_published_state("megaloc_dinov2_8448", path)
     assert list(state) == list(megaloc_model.state_dict())
-    megaloc_model.load_state_dict(state, strict=True)
+    load_published_state(megaloc_model, state, published_model("megaloc_dinov2_8448"), "test file")
     x = torch.randn(*DINO_INPUT, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         current = megaloc_model(x)
         torch.testing.assert_close(current, ref_megaloc_model(x, raw), **TOL)
     assert current.shape == (2, 8448) and megaloc_model.descriptor_dim == 8448
-    del raw, state
 
-    # The earlier megaloc.torch: backbone.model.* with a mask_token (dropped), same values.
+
+@pytest.mark.slow  # writes two 915 MB files
+def test_megaloc_legacy_file_gives_the_same_descriptors(megaloc_raw, megaloc_model, tmp_path) -> None:
+    """The earlier megaloc.torch (backbone.model.* with a mask_token, dropped) and model.safetensors
+    with the same values give identical descriptors, at a non-square size."""
+    legacy_layout = read_tsv("megaloc_dinov2_8448.legacy_megaloc_torch.tsv")
+    path = tmp_path / "model.safetensors"
+    save_file(megaloc_raw, str(path))
+    load_published_state(megaloc_model, read_published_state("megaloc_dinov2_8448", path), published_model("megaloc_dinov2_8448"), "test")
+    x = torch.randn(*DINO_INPUT, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        current = megaloc_model(x)
     legacy = {}
     for key in legacy_layout:
         plain = key.replace("backbone.model.", "backbone.", 1)
@@ -255,7 +266,7 @@ def test_megaloc_safetensors_and_legacy_files_load_and_match_the_readme(megaloc_
     del legacy
     legacy_raw = read_state_dict(legacy_path)
     assert list(legacy_raw) == list(legacy_layout) and family.megaloc_layout(legacy_raw) == "legacy"
-    legacy_state = family.convert_megaloc(legacy_raw, None)
+    legacy_state = read_published_state("megaloc_dinov2_8448_legacy", legacy_path)
     assert "backbone.dino.mask_token" not in legacy_state and list(legacy_state) == list(megaloc_model.state_dict())
     megaloc_model.load_state_dict(legacy_state, strict=True)
     with torch.no_grad():
@@ -274,6 +285,20 @@ def test_megaloc_rounds_sides_to_multiples_of_14_like_the_readme(megaloc_raw, me
         assert torch.equal(megaloc_model(resized), out)
     with pytest.raises(ValueError, match="image side 6 rounds to 0"):
         nearest_patch_multiple(6)
+
+
+def test_megaloc_legacy_layout_maps_to_the_same_state(megaloc_raw) -> None:
+    legacy_layout = read_tsv("megaloc_dinov2_8448.legacy_megaloc_torch.tsv")
+    assert len(legacy_layout) == 190
+    legacy = {k: megaloc_raw.get(k.replace("backbone.model.", "backbone.", 1), torch.zeros(legacy_layout[k])) for k in legacy_layout}
+    assert family.megaloc_layout(legacy) == "legacy" and family.megaloc_layout(megaloc_raw) == "safetensors"
+    from_legacy = family.convert_megaloc(legacy, None)
+    current = family.convert_megaloc(megaloc_raw, None)
+    assert list(from_legacy) == list(current) and all(from_legacy[k] is current[k] for k in current)
+    assert "backbone.dino.mask_token" not in current
+    del legacy["backbone.model.norm.bias"]
+    with pytest.raises(ValueError, match=r"megaloc\.torch layout.*missing keys: backbone\.dino\.norm\.bias"):
+        family.convert_megaloc(legacy, None)
 
 
 def test_megaloc_mapping_names_missing_and_misshapen_keys(megaloc_raw) -> None:
@@ -304,7 +329,7 @@ def _cell(*arrays) -> np.ndarray:
     return cell
 
 
-def random_netvlad_mat(path: Path, average_image: np.ndarray, seed: int = 0) -> None:
+def random_netvlad_mat(path: Path, average_image: np.ndarray, seed: int = 0, whitening: bool = True) -> None:
     """A NetVLAD MATLAB file as the README describes it: ``net.layers`` (a cell array of layer structs;
     convolutions with ``weights`` = {kernel [k, k, in, out], bias}), NetVLAD at 30, whitening at 33,
     and ``net.meta.normalization.averageImage``."""
@@ -330,12 +355,27 @@ def random_netvlad_mat(path: Path, average_image: np.ndarray, seed: int = 0) -> 
     centres = (rng.standard_normal((512, 64)) / math.sqrt(512)).astype(np.float32)
     layers.append({"name": "vlad:core", "type": "custom", "weights": _cell(assign, centres)})  # 30
     layers += [{"name": "vlad:intranorm", "type": "custom"}, {"name": "postL2", "type": "custom"}]  # 31, 32
-    whitening = (rng.standard_normal((1, 1, 32768, 4096)) / math.sqrt(32768)).astype(np.float32)
-    whitening_bias = (0.01 * rng.standard_normal(4096)).astype(np.float32)
-    layers.append({"name": "WPCA", "type": "conv", "weights": _cell(whitening, whitening_bias)})  # 33
+    if whitening:  # 537 MB
+        weight = (rng.standard_normal((1, 1, 32768, 4096), dtype=np.float32) / math.sqrt(32768)).astype(np.float32)
+        bias = (0.01 * rng.standard_normal(4096)).astype(np.float32)
+        layers.append({"name": "WPCA", "type": "conv", "weights": _cell(weight, bias)})  # 33
+    else:
+        layers.append({"name": "WPCA", "type": "conv"})
     layers.append({"name": "finalL2", "type": "custom"})
     net = {"layers": _cell(*layers), "meta": {"normalization": {"averageImage": average_image}}}
     scipy.io.savemat(str(path), {"net": net})
+
+
+def ref_vgg16(x: torch.Tensor, conv: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """VGG16 up to conv5_3 without its ReLU; ``conv[position]`` = (weight [out, in, 3, 3], bias)."""
+    for stage, positions in enumerate(VGG_STAGES):
+        for position in positions:
+            x = F.conv2d(x, *conv[position], padding=1)
+            if position != 28:  # no ReLU after conv5_3
+                x = F.relu(x)
+        if stage < 4:
+            x = F.max_pool2d(x, 2, 2)
+    return x
 
 
 def ref_netvlad(images01: torch.Tensor, net, whiten: bool) -> torch.Tensor:
@@ -343,14 +383,11 @@ def ref_netvlad(images01: torch.Tensor, net, whiten: bool) -> torch.Tensor:
     average = np.asarray(net.meta.normalization.averageImage, dtype=np.float32)
     mean_pixel = torch.from_numpy(average.reshape(-1, 3)[0].copy())
     x = images01.clamp(0, 1) * 255 - mean_pixel.view(1, 3, 1, 1)
-    for stage, positions in enumerate(VGG_STAGES):
-        for position in positions:
-            kernel, bias = net.layers[position].weights
-            x = F.conv2d(x, torch.from_numpy(kernel).permute(3, 2, 0, 1), torch.from_numpy(bias), padding=1)
-            if position != 28:  # no ReLU after conv5_3
-                x = F.relu(x)
-        if stage < 4:
-            x = F.max_pool2d(x, 2, 2)
+    conv = {}
+    for position in (i for stage in VGG_STAGES for i in stage):
+        kernel, bias = net.layers[position].weights
+        conv[position] = (torch.from_numpy(kernel).permute(3, 2, 0, 1), torch.from_numpy(bias))
+    x = ref_vgg16(x, conv)
     batch = x.shape[0]
     x = F.normalize(x.flatten(2), dim=1)  # [B, 512, N]
     assign_w, stored_centres = net.layers[30].weights
@@ -366,28 +403,36 @@ def ref_netvlad(images01: torch.Tensor, net, whiten: bool) -> torch.Tensor:
     return F.normalize(out, dim=1)
 
 
-@pytest.fixture(scope="module")
-def netvlad_mat(tmp_path_factory):
+def _netvlad_mat(folder: Path, whitening: bool):
     """(the file, its ``net`` as scipy reads it for the reference, its tensors as vprlab reads them)."""
     import scipy.io
 
-    path = tmp_path_factory.mktemp("netvlad") / "VGG16-NetVLAD-Pitts30K.mat"
+    path = folder / "VGG16-NetVLAD-Pitts30K.mat"
     # A whole mean image (its first pixel is the mean pixel the released loaders read).
     average = np.broadcast_to(np.array([120.5, 115.25, 104.0], dtype=np.float32), (4, 5, 3)).copy()
-    random_netvlad_mat(path, average)
+    random_netvlad_mat(path, average, whitening=whitening)
     net = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)["net"]
     return path, net, family.read_netvlad_mat(path)
 
 
-@pytest.mark.parametrize("dim", [4096, 32768])
-def test_netvlad_mat_loads_and_matches_the_readme(netvlad_mat, dim) -> None:
-    entry = SimpleNamespace(descriptor_dim=dim)
-    _, net, raw = netvlad_mat
+@pytest.fixture(scope="module")
+def netvlad_mat(tmp_path_factory):
+    """A file without the whitening arrays (what the 32768-d model reads; 60 MB instead of 600)."""
+    return _netvlad_mat(tmp_path_factory.mktemp("netvlad"), whitening=False)
+
+
+@pytest.mark.parametrize("dim", [32768, pytest.param(4096, marks=pytest.mark.slow)])
+def test_netvlad_mat_loads_and_matches_the_readme(netvlad_mat, tmp_path, dim) -> None:
+    if dim == 4096:  # the whitening needs the full file
+        netvlad_mat = _netvlad_mat(tmp_path, whitening=True)
+    entry = published_model("netvlad_vgg16_pitts30k" if dim == 4096 else "netvlad_vgg16_pitts30k_32768")
+    path, net, raw = netvlad_mat
     assert raw["layers.0.weights.0"].shape == (3, 3, 3, 64) and raw["layers.30.weights.1"].shape == (512, 64)
     torch.testing.assert_close(raw[family.MEAN_PIXEL_KEY], torch.tensor([120.5, 115.25, 104.0]))
-    model = family.build_netvlad_vgg16(entry).eval()
+    model = entry.build_model().eval()
     state = family.convert_netvlad(raw, entry)
     assert list(state) == list(model.state_dict())
+    assert set(read_published_state(entry.name, path)) == set(state)  # the registry reads the .mat with read_netvlad_mat
     model.load_state_dict(state, strict=True)
     assert model.descriptor_dim == dim
     images01 = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(7))
@@ -401,20 +446,66 @@ def test_netvlad_mat_loads_and_matches_the_readme(netvlad_mat, dim) -> None:
 
 def test_netvlad_mapping_errors(netvlad_mat, tmp_path) -> None:
     raw = netvlad_mat[2]
-    entry = SimpleNamespace(descriptor_dim=4096)
+    entry = published_model("netvlad_vgg16_pitts30k_32768")
     broken = {k: v for k, v in raw.items() if k != "layers.26.weights.0"}
     with pytest.raises(ValueError, match=r"missing layers\.26\.weights\.0 \(expected shape \(3, 3, 512, 512\)\)"):
         family.convert_netvlad(broken, entry)
     broken = {**raw, "layers.30.weights.0": torch.zeros(256, 64)}
     with pytest.raises(ValueError, match=r"layers\.30\.weights\.0 has shape \(256, 64\), expected \(512, 64\)"):
         family.convert_netvlad(broken, entry)
+    whitened = published_model("netvlad_vgg16_pitts30k")
+    with pytest.raises(ValueError, match=r"missing layers\.33\.weights\.0 \(expected shape \(32768, 4096\)\)"):
+        family.convert_netvlad(raw, whitened)  # this file has no whitening: only the 32768-d model loads from it
     broken = {**raw, "layers.3.weights.0": torch.zeros(3)}  # weights on a ReLU position
     with pytest.raises(ValueError, match=r"arrays that no mapping knows: layers\.3\.weights\.0"):
         family.convert_netvlad(broken, entry)
     with pytest.raises(ValueError, match="4096-d .whitened. or 32768-d, not 512"):
-        family.build_netvlad_vgg16(SimpleNamespace(descriptor_dim=512))
+        family.build_netvlad(SimpleNamespace(descriptor_dim=512))
+    assert not family.netvlad_whitened(SimpleNamespace(descriptor_dim=32768))
+    assert family.netvlad_whitened(SimpleNamespace(descriptor_dim=512, options={"whitening": True}))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         family.read_netvlad_mat(tmp_path / "missing.mat")
     (tmp_path / "bad.mat").write_bytes(b"not a matlab file")
     with pytest.raises(ValueError, match=r"bad\.mat' could not be read as a MATLAB file"):
         family.read_netvlad_mat(tmp_path / "bad.mat")
+
+
+# ------------------------------------------------------------------ CosPlace / EigenPlaces VGG16
+
+
+@pytest.mark.parametrize("name", ["cosplace_vgg16_64", "eigenplaces_vgg16_512"])
+def test_cosplace_vgg16_release_loads_and_matches_the_readme(name, tmp_path) -> None:
+    """Keys per the README: ``backbone.N.*`` at torchvision's feature indices (conv1_1 .. conv5_3),
+    ``aggregation.1.p`` (GeM exponent, (1,)), ``aggregation.3.*`` (Linear 512 -> dim)."""
+    entry = published_model(name)
+    dim = entry.descriptor_dim
+    generator = torch.Generator().manual_seed(8)
+    raw, conv = {}, {}
+    cin = 3
+    for stage, positions in enumerate(VGG_STAGES):
+        for position in positions:
+            cout = VGG_WIDTHS[stage]
+            weight = torch.randn(cout, cin, 3, 3, generator=generator) * math.sqrt(2 / (9 * cin))
+            bias = 0.1 * torch.randn(cout, generator=generator)
+            raw[f"backbone.{position}.weight"], raw[f"backbone.{position}.bias"] = weight, bias
+            conv[position] = (weight, bias)
+            cin = cout
+    raw["aggregation.1.p"] = torch.tensor([2.5])
+    raw["aggregation.3.weight"] = torch.randn(dim, 512, generator=generator) / math.sqrt(512)
+    raw["aggregation.3.bias"] = 0.1 * torch.randn(dim, generator=generator)
+    path = tmp_path / entry.file_name
+    torch.save(raw, path)
+    model = entry.build_model().eval()
+    load_published_state(model, read_published_state(name, path), entry, "test file")
+    x = torch.randn(2, 3, 64, 48, generator=generator)
+    with torch.no_grad():
+        out = model(x)
+        features = F.normalize(ref_vgg16(x, conv), dim=1)  # each position over its 512 channels
+        pooled = features.clamp(min=1e-6).pow(2.5).mean(dim=(2, 3)).pow(1 / 2.5)
+        expected = F.normalize(F.linear(pooled, raw["aggregation.3.weight"], raw["aggregation.3.bias"]), dim=1)
+    assert out.shape == (2, dim)
+    torch.testing.assert_close(out, expected, **TOL)
+    del raw["aggregation.1.p"]
+    raw["aggregation.2.p"] = torch.tensor([3.0])
+    with pytest.raises(ValueError, match=r"no mapping knows: aggregation\.2\.p"):
+        family.convert_cosplace_vgg16(raw, entry)

@@ -19,7 +19,25 @@ from vprlab.utils.weights import load_state_dict_file
 NUM_KEPT_LAYERS = 29
 # Indices into the kept layers of each stage's convolutions (the pools between stages have no weights).
 STAGE_CONVS = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
-_VGGS = {"vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1)}
+# name -> (torchvision's layer configuration, ImageNet weights)
+_VGGS = {"vgg16": ("D", torchvision.models.VGG16_Weights.IMAGENET1K_V1)}
+
+
+def _vgg_features(config: str) -> nn.Sequential:
+    """torchvision's VGG ``features`` alone (the 120M-parameter classifier is never built), initialised
+    as torchvision initialises them (Kaiming normal, fan-out, zero biases)."""
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[config], batch_norm=False)
+    for module in features.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return features
+
+
+def _features_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``features.*`` entries of a torchvision VGG state dict, prefix removed (the classifier is
+    not part of the backbone)."""
+    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
 
 
 class VGGBackbone(Backbone):
@@ -61,21 +79,25 @@ class VGGBackbone(Backbone):
         super().__init__()
         if model_name not in _VGGS:
             raise ValueError(f"unknown VGG model_name={model_name!r}; choose one of {sorted(_VGGS)}")
-        constructor, imagenet_weights = _VGGS[model_name]
-        vgg = constructor(weights=None)
+        config, imagenet_weights = _VGGS[model_name]
+        features = _vgg_features(config)
         if weights_path is not None:  # a local file wins over downloading
-            what = f"a torchvision {model_name} state dict"
+            what = f"a torchvision {model_name} state dict (features.*; a classifier is ignored)"
             state = load_state_dict_file(weights_path, what)
-            if not any(k.startswith("classifier.") for k in state):
-                state = {**{k: v for k, v in vgg.state_dict().items() if k.startswith("classifier.")}, **state}
-            load_strict(vgg, state, weights_path, what)
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            if any(not k.startswith("features.") for k in state):
+                raise ValueError(
+                    f"backbone.weights_path={str(weights_path)!r} does not match {what}: keys outside features.* "
+                    f"({sorted(k for k in state if not k.startswith('features.'))[:5]})"
+                )
+            load_strict(features, _features_only(state), weights_path, what)
         elif pretrained:
             try:
                 state = imagenet_weights.get_state_dict(progress=True, check_hash=True)
             except Exception as err:  # no network, proxy, corrupt cache...
                 raise download_failed(model_name, err, f"{model_name}.pth") from err
-            vgg.load_state_dict(state)
-        self.net = nn.Sequential(*list(vgg.features.children())[:NUM_KEPT_LAYERS])
+            features.load_state_dict(_features_only(state))
+        self.net = nn.Sequential(*list(features.children())[:NUM_KEPT_LAYERS])
 
         self.model_name = model_name
         self.out_channels: int = self.net[STAGE_CONVS[-1][-1]].out_channels

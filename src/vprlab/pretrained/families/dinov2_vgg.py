@@ -1,23 +1,26 @@
-"""Released SALAD, MegaLoc and NetVLAD models, built from the zoo's own components.
+"""Released SALAD, MegaLoc, NetVLAD and CosPlace/EigenPlaces VGG16 models, built from the zoo's own
+components (registry entries in :mod:`vprlab.pretrained.catalog`).
 
 What each release holds and computes is written down in
 ``shared/reference/published_checkpoints/README.md``; here each family has
 
-- ``build_<family>(entry)``: the model with random weights (never downloads anything);
+- ``configs_<family>(entry)``: the (backbone, aggregator) zoo configs of the published architecture
+  (what ``train.py pretrained=<name>`` fine-tunes), and ``build_<family>(entry)``, the model they
+  build, with random weights (nothing is downloaded);
 - ``convert_<family>(raw, entry)``: the release's tensors (as read from its file) -> a state dict
-  with exactly the model's own keys and shapes, through an explicit key mapping; a key the mapping
-  does not know, a key the model lacks or has in another shape is named in a ValueError;
+  with exactly the model's own keys, in its order, through an explicit key mapping; a key the
+  mapping does not know, a key the model lacks or has in another shape is named in a ValueError;
 - for NetVLAD, :func:`read_netvlad_mat`, the reader of the MATLAB file (scipy, nothing unpickled).
 
-``entry`` is the registry entry. Only NetVLAD reads it: ``entry.descriptor_dim`` 4096 (whitened,
-the default when there is no entry) or 32768.
+NetVLAD reads ``entry.options["whitening"]`` (else ``entry.descriptor_dim``: 4096 whitened, 32768
+not), CosPlace VGG16 ``entry.options["fc_dim"]``; SALAD and MegaLoc have one size.
 
 How the releases map onto the zoo:
 
-- SALAD (``dino_salad.ckpt``): DinoV2Backbone (timm ViT-B/14, final norm on every token, class
-  token returned, the release's position-embedding interpolation) + SALAD(cluster_dim 128).
-  ``backbone.model.X`` -> ``backbone.dino.X`` (timm's names are the DINOv2 hub model's; the
-  unused ``mask_token`` is kept, as the backbone holds it), ``aggregator.X`` unchanged.
+- SALAD (``dino_salad.ckpt``): DinoV2Backbone (timm ViT-B/14, whose parameter names are the DINOv2
+  hub model's; final norm on every token, class token returned, the release's position-embedding
+  interpolation) + SALAD(cluster_dim 128). ``backbone.model.X`` -> ``backbone.dino.X`` (the unused
+  ``mask_token`` kept, as the backbone holds it), ``aggregator.X`` unchanged.
 - MegaLoc (``model.safetensors``; the earlier ``megaloc.torch``): the same backbone without a mask
   token, rounding input sizes to multiples of 14 inside the forward pass, + SALAD(cluster_dim 256,
   out_dim 8448). ``backbone.X`` (or ``backbone.model.X`` in the earlier file, whose ``mask_token``
@@ -26,6 +29,9 @@ How the releases map onto the zoo:
 - NetVLAD (``Pitts30K_struct.mat``): VGGBackbone (conv5_3, no final ReLU, MatConvNet input with
   the file's mean pixel) + NetVLAD(64 clusters, bias-free assignment, MATLAB flatten order,
   whitening to 4096 as its ``pca`` layer).
+- CosPlace / EigenPlaces VGG16 (``VGG16_<dim>_cosplace.pth``): VGGBackbone + CosPlace(out_dim).
+  ``backbone.N.X`` -> ``backbone.net.N.X`` (torchvision's feature indices on both sides),
+  ``aggregation.1.p`` -> ``aggregator.p``, ``aggregation.3.X`` -> ``aggregator.fc.X``.
 """
 
 from __future__ import annotations
@@ -38,13 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vprlab.models.aggregators.netvlad import NetVLAD
-from vprlab.models.aggregators.salad import SALAD
-from vprlab.models.backbones.dinov2 import DinoV2Backbone
-from vprlab.models.backbones.vgg import NUM_KEPT_LAYERS, STAGE_CONVS, VGGBackbone
-from vprlab.models.vpr_model import VPRModel
+from vprlab.models.backbones.vgg import NUM_KEPT_LAYERS, STAGE_CONVS
+from vprlab.models.vpr_model import VPRModel, build_model
 
-DINOV2_VITB14 = "vit_base_patch14_dinov2"
 NETVLAD_WHITENED_DIM = 4096
 NETVLAD_FULL_DIM = 64 * 512
 # Positions in the MATLAB file's net.layers (0-based, as scipy returns them; hloc reads the same ones).
@@ -52,73 +54,59 @@ NETVLAD_LAYER = 30
 WHITENING_LAYER = 33
 MEAN_PIXEL_KEY = "meta.normalization.averageImage"
 
-# The releases: where their files are and how the original code evaluates them (the registry's
-# entries carry these facts; the names are the registry's).
-RELEASES: dict[str, dict[str, Any]] = {
-    "salad_dinov2_8448": {
-        "method": "SALAD", "backbone": "DINOv2 ViT-B/14", "descriptor_dim": 8448,
-        "url": "https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt",
-        "file_name": "dino_salad.ckpt", "container": "torch (bare state dict)",
-        # SALAD's README: PIL resize to 322x322 (bilinear), ToTensor, ImageNet normalisation.
-        "eval_image_size": (322, 322), "eval_resize": "PIL bilinear",
-    },
-    "megaloc_dinov2_8448": {
-        "method": "MegaLoc", "backbone": "DINOv2 ViT-B/14", "descriptor_dim": 8448,
-        "url": "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
-        "file_name": "model.safetensors", "container": "safetensors",
-        "legacy_url": "https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",
-        # Native size, ToTensor, ImageNet normalisation; the model rounds sides to multiples of 14 itself.
-        "eval_image_size": None, "eval_resize": None,
-    },
-    "netvlad_vgg16_pitts30k": {
-        "method": "NetVLAD", "backbone": "VGG16", "descriptor_dim": NETVLAD_WHITENED_DIM,
-        "url": "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
-        "file_name": "VGG16-NetVLAD-Pitts30K.mat", "cache_subdir": "netvlad", "container": "MATLAB .mat",
-        # Native size, ToTensor, ImageNet normalisation (the model undoes it and subtracts the mean pixel).
-        "eval_image_size": None, "eval_resize": None,
-    },
-    "netvlad_vgg16_pitts30k_32768": {
-        "method": "NetVLAD", "backbone": "VGG16", "descriptor_dim": NETVLAD_FULL_DIM,
-        "url": "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
-        "file_name": "VGG16-NetVLAD-Pitts30K.mat", "cache_subdir": "netvlad", "container": "MATLAB .mat",
-        "eval_image_size": None, "eval_resize": None,
-    },
-}
+_DINOV2 = "vprlab.models.backbones.dinov2.DinoV2Backbone"
+_VGG = "vprlab.models.backbones.vgg.VGGBackbone"
+_AGGREGATORS = "vprlab.models.aggregators"
+
+Configs = tuple[dict[str, Any], dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------ models
 
 
-def _dinov2_backbone(**options: Any) -> DinoV2Backbone:
-    return DinoV2Backbone(
-        DINOV2_VITB14, pretrained=False, num_trainable_blocks=4, return_cls_token=True, apply_final_norm=True,
-        train_image_size=(224, 224), **options,
-    )
+def _dinov2_cfg(eval_image_size: Any, megaloc: bool) -> dict[str, Any]:
+    """DINOv2 ViT-B/14 as SALAD trains it: last 4 blocks and the final norm train, 224x224 images."""
+    return {
+        "_target_": _DINOV2, "model_name": "vit_base_patch14_dinov2", "pretrained": False, "weights_path": None,
+        "num_trainable_blocks": 4, "train_image_size": [224, 224], "eval_image_size": eval_image_size,
+        "return_cls_token": True, "apply_final_norm": True,
+        "round_to_patch_multiple": megaloc, "keep_mask_token": not megaloc,
+    }
+
+
+def _salad_cfg(cluster_dim: int, out_dim: int | None) -> dict[str, Any]:
+    return {
+        "_target_": f"{_AGGREGATORS}.salad.SALAD", "num_clusters": 64, "cluster_dim": cluster_dim, "token_dim": 256,
+        "hidden_dim": 512, "dropout": 0.3, "sinkhorn_iters": 3, "out_dim": out_dim,
+    }
+
+
+def configs_salad(entry: Any = None) -> Configs:
+    """SALAD's release: DINOv2 ViT-B/14 (evaluated at 322x322) + SALAD(64 x 128 + 256 = 8448)."""
+    return _dinov2_cfg([322, 322], megaloc=False), _salad_cfg(128, None)
 
 
 def build_salad(entry: Any = None) -> VPRModel:
-    """SALAD's released model (DINOv2 ViT-B/14 + SALAD, 8448-d) with random weights. As trained:
-    the last 4 blocks train, 224x224 training images; evaluated at 322x322."""
-    backbone = _dinov2_backbone(eval_image_size=(322, 322))
-    aggregator = SALAD(backbone.out_channels, num_clusters=64, cluster_dim=128, token_dim=256, hidden_dim=512, dropout=0.3)
-    return VPRModel(backbone, aggregator)
+    return build_model(*configs_salad(entry))
+
+
+def configs_megaloc(entry: Any = None) -> Configs:
+    """MegaLoc's release: DINOv2 ViT-B/14 without mask token, any input size (rounded to multiples of
+    14 inside), + SALAD(64 x 256 + 256 = 16640) projected to 8448 by a Linear."""
+    return _dinov2_cfg(None, megaloc=True), _salad_cfg(256, 8448)
 
 
 def build_megaloc(entry: Any = None) -> VPRModel:
-    """MegaLoc's released model (DINOv2 ViT-B/14 without mask token, any input size rounded to
-    multiples of 14, + SALAD with 256-d clusters projected 16640 -> 8448) with random weights."""
-    backbone = _dinov2_backbone(eval_image_size=None, round_to_patch_multiple=True, keep_mask_token=False)
-    aggregator = SALAD(
-        backbone.out_channels, num_clusters=64, cluster_dim=256, token_dim=256, hidden_dim=512, dropout=0.3, out_dim=8448
-    )
-    return VPRModel(backbone, aggregator)
+    return build_model(*configs_megaloc(entry))
 
 
 def netvlad_whitened(entry: Any = None) -> bool:
-    """Whether ``entry`` is the whitened 4096-d NetVLAD (True; also without an entry) or the 32768-d one."""
+    """Whether ``entry`` is the whitened 4096-d NetVLAD (``options["whitening"]``, else its
+    ``descriptor_dim``; True without an entry) or the 32768-d one."""
+    options = getattr(entry, "options", None) or {}
+    if "whitening" in options:
+        return bool(options["whitening"])
     dim = getattr(entry, "descriptor_dim", None)
-    if dim is None and isinstance(entry, Mapping):
-        dim = entry.get("descriptor_dim")
     if dim is None:
         return True
     if int(dim) not in (NETVLAD_WHITENED_DIM, NETVLAD_FULL_DIM):
@@ -128,18 +116,37 @@ def netvlad_whitened(entry: Any = None) -> bool:
     return int(dim) == NETVLAD_WHITENED_DIM
 
 
-def build_netvlad_vgg16(entry: Any = None) -> VPRModel:
-    """The released VGG16 NetVLAD (Pitts30k) with random weights: 4096-d whitened, or 32768-d when
-    ``entry.descriptor_dim`` is 32768. The mean pixel starts at ImageNet's (x 255) until loaded."""
-    backbone = VGGBackbone(
-        "vgg16", pretrained=False, num_trainable_blocks=1, eval_image_size=None,
-        pixel_mean=[255.0 * m for m in (0.485, 0.456, 0.406)],
-    )
-    aggregator = NetVLAD(
-        backbone.out_channels, num_clusters=64, normalize_input=True, vladv2=False,
-        pca_dim=NETVLAD_WHITENED_DIM if netvlad_whitened(entry) else None, flatten_order="channel_major",
-    )
-    return VPRModel(backbone, aggregator)
+def configs_netvlad(entry: Any = None) -> Configs:
+    """The released VGG16 NetVLAD: VGG16 to conv5_3 with the MatConvNet input (the mean pixel starts
+    at ImageNet's x 255 until the file's is loaded) + NetVLAD (64 clusters, MATLAB order), whitened to
+    4096 by a Linear unless ``netvlad_whitened(entry)`` is False (32768-d)."""
+    backbone = {
+        "_target_": _VGG, "model_name": "vgg16", "pretrained": False, "weights_path": None, "num_trainable_blocks": 1,
+        "pixel_mean": [255.0 * m for m in (0.485, 0.456, 0.406)], "train_image_size": [480, 640], "eval_image_size": None,
+    }
+    aggregator = {
+        "_target_": f"{_AGGREGATORS}.netvlad.NetVLAD", "num_clusters": 64, "normalize_input": True, "vladv2": False,
+        "pca_dim": NETVLAD_WHITENED_DIM if netvlad_whitened(entry) else None, "flatten_order": "channel_major",
+    }
+    return backbone, aggregator
+
+
+def build_netvlad(entry: Any = None) -> VPRModel:
+    return build_model(*configs_netvlad(entry))
+
+
+def configs_cosplace_vgg16(entry: Any) -> Configs:
+    """CosPlace / EigenPlaces VGG16: VGG16 to conv5_3 (ImageNet input; conv5 trains, 512x512 training
+    images, native-size evaluation) + CosPlace (per-position L2, GeM, Linear 512 -> fc_dim, L2)."""
+    backbone = {
+        "_target_": _VGG, "model_name": "vgg16", "pretrained": False, "weights_path": None, "num_trainable_blocks": 1,
+        "pixel_mean": None, "train_image_size": [512, 512], "eval_image_size": None,
+    }
+    return backbone, {"_target_": f"{_AGGREGATORS}.cosplace.CosPlace", "out_dim": int(entry.options["fc_dim"])}
+
+
+def build_cosplace_vgg16(entry: Any) -> VPRModel:
+    return build_model(*configs_cosplace_vgg16(entry))
 
 
 # ----------------------------------------------------------------------------------- key mappings
@@ -310,7 +317,7 @@ def _take(raw: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...], wha
 
 
 def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
-    """The tensors of :func:`read_netvlad_mat` -> the state dict of :func:`build_netvlad_vgg16`.
+    """The tensors of :func:`read_netvlad_mat` -> the state dict of :func:`build_netvlad`.
 
     ``net.layers`` entries 0..28 pair position by position with VGG16's first 29 feature layers; at
     each convolution, ``weights`` = {kernel [k, k, in, out] -> [out, in, k, k], bias [out]}. Entry 30
@@ -349,4 +356,21 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     unused = [k for k in raw if k not in used and k.startswith("layers.") and int(k.split(".")[1]) in read_layers]
     if unused:
         raise ValueError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
-    return check_against_model(state, build_netvlad_vgg16, entry, what)
+    return check_against_model(state, build_netvlad, entry, what)
+
+
+# ------------------------------------------------------------------------------ CosPlace VGG16
+
+COSPLACE_VGG16_RULES: Rules = (
+    (r"^backbone\.(?=\d+\.(weight|bias)$)", "backbone.net."),
+    (r"^aggregation\.1\.p$", "aggregator.p"),
+    (r"^aggregation\.3\.(?=(weight|bias)$)", "aggregator.fc."),
+)
+
+
+def convert_cosplace_vgg16(raw: Mapping[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """``VGG16_<dim>_cosplace.pth`` / ``VGG16_512_eigenplaces.pth`` -> the state dict of
+    :func:`build_cosplace_vgg16`."""
+    what = f"{getattr(entry, 'method', 'CosPlace')} VGG16 release (backbone.N.*, aggregation.1.p, aggregation.3.*)"
+    state = map_keys(raw, COSPLACE_VGG16_RULES, what)
+    return check_against_model(state, build_cosplace_vgg16, entry, what)
