@@ -60,7 +60,7 @@ def _cosplace_like(method: str, backbone: str, dim: int) -> PublishedModel:
         container="torch", preprocessing=NATIVE,
         build=f"{_DINO_VGG}:build_cosplace_vgg16" if vgg else f"{_RESNET}:build_cosplace",
         convert=f"{_DINO_VGG}:convert_cosplace_vgg16" if vgg else f"{_RESNET}:convert_cosplace",
-        configs=None if vgg else f"{_RESNET}:configs_cosplace",
+        configs=None if vgg else f"{_RESNET}:configs_cosplace", export=None if vgg else f"{_RESNET}:export_cosplace",
         options={"backbone": "vgg16" if vgg else _RESNET_DEPTH[backbone], "fc_dim": dim},
         note=note, repo=f"gmberton/{method}",
     )
@@ -83,6 +83,7 @@ for _dim, _channels, _rows in ((4096, 1024, 4), (512, 256, 2), (128, 64, 2)):
         descriptor_dim=_dim, file_name=_file, url=None, container="torch",
         preprocessing=EvalPreprocessing((320, 320), "bilinear", stage="pil"),
         build=f"{_RESNET}:build_mixvpr", convert=f"{_RESNET}:convert_mixvpr", configs=f"{_RESNET}:configs_mixvpr",
+        export=f"{_RESNET}:export_gsv",
         options={"out_channels": _channels, "out_rows": _rows}, manual_download=_where,
         repo="amaralibey/MixVPR", protocols={"vpr-methods-evaluation": _VME_320},
     ))
@@ -96,6 +97,7 @@ for _channels in (128, 512, 1024, 2048):
         descriptor_dim=_dim, file_name=f"resnet50_ConvAP_{_channels}_2x2.ckpt", url=None, container="torch",
         preprocessing=EvalPreprocessing((320, 320), "bilinear", stage="pil"),
         build=f"{_RESNET}:build_convap", convert=f"{_RESNET}:convert_convap", configs=f"{_RESNET}:configs_convap",
+        export=f"{_RESNET}:export_gsv",
         options={"out_channels": _channels, "s1": 2, "s2": 2}, manual_download=_CONVAP_DRIVE,
         repo="amaralibey/gsv-cities", protocols={"vpr-methods-evaluation": _VME_320},
     ))
