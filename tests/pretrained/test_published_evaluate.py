@@ -157,3 +157,42 @@ def test_fine_tuning_a_family_without_zoo_configs_says_so(tmp_path) -> None:
     cfg = compose_config("train", ["pretrained=netvlad_vgg16_pitts30k", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="fine-tuning netvlad_vgg16_pitts30k is not available.*evaluate.py pretrained=netvlad_vgg16_pitts30k"):
         apply_published_architecture(cfg)
+
+
+def test_hub_entries_load_local_files_offline(cosplace_file, monkeypatch, tmp_path) -> None:
+    from conftest import REPO
+
+    monkeypatch.setattr("torch.hub._hub_dir", str(tmp_path / "hub"))
+    calls = forbid_network(monkeypatch)
+    by_method = torch.hub.load(str(REPO), "get_trained_model", source="local", method="cosplace", backbone="ResNet18",
+                               dim=32, weights=str(cosplace_file))
+    original_call = torch.hub.load(str(REPO), "cosplace", source="local", backbone="ResNet18", fc_output_dim=32,
+                                   weights=str(cosplace_file))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(by_method(x), original_call(x))
+    assert not by_method.training and by_method.eval_preprocessing.size is None
+    untrained = torch.hub.load(str(REPO), "convap", source="local", dim=8192, pretrained=False)
+    assert untrained.descriptor_dim == 8192 and calls == []
+    with pytest.raises(ValueError, match=r"no CosPlace model with backbone='ResNet18', dim=2048; released \(backbone, dim\): .*\('ResNet18', 512\)"):
+        torch.hub.load(str(REPO), "cosplace", source="local", backbone="ResNet18", fc_output_dim=2048)
+    with pytest.raises(ValueError, match=r"method='patchnetvlad'; published methods: \[.*'CosPlace'"):
+        torch.hub.load(str(REPO), "get_trained_model", source="local", method="patchnetvlad")
+
+
+def test_models_list_and_download(cosplace_file, monkeypatch, tmp_path, capsys) -> None:
+    from vprlab.pretrained.cli import main
+
+    monkeypatch.setattr("torch.hub._hub_dir", str(tmp_path / "hub"))
+    forbid_network(monkeypatch)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / cosplace_file.name).write_bytes(cosplace_file.read_bytes())
+    assert main(["list"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.split()}
+    assert lines[NAME][:6] == [NAME, "CosPlace", "ResNet18", "32", "native", "yes"]
+    assert lines["mixvpr_resnet50_4096"][:6] == ["mixvpr_resnet50_4096", "MixVPR", "ResNet50", "4096", "320x320", "no"]
+    assert lines["salad_dinov2_8448"][2] == "DINOv2-ViT-B/14" and lines["salad_dinov2_8448"][-1].endswith("dino_salad.ckpt")
+    assert main(["download", NAME]) == 0 and capsys.readouterr().out.strip() == str(tmp_path / "hub" / "checkpoints" / cosplace_file.name)
+    assert main(["download", "convap_resnet50_4096"]) == 1
+    assert "Google Drive folder 1VYPw9uGD11NgiGFgfWueLt3noJYOIuhL" in capsys.readouterr().err
+    assert main(["download", "nope"]) == 1 and "unknown published model 'nope'" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def _cosplace_like(method: str, backbone: str, dim: int) -> PublishedModel:
         paper="Berton et al., CVPR 2022" if method == "CosPlace" else "Berton et al., ICCV 2023",
         backbone=backbone, descriptor_dim=dim, file_name=f"{backbone}_{dim}_{lower}.pth",
         url=f"https://github.com/gmberton/{method}/releases/download/v1.0/{backbone}_{dim}_{lower}.pth",
-        container="torch", preprocessing=NATIVE,
+        container="torch", preprocessing=NATIVE, protocols={"vpr-methods-evaluation": NATIVE},
         build=f"{_DINO_VGG}:build_cosplace_vgg16" if vgg else f"{_RESNET}:build_cosplace",
         convert=f"{_DINO_VGG}:convert_cosplace_vgg16" if vgg else f"{_RESNET}:convert_cosplace",
         configs=None if vgg else f"{_RESNET}:configs_cosplace", export=None if vgg else f"{_RESNET}:export_cosplace",
@@ -118,7 +118,7 @@ register(
         descriptor_dim=8448, file_name="model.safetensors",
         url="https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors", container="safetensors",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
-        cache_dir="megaloc", repo="gmberton/MegaLoc",
+        cache_dir="megaloc", repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     PublishedModel(
         name="megaloc_dinov2_8448_legacy", method="MegaLoc", paper="Berton and Masone, arXiv 2025",
@@ -126,7 +126,7 @@ register(
         url="https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch", container="torch",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
         note="the file the hub entry used from February 2025 to January 2026 (same model as megaloc_dinov2_8448)",
-        repo="gmberton/MegaLoc",
+        repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     *(PublishedModel(
         name=name, method="NetVLAD", paper="Arandjelovic et al., CVPR 2016", backbone="VGG16", descriptor_dim=dim,
@@ -134,6 +134,7 @@ register(
         container="matlab", preprocessing=NATIVE, build=f"{_DINO_VGG}:build_netvlad",
         convert=f"{_DINO_VGG}:convert_netvlad", read=f"{_DINO_VGG}:read_netvlad_mat",
         options={"whitening": dim == 4096}, cache_dir="netvlad", repo="Relja/netvlad",
+        protocols={"vpr-methods-evaluation": NATIVE},
         note="whitened (PCA) 4096-d" if dim == 4096 else "without whitening",
     ) for name, dim in (("netvlad_vgg16_pitts30k", 4096), ("netvlad_vgg16_pitts30k_32768", 32768))),
 )

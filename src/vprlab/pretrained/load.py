@@ -316,6 +316,7 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
     candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
     if not candidates:
         raise ValueError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
+    method = candidates[0].method
     if backbone is not None:
         key = _hub_key(backbone)
         candidates = [s for s in candidates if _hub_key(s.backbone) == key or _hub_key(s.backbone).startswith(key) or
