@@ -29,6 +29,7 @@ from vprlab.pretrained.layouts import (
 from vprlab.pretrained.load import (
     HUB_MODELS,
     eval_preprocessing,
+    export_published,
     export_release,
     find_published,
     hub_model,
@@ -53,7 +54,7 @@ from vprlab.pretrained.registry import (
 
 __all__ = [
     "HUB_MODELS", "NON_MODEL_PREFIXES", "PUBLISHED_MODELS", "PublishedModel", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
-    "HubBoQModel", "ReleasedModel", "describe_differences", "export_release", "find_published", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "read_published_state", "published_model", "register",
+    "HubBoQModel", "ReleasedModel", "describe_differences", "export_published", "export_release", "find_published", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "read_published_state", "published_model", "register",
     "load_for_evaluation", "load_pretrained", "load_release_state_dict", "release_file", "released_model",
     "to_release_layout",
 ]

@@ -57,10 +57,10 @@ def _cosplace_like(method: str, backbone: str, dim: int) -> PublishedModel:
         paper="Berton et al., CVPR 2022" if method == "CosPlace" else "Berton et al., ICCV 2023",
         backbone=backbone, descriptor_dim=dim, file_name=f"{backbone}_{dim}_{lower}.pth",
         url=f"https://github.com/gmberton/{method}/releases/download/v1.0/{backbone}_{dim}_{lower}.pth",
-        container="torch", preprocessing=NATIVE,
+        container="torch", preprocessing=NATIVE, protocols={"vpr-methods-evaluation": NATIVE},
         build=f"{_DINO_VGG}:build_cosplace_vgg16" if vgg else f"{_RESNET}:build_cosplace",
         convert=f"{_DINO_VGG}:convert_cosplace_vgg16" if vgg else f"{_RESNET}:convert_cosplace",
-        configs=None if vgg else f"{_RESNET}:configs_cosplace",
+        configs=None if vgg else f"{_RESNET}:configs_cosplace", export=None if vgg else f"{_RESNET}:export_cosplace",
         options={"backbone": "vgg16" if vgg else _RESNET_DEPTH[backbone], "fc_dim": dim},
         note=note, repo=f"gmberton/{method}",
     )
@@ -83,6 +83,7 @@ for _dim, _channels, _rows in ((4096, 1024, 4), (512, 256, 2), (128, 64, 2)):
         descriptor_dim=_dim, file_name=_file, url=None, container="torch",
         preprocessing=EvalPreprocessing((320, 320), "bilinear", stage="pil"),
         build=f"{_RESNET}:build_mixvpr", convert=f"{_RESNET}:convert_mixvpr", configs=f"{_RESNET}:configs_mixvpr",
+        export=f"{_RESNET}:export_gsv",
         options={"out_channels": _channels, "out_rows": _rows}, manual_download=_where,
         repo="amaralibey/MixVPR", protocols={"vpr-methods-evaluation": _VME_320},
     ))
@@ -96,6 +97,7 @@ for _channels in (128, 512, 1024, 2048):
         descriptor_dim=_dim, file_name=f"resnet50_ConvAP_{_channels}_2x2.ckpt", url=None, container="torch",
         preprocessing=EvalPreprocessing((320, 320), "bilinear", stage="pil"),
         build=f"{_RESNET}:build_convap", convert=f"{_RESNET}:convert_convap", configs=f"{_RESNET}:configs_convap",
+        export=f"{_RESNET}:export_gsv",
         options={"out_channels": _channels, "s1": 2, "s2": 2}, manual_download=_CONVAP_DRIVE,
         repo="amaralibey/gsv-cities", protocols={"vpr-methods-evaluation": _VME_320},
     ))
@@ -116,7 +118,7 @@ register(
         descriptor_dim=8448, file_name="model.safetensors",
         url="https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors", container="safetensors",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
-        cache_dir="megaloc", repo="gmberton/MegaLoc",
+        cache_dir="megaloc", repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     PublishedModel(
         name="megaloc_dinov2_8448_legacy", method="MegaLoc", paper="Berton and Masone, arXiv 2025",
@@ -124,7 +126,7 @@ register(
         url="https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch", container="torch",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
         note="the file the hub entry used from February 2025 to January 2026 (same model as megaloc_dinov2_8448)",
-        repo="gmberton/MegaLoc",
+        repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     *(PublishedModel(
         name=name, method="NetVLAD", paper="Arandjelovic et al., CVPR 2016", backbone="VGG16", descriptor_dim=dim,
@@ -132,6 +134,7 @@ register(
         container="matlab", preprocessing=NATIVE, build=f"{_DINO_VGG}:build_netvlad",
         convert=f"{_DINO_VGG}:convert_netvlad", read=f"{_DINO_VGG}:read_netvlad_mat",
         options={"whitening": dim == 4096}, cache_dir="netvlad", repo="Relja/netvlad",
+        protocols={"vpr-methods-evaluation": NATIVE},
         note="whitened (PCA) 4096-d" if dim == 4096 else "without whitening",
     ) for name, dim in (("netvlad_vgg16_pitts30k", 4096), ("netvlad_vgg16_pitts30k_32768", 32768))),
 )

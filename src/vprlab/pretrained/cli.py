@@ -9,7 +9,13 @@ from pathlib import Path
 
 import torch
 
-from vprlab.pretrained.load import _hub_backbone_name, export_release, release_file
+from vprlab.pretrained.load import (
+    _hub_backbone_name,
+    checkpoint_published_name,
+    export_published,
+    export_release,
+    release_file,
+)
 from vprlab.pretrained.registry import PUBLISHED_MODELS
 
 
@@ -49,13 +55,24 @@ def print_model_list() -> None:
           "`vprlab models download NAME` fetches one (Google Drive files: it says where to get them)")
 
 
+def _fine_tuned_from(ckpt: str, allow_unsafe_pickle: bool) -> str | None:
+    """The non-BoQ published model a checkpoint was fine-tuned from (None: BoQ export as before)."""
+    try:
+        name = checkpoint_published_name(ckpt, allow_unsafe_pickle)
+    except Exception:  # noqa: BLE001 - not a checkpoint: the BoQ export path reports the problem
+        return None
+    return name if name and not name.startswith("boq_") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vprlab models", description="Released models: list, download, export.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every published model: method, backbone, descriptor size, eval preprocessing, local file, URL")
-    export = commands.add_parser("export", help="write a trained BoQ checkpoint in the release layout")
+    export = commands.add_parser("export", help="write a trained checkpoint in its release layout (BoQ, or the published model it was fine-tuned from)")
     export.add_argument("ckpt", help="a vprlab checkpoint (.ckpt) or a state dict file")
     export.add_argument("out", help="the .pth file to write")
+    export.add_argument("--name", default=None, help="the published model whose layout to write (default: BoQ, or "
+                        "the pretrained.name the checkpoint was fine-tuned from)")
     export.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="read a trusted file that needs the full unpickler (it can run code stored in the file)")
     download = commands.add_parser("download", help="fetch a published model's file into the torch hub cache")
@@ -64,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             print_model_list()
+        elif args.command == "export" and (args.name or _fine_tuned_from(args.ckpt, args.allow_unsafe_pickle)):
+            out, spec = export_published(args.ckpt, args.out, args.name, allow_unsafe_pickle=args.allow_unsafe_pickle)
+            print(f"wrote {out}: {spec.method} {spec.backbone} {spec.descriptor_dim}-d in the layout of {spec.file_name}")
+            print(f"load it with vprlab.load_pretrained({spec.name!r}, weights={str(out)!r})")
         elif args.command == "export":
             out, architecture = export_release(args.ckpt, args.out, allow_unsafe_pickle=args.allow_unsafe_pickle)
             print(f"wrote {out}: {architecture.describe()}")

@@ -316,6 +316,7 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
     candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
     if not candidates:
         raise ValueError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
+    method = candidates[0].method
     if backbone is not None:
         key = _hub_key(backbone)
         candidates = [s for s in candidates if _hub_key(s.backbone) == key or _hub_key(s.backbone).startswith(key) or
@@ -366,3 +367,38 @@ def export_release(
     # Fresh contiguous tensors in the model's (= the release's) key order, nothing else in the file.
     release = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     return atomic_torch_save(release, Path(out_path).expanduser()), architecture
+
+
+def checkpoint_published_name(ckpt_path: str | Path, allow_unsafe_pickle: bool = False) -> str | None:
+    """The published model a vprlab training checkpoint was fine-tuned from (``pretrained.name`` of its
+    stored config), or None."""
+    from vprlab.utils.weights import torch_load
+
+    obj = torch_load(Path(ckpt_path).expanduser(), allow_unsafe_pickle=allow_unsafe_pickle)
+    config = obj.get("config") if isinstance(obj, dict) else None
+    pretrained = (config or {}).get("pretrained") or {}
+    return pretrained.get("name") if isinstance(pretrained, dict) else None
+
+
+def export_published(
+    ckpt_path: str | Path, out_path: str | Path, name: str | None = None, allow_unsafe_pickle: bool = False
+) -> tuple[Path, PublishedModel]:
+    """Write the weights of ``ckpt_path`` (a checkpoint of ``train.py pretrained=<name>``, or a state dict
+    with the model's own keys; ``name`` defaults to the checkpoint's ``pretrained.name``) in the released
+    file's layout (e.g. ``backbone.N.*`` / ``aggregation.*`` for CosPlace), so the original code and
+    ``load_pretrained(name, weights=out_path)`` load it. The weights are loaded strictly first."""
+    from vprlab.pretrained.registry import resolve_callable
+    from vprlab.utils.io import atomic_torch_save
+
+    ckpt_path = Path(ckpt_path).expanduser()
+    name = name or checkpoint_published_name(ckpt_path, allow_unsafe_pickle)
+    if not name:
+        raise ValueError(f"{str(ckpt_path)!r} was not fine-tuned from a published model (no pretrained.name in its config); pass name=")
+    spec = published_model(name)
+    if spec.export is None:
+        raise ValueError(f"{spec.name}: writing its released layout is not available for {spec.method} {spec.backbone}")
+    model = spec.build_model()
+    load_published_state(model, read_state_dict(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle), spec, f"checkpoint {str(ckpt_path)!r}")
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    release = resolve_callable(spec.export)(state, spec)
+    return atomic_torch_save(release, Path(out_path).expanduser()), spec

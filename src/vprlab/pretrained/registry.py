@@ -123,6 +123,9 @@ class HubBoQModel(VPRModel):
 #   read(path) -> dict[str, Tensor]                     only for container "matlab" (NetVLAD)
 #   configs(entry) -> (backbone cfg, aggregator cfg)    optional: ``_target_`` dicts building the same
 #                                                       model from zoo components, for fine-tuning
+#   export(state, entry) -> dict                        optional: our state dict -> the release's keys
+#                                                       (the inverse of convert), to write fine-tuned
+#                                                       weights in the released layout
 # ``entry.options`` carries the family's sizes (e.g. {"backbone": "resnet50", "fc_dim": 2048}).
 
 from collections.abc import Callable, Mapping  # noqa: E402
@@ -163,6 +166,7 @@ class PublishedModel:
     convert: str | None = None  # "module:function", convert(raw, entry) -> our state dict; None: identity
     read: str | None = None  # "module:function", read(path) -> raw dict; needed for container "matlab"
     configs: str | None = None  # "module:function", configs(entry) -> (backbone cfg, aggregator cfg): fine-tuning
+    export: str | None = None  # "module:function", export(state, entry) -> release-layout dict (inverse of convert)
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     cache_dir: str = "checkpoints"  # sub-folder of the torch hub dir holding the file
     manual_download: str | None = None  # where to get a file that has no URL (e.g. a Google Drive id)

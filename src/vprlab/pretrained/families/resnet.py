@@ -75,6 +75,15 @@ def convert_cosplace(raw: Mapping[str, torch.Tensor], entry: PublishedModel) -> 
     ], f"{entry.method} {entry.backbone}")
 
 
+def export_cosplace(state: Mapping[str, torch.Tensor], entry: PublishedModel) -> dict[str, torch.Tensor]:
+    """Our keys -> CosPlace's (the inverse of :func:`convert_cosplace`), in the release's order."""
+    return map_keys(state, [
+        (r"backbone\.net\.([014567])\.(.+)", r"backbone.\1.\2"),
+        (r"aggregator\.p", "aggregation.1.p"),
+        (r"aggregator\.fc\.(weight|bias)", r"aggregation.3.\1"),
+    ], f"vprlab {entry.method} {entry.backbone}")
+
+
 # ------------------------------------------------------------------------------------ MixVPR, Conv-AP
 
 _GSV_BACKBONE_RULES = [
@@ -119,3 +128,13 @@ def build_convap(entry: PublishedModel) -> VPRModel:
 
 def convert_convap(raw: Mapping[str, torch.Tensor], entry: PublishedModel) -> dict[str, torch.Tensor]:
     return map_keys(raw, [*_GSV_BACKBONE_RULES, (r"aggregator\.(channel_pool\.(?:weight|bias))", r"aggregator.\1")], "Conv-AP ResNet50")
+
+
+def export_gsv(state: Mapping[str, torch.Tensor], entry: PublishedModel) -> dict[str, torch.Tensor]:
+    """Our keys -> MixVPR's / Conv-AP's (the inverse of their convert), in the release's order."""
+    return map_keys(state, [
+        (r"backbone\.net\.0\.(.+)", r"backbone.model.conv1.\1"),
+        (r"backbone\.net\.1\.(.+)", r"backbone.model.bn1.\1"),
+        *((rf"backbone\.net\.{3 + k}\.(.+)", rf"backbone.model.layer{k}.\1") for k in (1, 2, 3, 4)),
+        (r"aggregator\.(.+)", r"aggregator.\1"),
+    ], f"vprlab {entry.method} {entry.backbone}")
