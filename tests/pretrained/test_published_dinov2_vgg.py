@@ -509,3 +509,64 @@ def test_cosplace_vgg16_release_loads_and_matches_the_readme(name, tmp_path) -> 
     raw["aggregation.2.p"] = torch.tensor([3.0])
     with pytest.raises(ValueError, match=r"no mapping knows: aggregation\.2\.p"):
         family.convert_cosplace_vgg16(raw, entry)
+
+
+# ------------------------------------------------------------------ export and fine-tuning
+
+
+def test_export_is_the_inverse_mapping_in_the_release_order(salad_raw, megaloc_raw) -> None:
+    salad = family.export_salad(family.convert_salad(salad_raw, None))
+    assert list(salad) == list(read_tsv("salad_dinov2_8448.tsv")) and all(salad[k] is salad_raw[k] for k in salad)
+    megaloc = family.export_megaloc(family.convert_megaloc(megaloc_raw, None))
+    assert list(megaloc) == list(read_tsv("megaloc_dinov2_8448.tsv"))  # sorted by name, as safetensors stores them
+    assert all(megaloc[k] is megaloc_raw[k] for k in megaloc)
+    entry = published_model("cosplace_vgg16_64")
+    raw = {f"backbone.{i}.{p}": torch.zeros(1) for i in (0, 2, 28) for p in ("weight", "bias")}
+    raw.update({"aggregation.1.p": torch.ones(1), "aggregation.3.weight": torch.zeros(1), "aggregation.3.bias": torch.zeros(1)})
+    mapped = family.map_keys(raw, family.COSPLACE_VGG16_RULES, "test")
+    assert list(family.export_cosplace_vgg16(mapped, entry)) == list(raw)
+    with pytest.raises(ValueError, match=r"no mapping knows: aggregator\.extra"):
+        family.export_cosplace_vgg16({"aggregator.extra": torch.zeros(1)}, entry)
+
+
+@pytest.mark.parametrize("name", ["salad_dinov2_8448", "megaloc_dinov2_8448", "netvlad_vgg16_pitts30k", "cosplace_vgg16_128"])
+def test_zoo_configs_describe_the_published_architecture(name) -> None:
+    """``train.py pretrained=<name>`` builds the model from these zoo configs: the same classes and
+    state-dict layout as the model the released file loads into."""
+    from vprlab.models.vpr_model import build_model
+    from vprlab.pretrained.finetune import published_configs
+
+    backbone, aggregator = published_configs(name)
+    assert backbone["pretrained"] is False  # everything comes from the released file
+    with torch.device("meta"):
+        from_configs = build_model(backbone, aggregator)
+        built = published_model(name).build_model()
+    assert [(k, v.shape) for k, v in from_configs.state_dict().items()] == [(k, v.shape) for k, v in built.state_dict().items()]
+    assert from_configs.descriptor_dim == published_model(name).descriptor_dim
+
+
+def test_fine_tune_netvlad_from_the_mat_file(netvlad_mat, tiny_synthetic, tmp_path) -> None:
+    """``train.py pretrained=netvlad_vgg16_pitts30k_32768 pretrained.path=<.mat>``: the zoo's VGG16 +
+    NetVLAD start from the MATLAB file's weights (no k-means initialisation) and train."""
+    from conftest import compose_config
+
+    from vprlab.engine.checkpoint import load_checkpoint
+    from vprlab.engine.trainer import train
+
+    path, _, raw = netvlad_mat
+    out = tmp_path / "run"
+    cfg = compose_config("train", [
+        "experiment=quickstart", f"paths.data_dir={tiny_synthetic.root.parent}", f"paths.output_dir={out}",
+        "pretrained=netvlad_vgg16_pitts30k_32768", f"pretrained.path={path}", "dataset.image_size=[48,64]",
+        "dataset.places_per_batch=8", "trainer.max_epochs=1", "trainer.eval_batch_size=16",
+    ])
+    result = train(cfg)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert ckpt["config"]["backbone"]["_target_"].endswith("VGGBackbone")
+    assert ckpt["config"]["aggregator"]["flatten_order"] == "channel_major"
+    state = ckpt["model"]
+    # Frozen conv1_1 and the mean pixel are the file's; the trained assignment moved.
+    assert torch.equal(state["backbone.net.0.weight"], raw["layers.0.weights.0"].permute(3, 2, 0, 1))
+    assert torch.equal(state["backbone.pixel_mean"], raw[family.MEAN_PIXEL_KEY])
+    assert not torch.equal(state["aggregator.conv.weight"], raw["layers.30.weights.0"].t()[:, :, None, None])
+    assert result["metrics"]["synthetic"]["descriptor_dim"] == 32768

@@ -151,9 +151,15 @@ def test_fine_tune_from_a_published_model_trains_evaluates_and_exports(cosplace_
     assert all(torch.equal(again.state_dict()[k], ckpt["model"][k]) for k in ckpt["model"])
 
 
-def test_fine_tuning_a_family_without_zoo_configs_says_so(tmp_path) -> None:
+def test_fine_tuning_a_family_without_zoo_configs_says_so(tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import vprlab.pretrained.finetune as finetune
     from vprlab.pretrained.finetune import apply_published_architecture
 
+    # Every published family has zoo configs now; an entry without them stands in.
+    without = replace(published_model("netvlad_vgg16_pitts30k"), configs=None)
+    monkeypatch.setattr(finetune, "published_model", lambda name: without)
     cfg = compose_config("train", ["pretrained=netvlad_vgg16_pitts30k", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="fine-tuning netvlad_vgg16_pitts30k is not available.*evaluate.py pretrained=netvlad_vgg16_pitts30k"):
         apply_published_architecture(cfg)

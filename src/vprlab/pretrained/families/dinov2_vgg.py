@@ -10,6 +10,8 @@ What each release holds and computes is written down in
 - ``convert_<family>(raw, entry)``: the release's tensors (as read from its file) -> a state dict
   with exactly the model's own keys, in its order, through an explicit key mapping; a key the
   mapping does not know, a key the model lacks or has in another shape is named in a ValueError;
+- ``export_<family>(state, entry)``: the inverse mapping, our keys -> the release's, in the release's
+  order (SALAD, MegaLoc, CosPlace VGG16; NetVLAD's MATLAB file is not written);
 - for NetVLAD, :func:`read_netvlad_mat`, the reader of the MATLAB file (scipy, nothing unpickled).
 
 NetVLAD reads ``entry.options["whitening"]`` (else ``entry.descriptor_dim``: 4096 whitened, 32768
@@ -222,6 +224,29 @@ def convert_salad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[st
     return check_against_model(state, build_salad, entry, what)
 
 
+def _export(state: Mapping[str, torch.Tensor], rules: Rules, entry: Any) -> dict[str, torch.Tensor]:
+    return map_keys(state, rules, f"vprlab {getattr(entry, 'method', '')} {getattr(entry, 'backbone', '')} state dict".replace("  ", " "))
+
+
+def export_salad(state: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """Our keys -> ``dino_salad.ckpt``'s (the inverse of :func:`convert_salad`), in the release's order
+    (``mask_token`` right after ``pos_embed``, as the DINOv2 hub model holds it)."""
+    out = _export(state, ((r"^backbone\.dino\.", "backbone.model."), (r"^aggregator\.", "aggregator.")), entry)
+    first = ["backbone.model.cls_token", "backbone.model.pos_embed", "backbone.model.mask_token"]
+    return {**{k: out[k] for k in first if k in out}, **{k: v for k, v in out.items() if k not in first}}
+
+
+def export_megaloc(state: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """Our keys -> ``model.safetensors``'s (``backbone.*``, ``aggregator.agg.*``, ``aggregator.linear.*``;
+    the inverse of :func:`convert_megaloc`), sorted by name as safetensors stores them."""
+    out = _export(state, (
+        (r"^backbone\.dino\.", "backbone."),
+        (r"^aggregator\.projection\.", "aggregator.linear."),
+        (r"^aggregator\.", "aggregator.agg."),
+    ), entry)
+    return dict(sorted(out.items()))
+
+
 def megaloc_layout(raw: Mapping[str, torch.Tensor]) -> str:
     """``"safetensors"`` (``backbone.*``, the file since January 2026) or ``"legacy"``
     (``backbone.model.*`` with ``mask_token``, ``megaloc.torch``)."""
@@ -374,3 +399,12 @@ def convert_cosplace_vgg16(raw: Mapping[str, torch.Tensor], entry: Any) -> dict[
     what = f"{getattr(entry, 'method', 'CosPlace')} VGG16 release (backbone.N.*, aggregation.1.p, aggregation.3.*)"
     state = map_keys(raw, COSPLACE_VGG16_RULES, what)
     return check_against_model(state, build_cosplace_vgg16, entry, what)
+
+
+def export_cosplace_vgg16(state: Mapping[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """Our keys -> the CosPlace / EigenPlaces VGG16 release's (the inverse of :func:`convert_cosplace_vgg16`)."""
+    return _export(state, (
+        (r"^backbone\.net\.(?=\d+\.(weight|bias)$)", "backbone."),
+        (r"^aggregator\.p$", "aggregation.1.p"),
+        (r"^aggregator\.fc\.(?=(weight|bias)$)", "aggregation.3."),
+    ), entry)
