@@ -31,7 +31,8 @@ for _spec, _size in ((RELEASED_MODELS["boq_resnet50_16384"], 384), (RELEASED_MOD
         backbone="ResNet50" if _spec.hub_backbone == "resnet50" else "DINOv2 ViT-B/14",
         descriptor_dim=_spec.descriptor_dim, file_name=_spec.file_name, url=_spec.url, container="torch",
         preprocessing=EvalPreprocessing((_size, _size), "bicubic", antialias=True, stage="tensor"),
-        build="vprlab.pretrained.families.boq:build_boq", options={"released": _spec.name},
+        build="vprlab.pretrained.families.boq:build_boq", configs="vprlab.pretrained.families.boq:configs_boq",
+        export="vprlab.pretrained.families.boq:export_boq", options={"released": _spec.name},
         repo="amaralibey/Bag-of-Queries", aliases=tuple(a for a, n in _ALIASES.items() if n == _spec.name),
     ))
 
@@ -60,7 +61,8 @@ def _cosplace_like(method: str, backbone: str, dim: int) -> PublishedModel:
         container="torch", preprocessing=NATIVE, protocols={"vpr-methods-evaluation": NATIVE},
         build=f"{_DINO_VGG}:build_cosplace_vgg16" if vgg else f"{_RESNET}:build_cosplace",
         convert=f"{_DINO_VGG}:convert_cosplace_vgg16" if vgg else f"{_RESNET}:convert_cosplace",
-        configs=None if vgg else f"{_RESNET}:configs_cosplace", export=None if vgg else f"{_RESNET}:export_cosplace",
+        configs=f"{_DINO_VGG}:configs_cosplace_vgg16" if vgg else f"{_RESNET}:configs_cosplace",
+        export=None if vgg else f"{_RESNET}:export_cosplace",
         options={"backbone": "vgg16" if vgg else _RESNET_DEPTH[backbone], "fc_dim": dim},
         note=note, repo=f"gmberton/{method}",
     )
@@ -110,7 +112,7 @@ register(
         descriptor_dim=8448, file_name="dino_salad.ckpt",
         url="https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt", container="torch",
         preprocessing=EvalPreprocessing((322, 322), "bilinear", stage="pil"),
-        build=f"{_DINO_VGG}:build_salad", convert=f"{_DINO_VGG}:convert_salad",
+        build=f"{_DINO_VGG}:build_salad", convert=f"{_DINO_VGG}:convert_salad", configs=f"{_DINO_VGG}:configs_salad",
         repo="serizba/salad", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     PublishedModel(
@@ -118,6 +120,7 @@ register(
         descriptor_dim=8448, file_name="model.safetensors",
         url="https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors", container="safetensors",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
+        configs=f"{_DINO_VGG}:configs_megaloc",
         cache_dir="megaloc", repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     PublishedModel(
@@ -125,13 +128,14 @@ register(
         backbone="DINOv2 ViT-B/14", descriptor_dim=8448, file_name="megaloc.torch",
         url="https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch", container="torch",
         preprocessing=_VME_DINO, build=f"{_DINO_VGG}:build_megaloc", convert=f"{_DINO_VGG}:convert_megaloc",
+        configs=f"{_DINO_VGG}:configs_megaloc",
         note="the file the hub entry used from February 2025 to January 2026 (same model as megaloc_dinov2_8448)",
         repo="gmberton/MegaLoc", protocols={"vpr-methods-evaluation": _VME_DINO},
     ),
     *(PublishedModel(
         name=name, method="NetVLAD", paper="Arandjelovic et al., CVPR 2016", backbone="VGG16", descriptor_dim=dim,
         file_name="VGG16-NetVLAD-Pitts30K.mat", url="https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
-        container="matlab", preprocessing=NATIVE, build=f"{_DINO_VGG}:build_netvlad",
+        container="matlab", preprocessing=NATIVE, build=f"{_DINO_VGG}:build_netvlad", configs=f"{_DINO_VGG}:configs_netvlad",
         convert=f"{_DINO_VGG}:convert_netvlad", read=f"{_DINO_VGG}:read_netvlad_mat",
         options={"whitening": dim == 4096}, cache_dir="netvlad", repo="Relja/netvlad",
         protocols={"vpr-methods-evaluation": NATIVE},
