@@ -154,15 +154,27 @@ def test_fine_tune_from_a_published_model_trains_evaluates_and_exports(cosplace_
 def test_fine_tuning_a_family_without_zoo_configs_says_so(tmp_path, monkeypatch) -> None:
     from dataclasses import replace
 
-    import vprlab.pretrained.finetune as finetune
+    from vprlab.pretrained import registry
     from vprlab.pretrained.finetune import apply_published_architecture
 
-    # Every published family has zoo configs now; an entry without them stands in.
-    without = replace(published_model("netvlad_vgg16_pitts30k"), configs=None)
-    monkeypatch.setattr(finetune, "published_model", lambda name: without)
-    cfg = compose_config("train", ["pretrained=netvlad_vgg16_pitts30k", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ValueError, match="fine-tuning netvlad_vgg16_pitts30k is not available.*evaluate.py pretrained=netvlad_vgg16_pitts30k"):
+    name = "netvlad_vgg16_pitts30k"
+    monkeypatch.setitem(registry._PUBLISHED, name, replace(published_model(name), configs=None))
+    cfg = compose_config("train", [f"pretrained={name}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=f"fine-tuning {name} is not available.*evaluate.py pretrained={name}"):
         apply_published_architecture(cfg)
+
+
+@pytest.mark.parametrize("name", ["boq_resnet50_16384", "mixvpr_resnet50_4096", "convap_resnet50_2048"])
+def test_fine_tuning_configs_build_the_published_architecture(name, tmp_path) -> None:
+    """train.py pretrained=<name> composes the released architecture from the zoo: the same keys and
+    shapes as the model the released file loads into."""
+    from vprlab.models.vpr_model import build_model
+    from vprlab.pretrained.finetune import apply_published_architecture
+
+    cfg = apply_published_architecture(compose_config("train", [f"pretrained={name}", f"paths.output_dir={tmp_path}"]))
+    ours = build_model(cfg.backbone, cfg.aggregator).state_dict()
+    release = published_model(name).build_model().state_dict()
+    assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in release.items()]
 
 
 def test_hub_entries_load_local_files_offline(cosplace_file, monkeypatch, tmp_path) -> None:

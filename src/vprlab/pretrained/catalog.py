@@ -31,7 +31,8 @@ for _spec, _size in ((RELEASED_MODELS["boq_resnet50_16384"], 384), (RELEASED_MOD
         backbone="ResNet50" if _spec.hub_backbone == "resnet50" else "DINOv2 ViT-B/14",
         descriptor_dim=_spec.descriptor_dim, file_name=_spec.file_name, url=_spec.url, container="torch",
         preprocessing=EvalPreprocessing((_size, _size), "bicubic", antialias=True, stage="tensor"),
-        build="vprlab.pretrained.families.boq:build_boq", options={"released": _spec.name},
+        build="vprlab.pretrained.families.boq:build_boq", configs="vprlab.pretrained.families.boq:configs_boq",
+        export="vprlab.pretrained.families.boq:export_boq", options={"released": _spec.name},
         repo="amaralibey/Bag-of-Queries", aliases=tuple(a for a, n in _ALIASES.items() if n == _spec.name),
     ))
 
