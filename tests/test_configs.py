@@ -55,9 +55,9 @@ def test_training_defaults_are_the_boq_recipe(tmp_path):
 BACKBONE_CHANNELS = {
     "resnet18": 256, "resnet18_small": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 1024, "resnet152": 1024, "resnext50": 1024,
     "dinov2": 768, "dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536,
-    "dinov2_vitb14_reg4": 768, "timm": 768,
+    "dinov2_vitb14_reg4": 768, "timm": 768, "vgg16": 512,
 }
-SMALL_INPUT = {"resnet": (32, 32), "resnext": (32, 32), "dinov2": (28, 28), "timm": (64, 64)}  # 2x2 maps
+SMALL_INPUT = {"resnet": (32, 32), "resnext": (32, 32), "dinov2": (28, 28), "timm": (64, 64), "vgg": (32, 32)}  # 2x2 maps
 SALAD_INPUT = (126, 126)  # 9x9 = 81 DINOv2 patches: more than SALAD's 64 clusters (spec.more_positions_than)
 # Keeps the matrix light; the paper sizes are checked in tests/models. Optional: a new aggregator needs no entry.
 LIGHTER = {"boq": {"num_queries": 8}}

@@ -154,6 +154,21 @@ def test_netvlad_matches_residual_loop(vladv2: bool) -> None:
     assert netvlad.descriptor_dim == 12
 
 
+def test_netvlad_channel_major_order_is_the_transposed_cluster_major_one() -> None:
+    """flatten_order="channel_major" (the MATLAB release's index c * K + k) holds the same values as the
+    default k * C + c, transposed; the optional PCA then reads that order."""
+    torch.manual_seed(0)
+    cluster_major = NetVLAD(4, num_clusters=3)
+    channel_major = NetVLAD(4, num_clusters=3, flatten_order="channel_major")
+    channel_major.load_state_dict(cluster_major.state_dict())
+    x = torch.randn(2, 4, 3, 2)
+    with torch.no_grad():
+        a, b = cluster_major(x), channel_major(x)
+    torch.testing.assert_close(b, a.reshape(2, 3, 4).transpose(1, 2).reshape(2, 12))
+    with pytest.raises(ValueError, match=r"flatten_order='matlab' is not one of \['cluster_major', 'channel_major'\]"):
+        NetVLAD(4, flatten_order="matlab")
+
+
 def _clustered_features(num_images=40, channels=6, side=5, clusters=4, seed=0):
     """Feature maps whose local features sit near ``clusters`` random directions."""
     generator = torch.Generator().manual_seed(seed)
@@ -287,6 +302,22 @@ def test_salad_matches_manual_computation() -> None:
         glob = t2(torch.relu(t1(token[b])))
         expected.append(torch.cat([glob / glob.norm(), clusters.flatten()]))
     torch.testing.assert_close(out, _unit_rows(torch.stack(expected)))
+
+
+def test_salad_out_dim_projects_the_normalised_descriptor() -> None:
+    """out_dim (MegaLoc): Linear with bias on the L2-normalised SALAD descriptor, L2-normalised again."""
+    torch.manual_seed(0)
+    plain = SALAD(8, num_clusters=3, cluster_dim=4, token_dim=5, hidden_dim=6, dropout=0.0).eval()
+    projected = SALAD(8, num_clusters=3, cluster_dim=4, token_dim=5, hidden_dim=6, dropout=0.0, out_dim=7).eval()
+    state = projected.state_dict()
+    assert {"projection.weight", "projection.bias"} <= set(state) and state["projection.weight"].shape == (7, 17)
+    plain.load_state_dict({k: v for k, v in state.items() if not k.startswith("projection.")})
+    fmap, token = torch.randn(2, 8, 3, 4), torch.randn(2, 8)
+    with torch.no_grad():
+        expected = _unit_rows(projected.projection(plain((fmap, token))))
+        torch.testing.assert_close(projected((fmap, token)), expected)
+    assert projected.descriptor_dim == 7 == SALAD.descriptor_dim_for(8, num_clusters=3, cluster_dim=4, token_dim=5, out_dim=7)
+    assert SALAD(768, cluster_dim=256, out_dim=8448).descriptor_dim == 8448
 
 
 def test_salad_paper_size_and_errors() -> None:

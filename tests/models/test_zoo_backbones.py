@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from vprlab.models.backbones import DinoV2Backbone, ResNetBackbone, TimmBackbone
+from vprlab.models.backbones import (
+    DinoV2Backbone,
+    ResNetBackbone,
+    TimmBackbone,
+    VGGBackbone,
+)
 from vprlab.models.backbones.dinov2 import interpolate_pos_embed, release_to_timm_keys
 
 SMALL_DINO = "vit_small_patch14_dinov2"
@@ -44,6 +49,50 @@ def test_resnext_loads_a_torchvision_state_dict(tmp_path) -> None:
     assert backbone.net[6][0].conv2.groups == 32
 
 
+# -------------------------------------------------------------------------------------------- VGG16
+
+
+@pytest.fixture(scope="module")
+def vgg() -> VGGBackbone:
+    torch.manual_seed(0)
+    return VGGBackbone("vgg16", pretrained=False).eval()
+
+
+def test_vgg16_is_torchvision_features_up_to_conv5_3(vgg: VGGBackbone, tmp_path) -> None:
+    """features[:29] of torchvision's vgg16 (last ReLU and max-pool dropped): 512 channels at stride 16;
+    a torchvision vgg16 state dict (classifier included) loads, conv5 alone trains by default."""
+    import torchvision
+
+    source = torchvision.models.vgg16(weights=None).eval()
+    torch.save(source.state_dict(), tmp_path / "vgg16.pth")
+    loaded = VGGBackbone("vgg16", pretrained=True, weights_path=tmp_path / "vgg16.pth").eval()
+    assert (loaded.out_channels, loaded.stride) == (512, 16)
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source.features[:29](x))
+        assert (source.features[:29](x) < 0).any()  # no final ReLU
+    assert list(vgg.state_dict())[-2:] == ["net.28.weight", "net.28.bias"]
+    trainable = {n.split(".")[1] for n, p in vgg.named_parameters() if p.requires_grad}
+    assert trainable == {"24", "26", "28"}
+    with pytest.raises(ValueError, match=r"num_trainable_blocks=6 is out of range for vgg16; use 0\.\.5"):
+        VGGBackbone("vgg16", pretrained=False, num_trainable_blocks=6)
+
+
+def test_vgg16_matconvnet_input(vgg: VGGBackbone) -> None:
+    """pixel_mean: ImageNet normalisation undone, clamped to [0, 1], x 255, mean pixel subtracted."""
+    matconvnet = VGGBackbone("vgg16", pretrained=False, pixel_mean=[120.0, 110.0, 100.0]).eval()
+    matconvnet.net.load_state_dict(vgg.net.state_dict())
+    assert torch.equal(matconvnet.state_dict()["pixel_mean"], torch.tensor([120.0, 110.0, 100.0]))
+    images = torch.rand(1, 3, 32, 32)
+    images[0, 0, 0, 0] = 1.5  # out of range: clamped
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected_input = images.clamp(0, 1) * 255 - torch.tensor([120.0, 110.0, 100.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(matconvnet((images - mean) / std), vgg.net(expected_input), atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"pixel_mean must hold 3 values"):
+        VGGBackbone("vgg16", pretrained=False, pixel_mean=[1.0])
+
+
 # ------------------------------------------------------------------------------------------ DINOv2
 
 
@@ -72,6 +121,25 @@ def test_dinov2_class_token_and_final_norm(dino_cls: DinoV2Backbone) -> None:
     trainable = {n for n, p in dino_cls.named_parameters() if p.requires_grad}
     assert {"dino.norm.weight", "dino.norm.bias"} <= trainable  # the norm trains with the last blocks
     assert not any(n.startswith("dino.blocks.9.") for n in trainable)
+
+
+def test_dinov2_rounds_to_patch_multiples_and_drops_the_mask_token(dino_cls: DinoV2Backbone) -> None:
+    """round_to_patch_multiple (MegaLoc): any size, resized to the nearest multiples of 14 (bilinear,
+    antialiased) first; keep_mask_token=False: no mask_token in the state dict."""
+    rounding = DinoV2Backbone(SMALL_DINO, pretrained=False, return_cls_token=True, apply_final_norm=True,
+                              round_to_patch_multiple=True, keep_mask_token=False, eval_image_size=None).eval()
+    assert "mask_token" not in {k.split(".", 1)[1] for k in rounding.state_dict()}
+    rounding.load_state_dict({k: v for k, v in dino_cls.state_dict().items() if k != "dino.mask_token"})
+    x = torch.randn(1, 3, 45, 33)  # -> 42 x 28
+    with torch.no_grad():
+        grid, cls = rounding(x)
+        resized = F.interpolate(x, size=(42, 28), mode="bilinear", align_corners=False, antialias=True)
+        expected_grid, expected_cls = dino_cls(resized)
+    assert grid.shape == (1, 384, 3, 2)
+    torch.testing.assert_close(grid, expected_grid)
+    torch.testing.assert_close(cls, expected_cls)
+    assert DinoV2Backbone.config_patch_size({"round_to_patch_multiple": True}) is None
+    assert DinoV2Backbone.config_patch_size({}) == 14
 
 
 def test_dinov2_defaults_unchanged() -> None:

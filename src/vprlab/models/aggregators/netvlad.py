@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # The initial soft-assignment makes a descriptor's nearest centroid ~100x more likely than the
 # second nearest on average: alpha * (gap between the two) = -ln(0.01), as in the paper's code.
 _ASSIGNMENT_RATIO = 0.01
+# How the K x C residual matrix is flattened: k * C + c (PyTorch port) or c * K + k (MATLAB release).
+FLATTEN_ORDERS = ("cluster_major", "channel_major")
 
 
 class NetVLAD(Aggregator):
@@ -52,6 +54,11 @@ class NetVLAD(Aggregator):
       descriptors of those training images at initialisation (as the paper does after training,
       here before it; the projection then trains with the rest, and ``fit_pca`` refits it on any
       descriptors). It needs more than ``pca_dim`` images (``trainer.aggregator_init_images``).
+      The projection is a Linear with bias (``pca``) followed by L2 normalisation, which is also how
+      the released MATLAB models apply their whitening (4096-d).
+    - ``flatten_order``: the order of the K x C values in the descriptor. ``"cluster_major"`` (the
+      PyTorch port's): index k * C + c; ``"channel_major"`` (the MATLAB release's, whose whitening
+      expects it): index c * K + k.
     """
 
     spec = AggregatorSpec(
@@ -74,6 +81,7 @@ class NetVLAD(Aggregator):
         init_descriptors: int = 50_000,
         kmeans_iters: int = 100,
         seed: int = 0,
+        flatten_order: str = "cluster_major",
     ) -> None:
         super().__init__()
         check_positive_int(
@@ -87,6 +95,9 @@ class NetVLAD(Aggregator):
                     f"NetVLAD pca_dim={pca_dim} exceeds the VLAD dimension {num_clusters * in_channels} "
                     f"(num_clusters {num_clusters} x in_channels {in_channels}); use a smaller pca_dim or null"
                 )
+        if flatten_order not in FLATTEN_ORDERS:
+            raise ValueError(f"NetVLAD flatten_order={flatten_order!r} is not one of {list(FLATTEN_ORDERS)}")
+        self.flatten_order = flatten_order
         self.in_channels = in_channels
         self.num_clusters = num_clusters
         self.normalize_input = normalize_input
@@ -127,6 +138,8 @@ class NetVLAD(Aggregator):
             residuals = torch.bmm(weights, local.transpose(1, 2))  # [B, K, C]
             residuals = residuals - weights.sum(dim=2, keepdim=True) * self.centroids.float()
             residuals = F.normalize(residuals, p=2.0, dim=2)  # intra-normalisation
+            if self.flatten_order == "channel_major":
+                residuals = residuals.transpose(1, 2)  # [B, C, K]: index c * K + k
             return l2_flatten(residuals)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,10 @@ def log_optimal_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: in
     dustbin the remaining n - m, so n must exceed m. ``iters`` Sinkhorn iterations alternate a row
     and a column update in log space, so the columns sum exactly to one at the end and the rows
     approach their marginals as ``iters`` grows. Computed in float32 whatever the input dtype.
+
+    Written as the SALAD and MegaLoc releases compute it (so the float32 rounding is theirs too): the
+    masses are first divided by n + m (log targets -log(n + m), and log(n - m) - log(n + m) for the
+    dustbin), the potentials start at zero, and the plan is multiplied back by n + m at the end.
     """
     batch, num_clusters, num_features = scores.shape
     if num_features <= num_clusters:
@@ -49,15 +53,16 @@ def log_optimal_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: in
         scores = scores.float()
         bins = dustbin.float().reshape(1, 1, 1).expand(batch, 1, num_features)
         log_plan = torch.cat([scores, bins], dim=1)  # [B, m + 1, n]
-        log_rows = torch.zeros(num_clusters + 1, device=scores.device)
-        log_rows[-1] = math.log(num_features - num_clusters)
+        norm = -torch.tensor(math.log(num_features + num_clusters), device=scores.device)
+        log_rows = norm.expand(num_clusters + 1).clone()
+        log_rows[-1] = log_rows[-1] + math.log(num_features - num_clusters)
         log_rows = log_rows.expand(batch, -1)
-        log_cols = torch.zeros(batch, num_features, device=scores.device)
+        log_cols = norm.expand(batch, num_features)
         u, v = torch.zeros_like(log_rows), torch.zeros_like(log_cols)
         for _ in range(iters):
             u = log_rows - torch.logsumexp(log_plan + v[:, None, :], dim=2)
             v = log_cols - torch.logsumexp(log_plan + u[:, :, None], dim=1)
-        return log_plan + u[:, :, None] + v[:, None, :]
+        return log_plan + u[:, :, None] + v[:, None, :] - norm
 
 
 class SALAD(Aggregator):
@@ -68,6 +73,9 @@ class SALAD(Aggregator):
     width 512, dropout 0.3, 3 Sinkhorn iterations. The backbone must return its class token
     (DINOv2 / timm ViT with ``return_cls_token=true``; SALAD also applies DINOv2's final norm, see
     experiment=salad_dinov2). Needs more local features than clusters (H * W > num_clusters).
+
+    ``out_dim`` (MegaLoc's setting: 64 x 256 + 256 = 16640 -> 8448) adds a final ``projection``
+    Linear (with bias) from that L2-normalised descriptor to ``out_dim`` values, L2-normalised again.
     """
 
     spec = AggregatorSpec(
@@ -77,8 +85,10 @@ class SALAD(Aggregator):
     )
 
     @staticmethod
-    def output_dim(in_channels: int, num_clusters: int, cluster_dim: int, token_dim: int, **args) -> int:
-        return num_clusters * cluster_dim + token_dim
+    def output_dim(
+        in_channels: int, num_clusters: int, cluster_dim: int, token_dim: int, out_dim: int | None = None, **args
+    ) -> int:
+        return out_dim or num_clusters * cluster_dim + token_dim
 
     def __init__(
         self,
@@ -89,12 +99,15 @@ class SALAD(Aggregator):
         hidden_dim: int = 512,
         dropout: float = 0.3,
         sinkhorn_iters: int = 3,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int(
             "SALAD", in_channels=in_channels, num_clusters=num_clusters, cluster_dim=cluster_dim,
             token_dim=token_dim, hidden_dim=hidden_dim, sinkhorn_iters=sinkhorn_iters,
         )
+        if out_dim is not None:
+            check_positive_int("SALAD", out_dim=out_dim)
         if not 0 <= dropout < 1:
             raise ValueError(f"SALAD dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
@@ -116,10 +129,12 @@ class SALAD(Aggregator):
             nn.Conv2d(in_channels, hidden_dim, 1), drop(), nn.ReLU(), nn.Conv2d(hidden_dim, num_clusters, 1)
         )
         self.dust_bin = nn.Parameter(torch.tensor(1.0))
+        self.out_dim = out_dim
+        self.projection = nn.Linear(num_clusters * cluster_dim + token_dim, out_dim) if out_dim else None
 
     @property
     def descriptor_dim(self) -> int:
-        return self.num_clusters * self.cluster_dim + self.token_dim
+        return self.out_dim or self.num_clusters * self.cluster_dim + self.token_dim
 
     def transport_plan(self, x: torch.Tensor) -> torch.Tensor:
         """Assignment of the features of map x [B, C, H, W] to the clusters: [B, m, H*W] (dustbin dropped)."""
@@ -147,4 +162,7 @@ class SALAD(Aggregator):
             clusters = torch.bmm(local.float(), plan.transpose(1, 2))  # [B, l, m]: sum_n f_ln p_mn
             clusters = F.normalize(clusters, p=2.0, dim=1)  # per cluster
             glob = F.normalize(glob.float(), p=2.0, dim=-1)
-            return l2_flatten(torch.cat([glob, clusters.flatten(1)], dim=1))
+            descriptor = l2_flatten(torch.cat([glob, clusters.flatten(1)], dim=1))
+            if self.projection is None:
+                return descriptor
+            return l2_flatten(F.linear(descriptor, self.projection.weight.float(), self.projection.bias.float()))

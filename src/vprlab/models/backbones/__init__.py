@@ -9,5 +9,6 @@ normalisation it expects (``mean``, ``std``) and the image sizes it is meant for
 from vprlab.models.backbones.dinov2 import DinoV2Backbone, check_image_size
 from vprlab.models.backbones.resnet import ResNetBackbone
 from vprlab.models.backbones.timm_backbone import TimmBackbone
+from vprlab.models.backbones.vgg import VGGBackbone
 
-__all__ = ["DinoV2Backbone", "ResNetBackbone", "TimmBackbone", "check_image_size"]
+__all__ = ["DinoV2Backbone", "ResNetBackbone", "TimmBackbone", "VGGBackbone", "check_image_size"]

@@ -89,6 +89,29 @@ def interpolate_pos_embed(
     return torch.cat((cls_pos, patch_pos), dim=1).to(dtype)
 
 
+def nearest_patch_multiple(side: int, patch_size: int = PATCH_SIZE) -> int:
+    """``side`` rounded to the nearest multiple of ``patch_size`` as MegaLoc does (Python's ``round`` of
+    ``side / patch_size``, so an exact half goes to the even multiple: 21 -> 28, 35 -> 28, 49 -> 56)."""
+    rounded = round(side / patch_size) * patch_size
+    if rounded < patch_size:
+        raise ValueError(
+            f"image side {side} rounds to {rounded}, below the DINOv2 patch size {patch_size}; "
+            f"use images of at least {(patch_size + 1) // 2} pixels per side"
+        )
+    return rounded
+
+
+def resize_to_patch_multiple(x: torch.Tensor, patch_size: int = PATCH_SIZE) -> torch.Tensor:
+    """Resize a (normalised) batch [B, C, H, W] so that H and W are the nearest multiples of
+    ``patch_size`` (:func:`nearest_patch_multiple`): bilinear, antialiased, what MegaLoc's forward does
+    (torchvision's tensor ``resize``). Returned unchanged when both sides already are multiples."""
+    height, width = x.shape[-2:]
+    if height % patch_size == 0 and width % patch_size == 0:
+        return x
+    size = (nearest_patch_multiple(height, patch_size), nearest_patch_multiple(width, patch_size))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def release_to_timm_keys(state: dict[str, torch.Tensor], no_embed_class: bool) -> dict[str, torch.Tensor]:
     """A state dict of the DINOv2 release with timm's names: ``register_tokens`` -> ``reg_token`` (the
     class-token position folded into ``cls_token``, as timm's register models hold it) and ViT-G's
@@ -137,6 +160,14 @@ class DinoV2Backbone(Backbone):
     ``train_image_size`` / ``eval_image_size`` record the input sizes the model is meant for (BoQ
     DINOv2: trained at 280, evaluated at 322); they are checked against the patch size at once so a
     bad config fails before any data is read.
+
+    ``round_to_patch_multiple=True`` (MegaLoc's setting) accepts any input size: a batch whose height
+    or width is not a multiple of 14 is first resized to the nearest multiples (bilinear, antialiased;
+    :func:`resize_to_patch_multiple`), and the sizes are then not checked.
+
+    ``keep_mask_token=False`` leaves the unused ``mask_token`` out of the model (and its state dict),
+    for releases whose files lack it (MegaLoc's ``model.safetensors``); a ``weights_path`` file that
+    holds one is then read without it.
     """
 
     can_return_cls_token = True
@@ -146,8 +177,8 @@ class DinoV2Backbone(Backbone):
         return PATCH_SIZE
 
     @classmethod
-    def config_patch_size(cls, config) -> int:
-        return PATCH_SIZE
+    def config_patch_size(cls, config) -> int | None:
+        return None if config.get("round_to_patch_multiple", False) else PATCH_SIZE
 
     def __init__(
         self,
@@ -159,14 +190,17 @@ class DinoV2Backbone(Backbone):
         eval_image_size: int | Sequence[int] | None = (322, 322),
         return_cls_token: bool = False,
         apply_final_norm: bool = False,
+        round_to_patch_multiple: bool = False,
+        keep_mask_token: bool = True,
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
             raise ValueError(f"unknown DINOv2 model_name={model_name!r}; choose one of {list(DINOV2_MODELS)}")
         self.train_image_size = None if train_image_size is None else as_hw(train_image_size, "train_image_size")
         self.eval_image_size = None if eval_image_size is None else as_hw(eval_image_size, "eval_image_size")
+        self.round_to_patch_multiple = bool(round_to_patch_multiple)
         for name, size in (("train_image_size", self.train_image_size), ("eval_image_size", self.eval_image_size)):
-            if size is not None:
+            if size is not None and not self.round_to_patch_multiple:
                 try:
                     check_image_size(size)
                 except ValueError as err:
@@ -188,12 +222,17 @@ class DinoV2Backbone(Backbone):
             )
         # DINOv2 keeps a mask token for masked-image pretraining; timm drops it. Registered (zeros, as in
         # DINOv2's init) only so that released checkpoints load strictly.
-        dino.mask_token = nn.Parameter(torch.zeros(1, dino.embed_dim))
+        self.keep_mask_token = bool(keep_mask_token)
+        if self.keep_mask_token:
+            dino.mask_token = nn.Parameter(torch.zeros(1, dino.embed_dim))
         self.dino = dino
         if weights_path is not None:
             what = f"a {model_name} state dict (DINOv2 or timm key names)"
             state = release_to_timm_keys(load_state_dict_file(weights_path, what), dino.no_embed_class)
-            state.setdefault("mask_token", self.dino.mask_token.detach().clone())  # timm files lack it
+            if self.keep_mask_token:
+                state.setdefault("mask_token", self.dino.mask_token.detach().clone())  # timm files lack it
+            else:
+                state.pop("mask_token", None)  # unused at inference
             load_strict(self.dino, state, weights_path, what)
 
         self.model_name = model_name
@@ -248,6 +287,8 @@ class DinoV2Backbone(Backbone):
         return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.round_to_patch_multiple:
+            x = resize_to_patch_multiple(x, self.patch_size)
         batch, _, height, width = x.shape
         # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
         frozen = [self.dino.patch_embed, *self.frozen_blocks]
