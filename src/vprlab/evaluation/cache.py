@@ -7,10 +7,12 @@ interpolation, antialiasing, normalisation) and the autocast precision. Layout::
     <cache_dir>/<weights_hash>/<benchmark>/<H>x<W>-<key digest>/
         database.npy   [num_db, D]       float32 or float16
         queries.npy    [num_queries, D]
-        meta.json      the key, shapes, dtype and the extraction time of the first run
+        meta.json      the key, shapes, dtype, the SHA-256 of both arrays and the extraction time of the first run
 
 Each file is written to a temporary name and renamed; ``meta.json`` comes last, so an entry
-without it is incomplete and ignored. The database array is memory-mapped on load, so a
+without it is incomplete and ignored. On read both arrays are checked against the SHA-256 in
+``meta.json``: a damaged entry (flipped bytes, a truncated or empty file, an unreadable meta)
+is recomputed and overwritten with a warning, never scored. The database array is memory-mapped on load, so a
 huge database is read chunk by chunk during a chunked search.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,9 @@ from typing import Any
 import numpy as np
 
 from vprlab.utils.io import atomic_save_npy, atomic_write_json
+from vprlab.utils.weights import file_hash
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -90,20 +96,31 @@ class DescriptorCache:
         return descriptors.astype(np.float16)
 
     def load(self, key: CacheKey) -> CachedDescriptors | None:
-        """The entry for ``key``, or None when there is none (or it is incomplete or inconsistent)."""
+        """The entry for ``key``, or None when there is none or it is incomplete, inconsistent or
+        damaged (a checksum that does not match: logged as a warning; the caller recomputes it)."""
         folder = self.entry_dir(key)
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             return None
         try:
             meta = json.loads(meta_path.read_text())
+            checksums = meta.get("sha256")
+            if not isinstance(checksums, dict):
+                raise ValueError("meta.json has no checksums (written by an older vprlab)")
+            for name in ("database.npy", "queries.npy"):
+                actual = file_hash(folder / name, length=64)
+                if actual != checksums.get(name):
+                    raise ValueError(f"{name} does not match its checksum (sha256 {actual[:12]}, "
+                                     f"expected {str(checksums.get(name))[:12]})")
             database = np.load(folder / "database.npy", mmap_mode="r", allow_pickle=False)
             queries = np.load(folder / "queries.npy", allow_pickle=False)
-        except (OSError, ValueError, json.JSONDecodeError):
-            return None  # a damaged entry is recomputed and overwritten
+        except Exception as err:  # noqa: BLE001 - any damage (EOFError, ValueError, OSError...): recompute
+            log.warning("descriptor cache entry %s is damaged (%s: %s); recomputing it", folder, type(err).__name__, err)
+            return None
         if meta.get("digest") != key.digest() or list(database.shape) != meta.get("database_shape") or list(
             queries.shape
         ) != meta.get("queries_shape"):
+            log.warning("descriptor cache entry %s does not match its key or shapes; recomputing it", folder)
             return None
         return CachedDescriptors(database=database, queries=queries, meta=meta)
 
@@ -131,6 +148,7 @@ class DescriptorCache:
             atomic_save_npy(target, np.asarray(database, dtype=dtype))
         atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
         meta = {
+            "sha256": {name: file_hash(folder / name, length=64) for name in ("database.npy", "queries.npy")},
             "digest": key.digest(),
             "key": asdict(key),
             "dtype": self.dtype,
