@@ -121,7 +121,9 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         # Every rank computes the same initialisation (same images, same k-means seed).
         init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images))
 
-    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main)
+    # A resumed run drops the rows the interrupted one wrote after this checkpoint: no duplicates.
+    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main,
+                       resume_step=step if state is not None else None)
     eval_kwargs = dict(
         batch_size=int(tcfg.eval_batch_size), num_workers=int(loader_setting(cfg.dataset, "num_workers")),
         device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
@@ -147,7 +149,7 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         "model/params": sum(p.numel() for p in model.parameters()),
         "model/aggregator_params": sum(p.numel() for p in model.aggregator.parameters()),
         "model/trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }, step=step)
+    }, step=0)  # a property of the run, not of a step: a resumed run does not log it twice
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
