@@ -20,7 +20,10 @@ Image lists are sorted by path, so database indices are stable across machines.
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
+import io
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -39,19 +42,28 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _LAST_INTEGER = re.compile(r"(\d+)(?!.*\d)")
 
 ImageSize = int | Sequence[int] | None
+log = logging.getLogger(__name__)
+
+
+def is_hidden(name: str) -> bool:
+    """``.DS_Store``, macOS ``._photo.jpg`` resource forks, ``.thumbnails/``: never benchmark images."""
+    return name.startswith(".")
 
 
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def list_images(root: str | os.PathLike, where: str, what: str = "images") -> list[str]:
     """Image paths (sorted) for ``where``, relative to ``root``: a folder searched recursively,
     the ``<folder>_images_paths.txt`` list next to it when there is one, or a glob pattern
-    (``test/*/query/images/*.jpg``)."""
+    (``test/*/query/images/*.jpg``). Hidden files and folders (``.*``, macOS ``._*``) are skipped."""
     root = Path(root)
     if _GLOB_CHARS.search(where):
-        paths = sorted(str(p) for p in root.glob(where) if _is_image(p.name))
+        paths = sorted(
+            str(p) for p in root.glob(where)
+            if _is_image(p.name) and not any(is_hidden(part) for part in p.relative_to(root).parts)
+        )
         if not paths:
             raise FileNotFoundError(f"no {what} match {root / where}; check the benchmark root and the pattern")
         return paths
@@ -73,12 +85,11 @@ def list_images(root: str | os.PathLike, where: str, what: str = "images") -> li
             f"{what} folder {folder} does not exist; set the benchmark root (the folder that holds "
             f"{where!r}), or the {where!r} option if it is named differently"
         )
-    paths = sorted(
-        os.path.join(directory, name)
-        for directory, _, names in os.walk(folder, followlinks=True)
-        for name in names
-        if _is_image(name)
-    )
+    paths = []
+    for directory, subdirectories, names in os.walk(folder, followlinks=True):
+        subdirectories[:] = [d for d in subdirectories if not is_hidden(d)]  # .thumbnails/, .git/ ...
+        paths.extend(os.path.join(directory, name) for name in names if _is_image(name))
+    paths.sort()
     if not paths:
         raise FileNotFoundError(f"{what} folder {folder} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return paths
@@ -241,11 +252,123 @@ def load_frame_window_benchmark(
 # --------------------------------------------------------------------------- gt.csv
 
 
-def _int_list(text: str, where: str) -> list[int]:
+GT_DB_COUNT, GT_DB_HASH = "db_count", "db_names_sha256"
+
+
+def database_record(db_paths: Sequence[str], database_dir: str | os.PathLike) -> tuple[int, str]:
+    """(count, SHA-256 of the sorted names) of a database: what a ``gt.csv`` records about the
+    database it was made for. Names are relative to ``database_dir``, with ``/`` separators."""
+    names = sorted(Path(os.path.relpath(p, database_dir)).as_posix() for p in db_paths)
+    return len(names), hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def write_gt_csv(
+    root: str | os.PathLike, positives: Sequence[Sequence[int]], query_files: Sequence[str] | None = None,
+    gt_file: str = "gt.csv", database: str = "database", queries: str = "queries",
+) -> Path:
+    """Write ``<root>/<gt_file>`` for the images now in ``<root>/<database>`` and ``<root>/<queries>``:
+    one row per query with its positive database indices and files, and the database record
+    (``db_count``, ``db_names_sha256``) that :func:`load_gt_csv_benchmark` checks. ``query_files``
+    default to the query folder's images in name order."""
+    from vprlab.utils.io import atomic_write_text
+
+    root = Path(root)
+    db_paths = list_images(root, database, "database images")
+    if query_files is None:
+        query_files = [Path(os.path.relpath(p, root)).as_posix() for p in list_images(root, queries, "query images")]
+    if len(query_files) != len(positives):
+        raise ValueError(f"{len(query_files)} queries but {len(positives)} positive lists")
+    count, digest = database_record(db_paths, root / database)
+    lines = [["query_index", "query_file", "positive_db_indices", "positive_db_files", GT_DB_COUNT, GT_DB_HASH]]
+    for i, (query, listed) in enumerate(zip(query_files, positives)):
+        listed = [int(j) for j in listed]
+        files = " ".join(Path(os.path.relpath(db_paths[j], root)).as_posix() for j in listed)
+        lines.append([str(i), query, " ".join(map(str, listed)), files, str(count), digest])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    return atomic_write_text(root / gt_file, buffer.getvalue())
+
+
+def record_gt_database(root: str | os.PathLike, gt_file: str = "gt.csv", database: str = "database") -> Path:
+    """Add (or refresh) the database record of an existing ``gt.csv`` from the database folder as it
+    is now. Only for a folder known to be the one the ground truth was made for."""
+    from vprlab.utils.io import atomic_write_text
+
+    root = Path(root)
+    gt_path = root / gt_file
+    with gt_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = [c for c in (reader.fieldnames or []) if c not in (GT_DB_COUNT, GT_DB_HASH)]
+        rows = list(reader)
+    count, digest = database_record(list_images(root, database, "database images"), root / database)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, [*header, GT_DB_COUNT, GT_DB_HASH], lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({**row, GT_DB_COUNT: count, GT_DB_HASH: digest} for row in rows)
+    return atomic_write_text(gt_path, buffer.getvalue())
+
+
+def _int_list(text: str, where: str, column: str) -> list[int]:
     try:
         return [int(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a list of integers") from None
+        raise ValueError(f"{where}: {column} {text!r} is not a list of integers") from None
+
+
+def _read_gt_rows(gt_path: Path, required: Sequence[str]) -> tuple[list[tuple[int, dict[str, str]]], set[str]]:
+    """(line number, row) of every row of the CSV, and its columns; a row with a missing field, an extra
+    one or an empty ``required`` one is an error naming the file and the line."""
+    with gt_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or [])
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise ValueError(f"{gt_path} line {line}: {len(reader.fieldnames) + len(row[None])} fields where the "
+                                 f"header has {len(reader.fieldnames)}; fix or delete that row")
+            short = [c for c in reader.fieldnames if row.get(c) is None]
+            empty = [c for c in required if c in columns and row.get(c) is not None and not row[c].strip()]
+            if short or empty:
+                what = (f"{len(reader.fieldnames) - len(short)} fields where the header has {len(reader.fieldnames)} "
+                        f"(no {', '.join(short)})" if short else f"an empty {', '.join(empty)}")
+                raise ValueError(f"{gt_path} line {line}: {what}; fix or delete that row")
+            rows.append((line, row))
+    return rows, columns
+
+
+def _check_database_record(
+    gt_path: Path, rows: list[tuple[int, dict[str, str]]], db_paths: list[str], database_dir: Path, file_column: str,
+) -> None:
+    """Refuse a database folder other than the one ``gt_path`` records (count and hash of names)."""
+    recorded = {(row[GT_DB_COUNT].strip(), row[GT_DB_HASH].strip()) for _, row in rows}
+    if len(recorded) != 1:
+        raise ValueError(f"{gt_path}: the {GT_DB_COUNT}/{GT_DB_HASH} columns differ between rows; "
+                         "each row records the same database")
+    ((count_text, digest),) = recorded
+    try:
+        count = int(count_text)
+    except ValueError:
+        raise ValueError(f"{gt_path} line {rows[0][0]}: {GT_DB_COUNT} {count_text!r} is not an integer") from None
+    actual_count, actual_digest = database_record(db_paths, database_dir)
+    if (actual_count, actual_digest) == (count, digest):
+        return
+    names = {os.path.normpath(p) for p in db_paths}
+    root = gt_path.parent
+    listed = sorted({f for _, row in rows for f in (row.get(file_column) or "").split()})
+    gone = [f for f in listed if os.path.normpath(root / f) not in names]
+    what = (f"{database_dir} holds {actual_count} images but {gt_path.name} was made for {count}"
+            if actual_count != count else
+            f"the {actual_count} image names in {database_dir} differ from those {gt_path.name} was made for "
+            f"({GT_DB_HASH} {actual_digest[:12]}..., recorded {digest[:12]}...)")
+    if gone:
+        what += f"; missing: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}"
+    raise ValueError(
+        f"{gt_path}: {what}. Its indices count positions in the name-sorted database, so another set of "
+        "images would shift them and give wrong recalls. Restore the database folder as it was (added, "
+        "deleted or renamed images, a partial copy), or remake the ground truth for this folder "
+        "(vprlab.data.benchmark_readers.write_gt_csv)"
+    )
 
 
 def load_gt_csv_benchmark(
@@ -262,9 +385,12 @@ def load_gt_csv_benchmark(
 
     The CSV has one row per query: ``query_index``, ``query_file`` (relative to ``root``) and
     either ``positive_db_indices`` (space-separated) or ``db_index`` (one positive). Indices refer
-    to the database folder's images sorted by name; when the CSV also names the files
-    (``positive_db_files`` / ``db_file``) they are checked against that order.
+    to the database folder's images sorted by name. The CSV records the database it was made for,
+    ``db_count`` and ``db_names_sha256`` (the SHA-256 of the sorted names, see
+    :func:`database_record`), and a database folder that differs is refused; when the CSV also
+    names the files (``positive_db_files`` / ``db_file``) they are checked against that order too.
     ``index_tolerance=n`` also accepts the n database images on either side of each positive.
+    Every parse error names the file and the line.
     """
     root = Path(root)
     gt_path = root / gt_file
@@ -274,32 +400,45 @@ def load_gt_csv_benchmark(
             f"{database}/ and {queries}/ in the benchmark root"
         )
     db_paths = list_images(root, database, "database images")
-    with gt_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, columns = _read_gt_rows(gt_path, ("query_index", "query_file", "db_index", GT_DB_COUNT, GT_DB_HASH))
     if not rows:
         raise ValueError(f"{gt_path} has no rows; it must list every query")
-    columns = set(rows[0])
     if "query_file" not in columns or not ({"positive_db_indices", "db_index"} & columns):
         raise ValueError(
             f"{gt_path} has columns {sorted(columns)}; it needs query_file and positive_db_indices "
             "(space-separated) or db_index"
         )
     if "query_index" in columns:
-        rows.sort(key=lambda row: int(row["query_index"]))
-        indices = [int(row["query_index"]) for row in rows]
+        for line, row in rows:
+            try:
+                row["query_index"] = int(row["query_index"])
+            except ValueError:
+                raise ValueError(f"{gt_path} line {line}: query_index {row['query_index']!r} is not an integer") from None
+        rows.sort(key=lambda item: item[1]["query_index"])
+        indices = [row["query_index"] for _, row in rows]
         if indices != list(range(len(rows))):
             raise ValueError(f"{gt_path}: query_index must run 0..{len(rows) - 1} once each; got {indices[:5]}...")
     many = "positive_db_indices" in columns
     file_column = "positive_db_files" if many else "db_file"
+    if {GT_DB_COUNT, GT_DB_HASH} <= columns:
+        _check_database_record(gt_path, rows, db_paths, root / database, file_column)
+    elif file_column not in columns:
+        log.warning(
+            "%s records neither the database it was made for (%s, %s) nor the database files (%s): a database "
+            "folder that changed would shift its indices unnoticed; add the record with "
+            "vprlab.data.benchmark_readers.record_gt_database(%r) while the folder is as it was",
+            gt_path, GT_DB_COUNT, GT_DB_HASH, file_column, str(root),
+        )
     resolved_db = [os.path.normpath(p) for p in db_paths]
     tolerance = int(index_tolerance)
     if tolerance < 0:
         raise ValueError(f"index_tolerance must be >= 0, got {index_tolerance}")
     query_paths, positives = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         where = f"{gt_path} line {line}"
         query_paths.append(str(root / row["query_file"].strip()))
-        listed = _int_list(row["positive_db_indices" if many else "db_index"], where)
+        column = "positive_db_indices" if many else "db_index"
+        listed = _int_list(row[column], where, column)
         for index in listed:
             if not 0 <= index < len(db_paths):
                 raise ValueError(f"{where}: database index {index} outside [0, {len(db_paths)}) of {root / database}")

@@ -181,7 +181,7 @@ class GSVCitiesDataset(Dataset):
                 f"{frames_dir} does not exist (expected <root>/Dataframes/<City>.csv); {HOW_TO_GET_DATA}"
             )
         if cities is None:
-            found = sorted(p.stem for p in frames_dir.glob("*.csv"))
+            found = sorted(p.stem for p in frames_dir.glob("*.csv") if not p.name.startswith("."))  # not macOS ._x.csv
             if not found:
                 raise FileNotFoundError(f"no <City>.csv in {frames_dir}; {HOW_TO_GET_DATA}")
             return found
@@ -197,7 +197,7 @@ class GSVCitiesDataset(Dataset):
     def _read_city(self, city: str) -> pd.DataFrame:
         csv = self.root / "Dataframes" / f"{city}.csv"
         if not csv.is_file():
-            available = sorted(p.stem for p in csv.parent.glob("*.csv"))
+            available = sorted(p.stem for p in csv.parent.glob("*.csv") if not p.name.startswith("."))
             raise FileNotFoundError(
                 f"city csv {csv} does not exist (cities available there: {available or 'none'}); "
                 f"fix the cities list or {HOW_TO_GET_DATA}"

@@ -47,6 +47,8 @@ def resize_tree(src: str | Path, dst: str | Path, size: int | tuple[int, int], q
     shutil.copytree(src / "Dataframes", dst / "Dataframes", dirs_exist_ok=True)
     jobs = []
     for image in sorted((src / "Images").glob("*/*.jpg")):
+        if image.name.startswith(".") or image.parent.name.startswith("."):  # macOS ._x.jpg, hidden folders
+            continue
         out = dst / "Images" / image.parent.name / image.name
         out.parent.mkdir(parents=True, exist_ok=True)
         jobs.append((str(image), str(out), size, quality))
