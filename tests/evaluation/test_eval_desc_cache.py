@@ -238,7 +238,7 @@ def test_cache_load_refuses_truncated_entries_bad_meta_and_entries_without_check
         "truncated": lambda: (entry / "database.npy").write_bytes((entry / "database.npy").read_bytes()[:-8]),
         "bad meta": lambda: (entry / "meta.json").write_text("{not json"),
         "no checksum": lambda: (entry / "meta.json").write_text(
-            json.dumps({k: v for k, v in json.loads((entry / "meta.json").read_text()).items() if k != "sha256"})),
+            json.dumps({k: v for k, v in json.loads((entry / "meta.json").read_text()).items() if k != "sha256_tree"})),
         "one flipped byte": lambda: (entry / "queries.npy").write_bytes(
             (entry / "queries.npy").read_bytes()[:-1] + bytes([(entry / "queries.npy").read_bytes()[-1] ^ 1])),
     }
@@ -253,3 +253,24 @@ def test_cache_load_refuses_truncated_entries_bad_meta_and_entries_without_check
             assert "no checksums (written by an older vprlab)" in caplog.text
         if name == "one flipped byte":
             assert "queries.npy does not match its checksum" in caplog.text
+
+
+def test_the_cache_checksum_is_a_sha256_over_the_blocks_and_sees_every_byte(tmp_path, monkeypatch):
+    import hashlib
+
+    from vprlab.evaluation import cache
+
+    monkeypatch.setattr(cache, "_CHECKSUM_BLOCK", 1000)
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 4500, dtype=np.uint8).tobytes())
+    path = tmp_path / "a.npy"
+    path.write_bytes(bytes(data))
+    blocks = [hashlib.sha256(bytes(data[i : i + 1000])).digest() for i in range(0, 4500, 1000)]
+    expected = hashlib.sha256((4500).to_bytes(8, "little") + b"".join(blocks)).hexdigest()
+    assert cache.file_checksum(path) == expected
+    for position in (0, 999, 1000, 4499):  # a flipped byte in any block, the first and the last
+        damaged = bytearray(data)
+        damaged[position] ^= 1
+        path.write_bytes(bytes(damaged))
+        assert cache.file_checksum(path) != expected
+    path.write_bytes(bytes(data[:4000]))  # cut at a block boundary
+    assert cache.file_checksum(path) != expected
