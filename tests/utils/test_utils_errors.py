@@ -149,3 +149,19 @@ def test_vprlab_debug_shows_the_full_traceback(tmp_path):
     debug = _run([str(REPO / "evaluate.py"), *_MISSING_BENCHMARK, root], tmp_path, VPRLAB_DEBUG="1")
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
     assert "MissingFileError" in debug.stderr and str(tmp_path / "nowhere") in debug.stderr
+
+
+def test_weights_of_another_shape_are_a_message_naming_the_tensors(tmp_path):
+    import torch
+
+    from vprlab.commands.evaluate import load_model_for_eval
+    from vprlab.models.vpr_model import build_model
+
+    tiny = ["backbone=resnet18", "backbone.pretrained=false", "aggregator.num_queries=8", "aggregator.num_layers=1",
+            "aggregator.row_dim=4", f"paths.output_dir={tmp_path}"]
+    other = compose_config("evaluate", [*tiny, "aggregator.proj_channels=16"])
+    torch.save(build_model(other.backbone, other.aggregator).state_dict(), tmp_path / "w.pth")
+    cfg = compose_config("evaluate", [*tiny, "aggregator.proj_channels=32", f"weights_path={tmp_path / 'w.pth'}"])
+    with pytest.raises(ConfigError, match=r"w.pth' do not fit the configured model: \d+ tensors have other shapes, "
+                                          r"e.g. aggregator\..*\[16.*\(model \[32.*set backbone=/aggregator="):
+        load_model_for_eval(cfg)

@@ -26,6 +26,7 @@ from vprlab.evaluation.protocol import (
 from vprlab.evaluation.results import print_recall_table, write_results
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
+from vprlab.utils.errors import ConfigError
 from vprlab.utils.images import as_hw
 from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
 
@@ -44,7 +45,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
         from vprlab.pretrained import load_for_evaluation
 
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
-            raise ValueError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
+            raise ConfigError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
         return load_for_evaluation(cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     if cfg.get("ckpt_path"):
         state = load_checkpoint(cfg.ckpt_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
@@ -62,9 +63,18 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
     name = f"{backbone_cfg.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
     if cfg.get("weights_path"):
         weights = read_state_dict(cfg.weights_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
+        own = model.state_dict()
+        reshaped = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+                    if k in own and v.shape != own[k].shape]
+        if reshaped:  # torch would dump every mismatch; name a few and say what to do
+            raise ConfigError(
+                f"weights '{cfg.weights_path}' do not fit the configured model: {len(reshaped)} tensors have other "
+                f"shapes, e.g. {'; '.join(reshaped[:3])}; set backbone=/aggregator= and their sizes to those of "
+                "the model the file was trained with (or pass that run's checkpoint as ckpt_path=)"
+            )
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
-            raise ValueError(
+            raise ConfigError(
                 f"weights '{cfg.weights_path}' do not match the configured model: "
                 f"missing keys {list(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
                 f"unexpected keys {list(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}; "
@@ -94,7 +104,7 @@ def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weig
     from vprlab.evaluation.submission import write_msls_predictions
 
     if benchmark.submission_format != "msls":
-        raise ValueError(f"benchmark {benchmark.name!r}: unknown submission_format {benchmark.submission_format!r}")
+        raise ConfigError(f"benchmark {benchmark.name!r}: unknown submission_format {benchmark.submission_format!r}")
     # The server takes a .zip holding one .csv (space-separated, despite the name) of predictions.
     out = Path(cfg.results_dir) / "predictions" / f"{benchmark.name}_{weights_hash}.csv"
     header = f"{benchmark.name} predictions of {name} (weights {weights_hash}); <query key> <database keys, best first>"
@@ -176,7 +186,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
         check_component_keys(cfg)
     benchmarks = build_benchmarks(cfg.get("benchmark"))
     if not benchmarks:
-        raise ValueError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
+        raise ConfigError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
     check_unique_names(benchmarks)
     device = resolve_device(str(cfg.device))
     precision = Precision.from_config(cfg.precision or "32", device)
