@@ -65,7 +65,7 @@ def test_user_errors_are_still_the_builtin_errors_callers_catch():
     ("dataset.places_per_batch=1", r"dataset.places_per_batch=1 must be an integer >= 2; a metric-learning batch"),
     ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be an integer >= 1"),
     ("trainer.eval_batch_size=0", r"trainer.eval_batch_size=0 must be an integer >= 1"),
-    ("trainer.grad_clip=-1", r"trainer.grad_clip=-1 must be a number > 0 or null"),
+    ("trainer.grad_clip=-1", r"trainer.grad_clip=-1 must be a number >= 0 or null; null \(or 0\) means no clipping"),
     ("trainer.recall_ks=[0,5]", r"trainer.recall_ks=\[0, 5\] must be a non-empty list of positive integers"),
     ("trainer.recall_ks=[]", r"trainer.recall_ks=\[\] must be a non-empty list"),
     ("backbone.train_image_size=[0,64]", r"backbone.train_image_size=\[0, 64\] must be a positive integer or \[height, width\]"),

@@ -90,7 +90,7 @@ def validate_train_values(cfg: DictConfig) -> None:
     _number(cfg, "trainer.eval_batch_size", integer=True, minimum=1)
     _number(cfg, "trainer.log_every_n_steps", integer=True, minimum=1)
     _number(cfg, "trainer.eval_every_n_epochs", integer=True, minimum=1)
-    _number(cfg, "trainer.grad_clip", above=0, optional=True, hint="null means no clipping")
+    _number(cfg, "trainer.grad_clip", minimum=0, optional=True, hint="null (or 0) means no clipping")
     _number(cfg, "trainer.checkpoint_every_n_steps", integer=True, minimum=1, optional=True, hint="null: once per epoch")
     _number(cfg, "trainer.max_nonfinite_steps", integer=True, minimum=1)
     _recall_ks(cfg, "trainer.recall_ks")
