@@ -266,3 +266,25 @@ def test_ties_keep_the_lower_index_on_a_real_gpu(float16):
     for chunk in (None, 700):
         for k in (1, 5, 25):
             _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, float16=float16, use_gpu=True)
+
+
+def test_rows_that_tie_with_everything_are_researched_a_few_at_a_time(monkeypatch):
+    """A constant query ties with every database item: its rows are searched again in small groups."""
+    from vprlab.evaluation import retrieval
+
+    monkeypatch.setattr(retrieval, "_TIE_RESEARCH_ELEMENTS", 64)
+    calls = []
+    real = retrieval._onednn_knn
+
+    def spy(database, queries, k):
+        calls.append((queries.shape[0], k))
+        return real(database, queries, k)
+
+    monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: True)
+    monkeypatch.setattr(retrieval, "_onednn_knn", spy)
+    database = np.ones((100, 4), np.float32) / 2
+    queries = np.zeros((6, 4), np.float32)  # every score is 0: all 100 items tie
+    scores, indices = search(database, queries, k=3, use_gpu=False)
+    assert indices.tolist() == [[0, 1, 2]] * 6 and not scores.any()
+    assert max(rows * k for rows, k in calls[1:]) <= 100  # groups of at most 64 // k rows (1 row once k >= 64)
+    assert calls[0] == (6, 4) and calls[-1][1] == 100

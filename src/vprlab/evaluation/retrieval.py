@@ -74,6 +74,8 @@ def _to_gpu(index, resources, device: int, float16: bool):
 
 # Elements of one score block (query rows x database rows) in the oneDNN search: 256 MB of float32.
 _SCORE_BLOCK_ELEMENTS = 2**26
+# Results (rows x k) of one re-search of rows tied at the k-th place: 2**24 x 12 bytes = 200 MB.
+_TIE_RESEARCH_ELEMENTS = 2**24
 
 
 def _onednn_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,11 +138,18 @@ def _top_k_ties_to_lower_index(raw, queries: np.ndarray, k: int, num_db: int) ->
     wider = k + 1
     while tied.size:
         wider = min(num_db, 2 * wider)
-        more_scores, more_indices = _sort_rows(*raw(np.ascontiguousarray(queries[tied]), wider), wider)
-        done = (more_scores[:, -1] != more_scores[:, k - 1]) | (wider == num_db)
-        # Every item scoring as the k-th is now in the row: the lower indices come first.
-        scores[tied[done]], indices[tied[done]] = more_scores[done, :k], more_indices[done, :k]
-        tied = tied[~done]
+        still_tied = []
+        # Rows a few at a time, so that many degenerate rows (a constant descriptor ties with
+        # everything) never ask for a [rows, num_db] result at once.
+        step = max(1, _TIE_RESEARCH_ELEMENTS // wider)
+        for start in range(0, tied.size, step):
+            rows = tied[start : start + step]
+            more_scores, more_indices = _sort_rows(*raw(np.ascontiguousarray(queries[rows]), wider), wider)
+            done = (more_scores[:, -1] != more_scores[:, k - 1]) | (wider == num_db)
+            # Every item scoring as the k-th is now in the row: the lower indices come first.
+            scores[rows[done]], indices[rows[done]] = more_scores[done, :k], more_indices[done, :k]
+            still_tied.append(rows[~done])
+        tied = np.concatenate(still_tied)
     return scores, indices
 
 
