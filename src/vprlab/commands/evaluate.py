@@ -45,7 +45,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
         from vprlab.pretrained import load_for_evaluation
 
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
-            raise ConfigError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
+            raise ValueError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
         return load_for_evaluation(cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     if cfg.get("ckpt_path"):
         state = load_checkpoint(cfg.ckpt_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
@@ -186,7 +186,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
         check_component_keys(cfg)
     benchmarks = build_benchmarks(cfg.get("benchmark"))
     if not benchmarks:
-        raise ConfigError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
+        raise ValueError("no benchmark selected; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
     check_unique_names(benchmarks)
     device = resolve_device(str(cfg.device))
     precision = Precision.from_config(cfg.precision or "32", device)

@@ -25,7 +25,6 @@ from vprlab.pretrained.registry import (
     HubBoQModel,
     released_model,
 )
-from vprlab.utils.errors import ConfigError, MissingFileError
 from vprlab.utils.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -85,10 +84,10 @@ def _resolve(
         load_release_state_dict(model, state, f"weights file {str(path)!r}", f"the released {spec.name} ({architecture.describe()})")
         return model, path, spec.name
     if weights is not None:  # weights= is a local copy of a released model's file: name that model
-        raise ConfigError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(RELEASED_MODELS)}")
+        raise ValueError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(RELEASED_MODELS)}")
     path = Path(key).expanduser()
     if not path.is_file():
-        raise MissingFileError(
+        raise FileNotFoundError(
             f"{key!r} is neither a released model ({', '.join(sorted(RELEASED_MODELS))}) nor an existing weights file"
         )
     state = _read_release_state(path, allow_unsafe_pickle)
@@ -164,14 +163,14 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
     try:
         output_dim = int(output_dim)
     except (TypeError, ValueError):
-        raise ConfigError(f"output_dim={output_dim!r} must be an integer such as 16384 or 12288") from None
+        raise ValueError(f"output_dim={output_dim!r} must be an integer such as 16384 or 12288") from None
     if weights is not None:
         path = Path(weights).expanduser()
         state = _read_release_state(path)
         architecture = _published(infer_architecture(state, f"weights={str(path)!r}"))
         name, dim = _hub_backbone_name(architecture), architecture.descriptor_dim
         if (name, dim) != (backbone_name, output_dim):
-            raise ConfigError(
+            raise ValueError(
                 f"weights={str(path)!r} holds a {architecture.describe()} model; call "
                 f"get_trained_boq(backbone_name={name!r}, output_dim={dim}, weights=...) "
                 f"instead of backbone_name={backbone_name!r}, output_dim={output_dim}"
@@ -180,9 +179,9 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
         load_release_state_dict(model, state, f"weights={str(path)!r}", architecture.describe())
         return model.eval()
     if backbone_name not in HUB_MODELS:
-        raise ConfigError(f"backbone_name={backbone_name!r}; the released models have {sorted(HUB_MODELS)}")
+        raise ValueError(f"backbone_name={backbone_name!r}; the released models have {sorted(HUB_MODELS)}")
     if output_dim not in HUB_MODELS[backbone_name]:
-        raise ConfigError(f"output_dim={output_dim} for backbone_name={backbone_name!r}; released: {sorted(HUB_MODELS[backbone_name])}")
+        raise ValueError(f"output_dim={output_dim} for backbone_name={backbone_name!r}; released: {sorted(HUB_MODELS[backbone_name])}")
     name = HUB_MODELS[backbone_name][output_dim]
     if not pretrained:
         return released_model(name).architecture.build(HubBoQModel).eval()
