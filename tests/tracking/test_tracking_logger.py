@@ -62,7 +62,8 @@ def test_a_resumed_logger_drops_the_rows_after_its_checkpoint_and_writes_each_va
             logger.log({"train/loss": 1 / step, "epoch": 1 + (step - 1) // 3}, step=step)
         logger.log({"val/R@1": 50.0, "epoch": 1}, step=3)
         logger.log({"system/peak_mem_mb": 1.0}, step=6)
-    (tmp_path / "metrics.jsonl").open("a").write('{"step": 7, "tor')  # a torn line from a kill
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "tor')  # a torn line from a kill
     # Resume from the checkpoint at step 3: steps 4..6 are trained (and logged) again.
     with RunLogger(tmp_path, mode="disabled", resume_step=3) as logger:
         logger.log({"model/params": 10}, step=0)  # already there: not written again
