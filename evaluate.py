@@ -6,12 +6,18 @@ import hydra
 from omegaconf import DictConfig
 
 from vprlab.commands.evaluate import run_evaluation
+from vprlab.config.checks import validate_evaluate_values
+from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
-    return run_evaluation(cfg)
+    # A configuration or data mistake: one paragraph on stderr, exit status 2 (VPRLAB_DEBUG=1: traceback).
+    with exit_on_user_error("evaluate.py"):
+        validate_evaluate_values(cfg)  # before the model is built or a benchmark read
+        return run_evaluation(cfg)
 
 
 if __name__ == "__main__":
+    enable_debug_tracebacks()  # VPRLAB_DEBUG=1: the full traceback, Hydra's too
     main()

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vprlab.engine.trainer import train
+from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        result = train(cfg)
+        # A configuration or data mistake: one paragraph on stderr, exit status 2 (VPRLAB_DEBUG=1: traceback).
+        with exit_on_user_error("train.py"):
+            result = train(cfg)
     except FloatingPointError as error:
         # A diverged run (the trainer's NaN guard) is one bad trial of a sweep, not the end of the sweep.
         # The returned metric is a recall, which sweeps maximise, so -inf ranks the trial last. (Not NaN:
@@ -39,4 +42,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    enable_debug_tracebacks()  # VPRLAB_DEBUG=1: the full traceback, Hydra's too
     main()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from vprlab.data.benchmark_readers import (
     load_npy_benchmark,
     load_utm_folder_benchmark,
     positives_within_radius,
+    record_gt_database,
+    write_gt_csv,
 )
 from vprlab.data.benchmarks import BenchmarkCountWarning, load_benchmark
 
@@ -296,3 +300,85 @@ def test_every_issue_benchmark_has_a_config():
         "real_corridor", "real_gardenspoint", "synthetic", "pitts30k_val",
     }
     assert wanted <= names
+
+
+# --------------------------------------------------------------------------- gt.csv: database record, parse errors
+
+
+def _gt_lines(root: Path) -> list[str]:
+    return (root / "gt.csv").read_text().splitlines()
+
+
+def test_written_gt_csv_records_its_database_and_reads_back(csv_tree):
+    write_gt_csv(csv_tree, [[0, 1], [2], [], [5]])
+    header = _gt_lines(csv_tree)[0].split(",")
+    assert header[-2:] == ["db_count", "db_names_sha256"]
+    names = "\n".join(f"{i:07d}.jpg" for i in range(6))
+    assert _gt_lines(csv_tree)[1].split(",")[-2:] == ["6", hashlib.sha256(names.encode()).hexdigest()]
+    bench = load_gt_csv_benchmark(csv_tree, "recorded")
+    assert [p.tolist() for p in bench.positives] == [[0, 1], [2], [], [5]]
+
+
+@pytest.mark.parametrize("change", ["deleted", "renamed", "added"])
+def test_a_database_other_than_the_recorded_one_is_refused(csv_tree, change):
+    write_gt_csv(csv_tree, [[0], [1], [4], [5]])
+    # Only indices and the record (a gt.csv without file columns): what used to shift silently.
+    _write_gt_csv(csv_tree, ["query_index", "query_file", "db_index", "db_count", "db_names_sha256"],
+                  [[*line.split(",")[:3], *line.split(",")[-2:]] for line in _gt_lines(csv_tree)[1:]])
+    assert load_gt_csv_benchmark(csv_tree, "ok").positives[2].tolist() == [4]
+    if change == "deleted":
+        (csv_tree / "database" / "0000002.jpg").unlink()
+        expected = r"database holds 5 images but gt.csv was made for 6"
+    elif change == "renamed":
+        (csv_tree / "database" / "0000002.jpg").rename(csv_tree / "database" / "0000002b.jpg")
+        expected = r"the 6 image names in .*database differ from those gt.csv was made for \(db_names_sha256"
+    else:
+        _touch(csv_tree / "database" / "0000001a.jpg")
+        expected = r"database holds 7 images but gt.csv was made for 6"
+    with pytest.raises(ValueError, match=expected + r".*shift them.*Restore the database folder"):
+        load_gt_csv_benchmark(csv_tree, "changed")
+
+
+def test_a_refused_database_names_the_missing_files_when_the_csv_lists_them(csv_tree):
+    write_gt_csv(csv_tree, [[0, 1], [2], [3], [5]])
+    (csv_tree / "database" / "0000002.jpg").unlink()
+    with pytest.raises(ValueError, match=r"holds 5 images but gt.csv was made for 6; missing: database/0000002.jpg"):
+        load_gt_csv_benchmark(csv_tree, "changed")
+
+
+def test_an_old_gt_csv_without_record_still_reads_and_can_be_given_one(csv_tree, caplog):
+    _write_gt_csv(csv_tree, ["query_index", "query_file", "db_index"], [[0, "queries/0000000.jpg", 2]])
+    with caplog.at_level("WARNING", logger="vprlab.data.benchmark_readers"):
+        assert load_gt_csv_benchmark(csv_tree, "old").positives[0].tolist() == [2]
+    assert "records neither the database it was made for" in caplog.text and "record_gt_database" in caplog.text
+    record_gt_database(csv_tree)
+    assert _gt_lines(csv_tree)[0] == "query_index,query_file,db_index,db_count,db_names_sha256"
+    (csv_tree / "database" / "0000000.jpg").unlink()
+    with pytest.raises(ValueError, match="holds 5 images but gt.csv was made for 6"):
+        load_gt_csv_benchmark(csv_tree, "old")
+
+
+@pytest.mark.parametrize("rows, expected", [
+    (["0,queries/0000000.jpg,1", "1,queries/0000001.jpg"], r"gt.csv line 3: 2 fields where the header has 3 \(no db_index\)"),
+    (["0,queries/0000000.jpg,1", "1,,2"], r"gt.csv line 3: an empty query_file"),
+    (["0,queries/0000000.jpg,1", "1,queries/0000001.jpg,x7"], r"gt.csv line 3: db_index 'x7' is not a list of integers"),
+    (["0,queries/0000000.jpg,1", "one,queries/0000001.jpg,2"], r"gt.csv line 3: query_index 'one' is not an integer"),
+    (["0,queries/0000000.jpg,1,9", "1,queries/0000001.jpg,2"], r"gt.csv line 2: 4 fields where the header has 3"),
+])
+def test_every_gt_csv_parse_error_names_the_file_and_line(csv_tree, rows, expected):
+    (csv_tree / "gt.csv").write_text("query_index,query_file,db_index\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=re.escape(str(csv_tree)) + ".*" + expected):
+        load_gt_csv_benchmark(csv_tree, "broken")
+
+
+def test_hidden_files_are_never_benchmark_images(csv_tree):
+    _touch(csv_tree / "database" / "._0000001.jpg")  # a macOS resource fork next to its image
+    _touch(csv_tree / "database" / ".hidden.jpg")
+    _touch(csv_tree / "database" / ".thumbnails" / "0000001.jpg")
+    _touch(csv_tree / "queries" / "._0000000.jpg")
+    paths = list_images(csv_tree, "database")
+    assert [Path(p).name for p in paths] == [f"{i:07d}.jpg" for i in range(6)]
+    globbed = [Path(p).relative_to(csv_tree).as_posix() for p in list_images(csv_tree, "*/*.jpg")]
+    assert globbed == [f"database/{i:07d}.jpg" for i in range(6)] + [f"queries/{i:07d}.jpg" for i in range(4)]
+    write_gt_csv(csv_tree, [[0], [1], [2], [3]])
+    assert load_gt_csv_benchmark(csv_tree, "hidden").num_queries == 4

@@ -121,3 +121,12 @@ def test_draft_decoding_reads_jpegs_at_a_reduced_scale_no_smaller_than_asked(tmp
     assert _load_image(str(path), draft_size=(200, 200)).size == (320, 240)  # 1/2: the smallest >= 200x200
     assert _load_image(str(path), draft_size=(100, 150)).size == (160, 120)  # 1/4
     assert _load_image(str(path), draft_size=(480, 640)).size == (640, 480)  # no reduction possible
+
+
+def test_hidden_csv_files_are_not_cities(tmp_path):
+    root = write_gsv_tree(tmp_path / "gsv")
+    (root / "Dataframes" / "._London.csv").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (root / "Dataframes" / ".Paris.csv").write_text("not a city\n")
+    assert GSVCitiesDataset(root, None).cities == ["Boston", "London"]
+    with pytest.raises(FileNotFoundError, match=r"cities available there: \['Boston', 'London'\]"):
+        GSVCitiesDataset(root, ["Paris"])

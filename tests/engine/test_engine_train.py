@@ -129,3 +129,34 @@ def test_peak_memory_is_this_jobs_not_an_earlier_jobs(tiny_synthetic, tmp_path):
     system = {k: v for r in read_metrics(tmp_path / "metrics.jsonl") for k, v in r.items() if k.startswith("system/")}
     assert system["system/peak_mem_kind"] == KIND_RSS
     assert system["system/start_mem_mb"] <= system["system/peak_mem_mb"] < before + 600
+
+
+@pytest.mark.slow  # three short training runs: about 30 s on 2 CPU cores
+def test_resume_from_an_older_checkpoint_writes_each_metrics_row_once(tiny_synthetic, tmp_path):
+    """Train 2 epochs (1, then continued to 2), resume from the epoch-1 checkpoint to 2 again:
+    the rows the first run wrote after epoch 1 are replaced, not duplicated."""
+    import shutil
+    from collections import Counter
+
+    def run(epochs, *extra):
+        cfg = compose_config("train", tiny_train_overrides(
+            tiny_synthetic.root.parent, tmp_path, f"trainer.max_epochs={epochs}", "logger.mode=disabled", *SCHEDULE, *extra))
+        return train(cfg)
+
+    checkpoints = tmp_path / "checkpoints"
+    run(1)
+    shutil.copy(checkpoints / "last.ckpt", tmp_path / "epoch1.ckpt")
+    run(2, f"ckpt_path={checkpoints / 'last.ckpt'}")
+    before = read_metrics(tmp_path / "metrics.jsonl")
+    run(2, f"ckpt_path={tmp_path / 'epoch1.ckpt'}")
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+
+    def keys(rows):
+        return Counter((r.get("epoch"), r["step"], k) for r in rows for k in r if k not in ("step", "time", "epoch"))
+
+    counts = keys(rows)
+    assert [key for key, n in counts.items() if n > 1] == []
+    assert set(counts) == set(keys(before))  # the same rows as the uninterrupted history, none lost
+    losses = [(r["epoch"], r["step"]) for r in rows if "train/loss" in r]
+    assert losses == [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (2, 6)]  # 3 steps per epoch, in order
+    assert [r["step"] for r in rows if "synthetic/R@1" in r] == [0, 3, 6]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -188,3 +189,88 @@ def test_the_database_streams_into_the_cache_entry_instead_of_memory(tmp_path, u
     in_memory_f16 = np.asarray(seen["database"], dtype=np.float16)
     np.testing.assert_array_equal(np.asarray(database), in_memory_f16)  # same descriptors, stored as float16
     assert streamed["R@1"] == pytest.approx(in_memory["R@1"], abs=100 / 6 + 1e-9)  # at most one query apart
+
+
+def _recalls(metrics):
+    return {k: v for k, v in metrics.items() if k.startswith("R@")}
+
+
+@pytest.mark.parametrize("damage", ["same_size", "zero_bytes"])
+def test_a_damaged_cache_entry_is_recomputed_with_a_warning(tmp_path, utm_tree, weights, caplog, monkeypatch, damage):
+    first = run_evaluation(_cfg(tmp_path, utm_tree, weights))["custom"]
+    (entry,) = (tmp_path / "logs" / "descriptor_cache").glob("*/custom/*")
+    database = entry / "database.npy"
+    if damage == "same_size":  # the rows reversed, same header, same size: a wrong number if read back
+        array = np.load(database)
+        raw = database.read_bytes()
+        header = len(raw) - array.nbytes
+        database.write_bytes(raw[:header] + np.ascontiguousarray(array[::-1]).tobytes())
+        assert database.stat().st_size == len(raw)
+    else:
+        (entry / "queries.npy").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="vprlab.evaluation.cache"):
+        again = run_evaluation(_cfg(tmp_path, utm_tree, weights))["custom"]
+    assert _recalls(again) == _recalls(first)
+    assert f"descriptor cache entry {entry} is damaged" in caplog.text and "recomputing it" in caplog.text
+    assert read_results(tmp_path / "out")[-1]["from_cache"] is False
+    # The recomputed entry is whole again: the next run reads it, without warning or model.
+    caplog.clear()
+    _forbid_extraction(monkeypatch)
+    with caplog.at_level("WARNING", logger="vprlab.evaluation.cache"):
+        third = run_evaluation(_cfg(tmp_path, utm_tree, weights))["custom"]
+    assert _recalls(third) == _recalls(first) and "damaged" not in caplog.text
+
+
+def test_cache_load_refuses_truncated_entries_bad_meta_and_entries_without_checksums(tmp_path, caplog):
+    from vprlab.evaluation.cache import CacheKey, DescriptorCache
+
+    cache = DescriptorCache(tmp_path)
+    key = CacheKey("w", "b", (32, 32), "T", "float32", "d", "q")
+    rng = np.random.default_rng(0)
+    database, queries = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+
+    def fresh():
+        return cache.save(key, database, queries)
+
+    entry = fresh()
+    np.testing.assert_array_equal(cache.load(key).database, database)
+    damages = {
+        "truncated": lambda: (entry / "database.npy").write_bytes((entry / "database.npy").read_bytes()[:-8]),
+        "bad meta": lambda: (entry / "meta.json").write_text("{not json"),
+        "no checksum": lambda: (entry / "meta.json").write_text(
+            json.dumps({k: v for k, v in json.loads((entry / "meta.json").read_text()).items() if k != "sha256_tree"})),
+        "one flipped byte": lambda: (entry / "queries.npy").write_bytes(
+            (entry / "queries.npy").read_bytes()[:-1] + bytes([(entry / "queries.npy").read_bytes()[-1] ^ 1])),
+    }
+    for name, damage in damages.items():
+        fresh()
+        damage()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vprlab.evaluation.cache"):
+            assert cache.load(key) is None, name
+        assert "is damaged" in caplog.text, name
+        if name == "no checksum":
+            assert "no checksums (written by an older vprlab)" in caplog.text
+        if name == "one flipped byte":
+            assert "queries.npy does not match its checksum" in caplog.text
+
+
+def test_the_cache_checksum_is_a_sha256_over_the_blocks_and_sees_every_byte(tmp_path, monkeypatch):
+    import hashlib
+
+    from vprlab.evaluation import cache
+
+    monkeypatch.setattr(cache, "_CHECKSUM_BLOCK", 1000)
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 4500, dtype=np.uint8).tobytes())
+    path = tmp_path / "a.npy"
+    path.write_bytes(bytes(data))
+    blocks = [hashlib.sha256(bytes(data[i : i + 1000])).digest() for i in range(0, 4500, 1000)]
+    expected = hashlib.sha256((4500).to_bytes(8, "little") + b"".join(blocks)).hexdigest()
+    assert cache.file_checksum(path) == expected
+    for position in (0, 999, 1000, 4499):  # a flipped byte in any block, the first and the last
+        damaged = bytearray(data)
+        damaged[position] ^= 1
+        path.write_bytes(bytes(damaged))
+        assert cache.file_checksum(path) != expected
+    path.write_bytes(bytes(data[:4000]))  # cut at a block boundary
+    assert cache.file_checksum(path) != expected

@@ -191,3 +191,100 @@ def test_cpu_search_equals_a_faiss_flat_index_with_and_without_onednn(monkeypatc
         scores, indices = search(stored, queries, k=15, db_chunk_size=700, use_gpu=False)
         np.testing.assert_array_equal(indices, flat_indices)
         np.testing.assert_allclose(scores, flat_scores, rtol=1e-5, atol=1e-6)
+
+
+def _tied_data(seed=0, num_db=40, num_queries=9, dim=16, distinct=5):
+    """Descriptors whose inner products are exact in float16 and float32 (multiples of 1/8 in
+    [-1/2, 1/2]): every path computes the same scores, and the database repeats ``distinct``
+    vectors at many indices, across every chunk boundary, so ties sit at every rank."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-4, 5, (distinct, dim)).astype(np.float32) / 8
+    database = base[rng.integers(0, distinct, num_db)]
+    queries = rng.integers(-4, 5, (num_queries, dim)).astype(np.float32) / 8
+    return database, queries
+
+
+def _reference_ties_to_lower_index(database, queries, k):
+    """Stable sort by (-score, index): what faiss's CPU search returns."""
+    scores = queries.astype(np.float64) @ database.T.astype(np.float64)
+    order = np.lexsort((np.broadcast_to(np.arange(database.shape[0]), scores.shape), -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+def _assert_lower_index_wins(database, queries, k, **options):
+    expected_scores, expected = _reference_ties_to_lower_index(database, queries, k)
+    scores, indices = search(database, queries, k=k, **options)
+    np.testing.assert_array_equal(indices, expected, err_msg=str(options))
+    np.testing.assert_array_equal(scores, expected_scores.astype(np.float32))
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("float16", [False, True])
+def test_ties_at_the_cut_keep_the_lower_database_index_on_every_cpu_path(monkeypatch, onednn, float16):
+    from vprlab.evaluation import retrieval
+
+    monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: onednn)
+    database, queries = _tied_data()
+    assert len({tuple(r) for r in database}) == 5  # 40 items, 5 distinct vectors
+    for chunk in (None, 1, 3, 7, 16, 39):
+        for k in (1, 2, 5, 9, 17, 40):
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, float16=float16, use_gpu=False)
+
+
+def test_ties_keep_the_lower_index_whatever_the_backend_selects(monkeypatch):
+    """A backend that keeps the higher index among ties (as torch.topk may, and a GPU selection can):
+    the result is still the reference one."""
+    from vprlab.evaluation import retrieval
+
+    def higher_index_first(database, queries, k):
+        scores = queries @ np.asarray(database, np.float32).T
+        idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        order = np.lexsort((-idx, -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), order.astype(np.int64)
+
+    monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: True)
+    monkeypatch.setattr(retrieval, "_onednn_knn", higher_index_first)
+    database, queries = _tied_data(seed=1)
+    for chunk in (None, 4, 13):
+        for k in (1, 3, 8, 20):
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, use_gpu=False)
+
+
+def test_ties_keep_the_lower_index_when_several_gpus_search_shards(three_fake_gpus):
+    database, queries = _tied_data(seed=2, num_db=50)
+    for chunk in (None, 6):
+        for k in (1, 4, 11):
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, use_gpu=True)
+    assert three_fake_gpus  # the (fake) GPUs did search
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss_num_gpus() == 0, reason="faiss build without GPU support")
+@pytest.mark.parametrize("float16", [False, True])
+def test_ties_keep_the_lower_index_on_a_real_gpu(float16):
+    database, queries = _tied_data(seed=3, num_db=3000, num_queries=50, distinct=7)
+    for chunk in (None, 700):
+        for k in (1, 5, 25):
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, float16=float16, use_gpu=True)
+
+
+def test_rows_that_tie_with_everything_are_researched_a_few_at_a_time(monkeypatch):
+    """A constant query ties with every database item: its rows are searched again in small groups."""
+    from vprlab.evaluation import retrieval
+
+    monkeypatch.setattr(retrieval, "_TIE_RESEARCH_ELEMENTS", 64)
+    calls = []
+    real = retrieval._onednn_knn
+
+    def spy(database, queries, k):
+        calls.append((queries.shape[0], k))
+        return real(database, queries, k)
+
+    monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: True)
+    monkeypatch.setattr(retrieval, "_onednn_knn", spy)
+    database = np.ones((100, 4), np.float32) / 2
+    queries = np.zeros((6, 4), np.float32)  # every score is 0: all 100 items tie
+    scores, indices = search(database, queries, k=3, use_gpu=False)
+    assert indices.tolist() == [[0, 1, 2]] * 6 and not scores.any()
+    assert max(rows * k for rows, k in calls[1:]) <= 100  # groups of at most 64 // k rows (1 row once k >= 64)
+    assert calls[0] == (6, 4) and calls[-1][1] == 100

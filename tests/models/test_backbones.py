@@ -207,11 +207,95 @@ def test_dinov2_pretrained_offline_gives_clear_error(monkeypatch) -> None:
     def no_network(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
-    # timm.create_model(pretrained=True) fetches weights through load_pretrained.
+    # timm.create_model(pretrained=True) fetches weights through load_pretrained; the quick
+    # reachability check is told the hub answers, so the download itself is what fails here.
     monkeypatch.setattr(timm.models._builder, "load_pretrained", no_network)
+    monkeypatch.setattr("vprlab.models.backbones._weights.hub_unreachable", lambda: None)
+    monkeypatch.setattr("vprlab.models.backbones._weights.cached_timm_weights", lambda name: None)
     with pytest.raises(RuntimeError, match=r"backbone\.pretrained=false.*backbone\.weights_path=/path/to/") as info:
         DinoV2Backbone(SMALL_DINO, pretrained=True)
     assert "couldn't connect" in str(info.value)  # our stub raised it, not a real download attempt
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every connection fails at once; nothing in the Hugging Face cache; the download
+    itself must not even be tried. Returns the list of attempted connections."""
+    import socket
+
+    import huggingface_hub
+
+    attempts = []
+
+    def refuse(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("Network is unreachable")
+
+    def download(*args, **kwargs):
+        raise AssertionError("the download was tried although the hub is unreachable")
+
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", download)
+    return attempts
+
+
+def test_dinov2_download_fails_at_once_offline_naming_the_model_and_weights_path(offline) -> None:
+    with pytest.raises(RuntimeError, match=(
+        r"could not download the pretrained weights of vit_small_patch14_reg4_dinov2 \(ConnectionError: no network: "
+        r"huggingface.co:443 unreachable.*backbone\.weights_path=/path/to/dinov2_vits14_reg4_pretrain\.pth"
+    )):
+        DinoV2Backbone("vit_small_patch14_reg4_dinov2", pretrained=True)
+    assert offline == [("huggingface.co", 443)]  # one connection attempt, no retries
+
+
+def test_dinov2_download_with_hf_hub_offline_fails_without_any_connection(offline, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"no network: HF_HUB_OFFLINE is set.*backbone\.weights_path="):
+        DinoV2Backbone(SMALL_DINO, pretrained=True)
+    assert offline == []
+
+
+def test_dinov2_weights_already_in_the_hub_cache_load_without_network(offline, monkeypatch, tmp_path) -> None:
+    import huggingface_hub
+
+    cached = tmp_path / "model.safetensors"
+    asked, created = [], []
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name, **k: asked.append((repo, name)) or str(cached))
+    real_create = timm.create_model
+
+    def create(name, pretrained=False, pretrained_cfg_overlay=None, **kwargs):
+        created.append((pretrained, pretrained_cfg_overlay))
+        return real_create(name, pretrained=False, **kwargs)  # the file itself is timm's business
+
+    monkeypatch.setattr(timm, "create_model", create)
+    DinoV2Backbone(SMALL_DINO, pretrained=True)
+    assert asked == [("timm/vit_small_patch14_dinov2.lvd142m", "model.safetensors")]
+    assert created == [(True, {"file": str(cached)})] and offline == []
+
+
+def test_the_hub_check_gives_up_on_a_hanging_name_lookup(monkeypatch) -> None:
+    import socket
+    import threading
+
+    from vprlab.models.backbones._weights import hub_unreachable
+
+    release = threading.Event()
+
+    def hang(*args, **kwargs):  # a name lookup that takes its time
+        release.wait(30)
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        assert hub_unreachable(timeout=0.2) == "huggingface.co:443 did not answer within 0.2 s"
+    finally:
+        release.set()
 
 
 def test_image_size_attributes() -> None:

@@ -268,7 +268,13 @@ def test_timm_errors(monkeypatch, tmp_path) -> None:
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(timm.models._builder, "load_pretrained", no_network)
+    # The hub "answers" the quick check and has nothing cached: the download itself fails.
+    monkeypatch.setattr("vprlab.models.backbones._weights.hub_unreachable", lambda: None)
+    monkeypatch.setattr("vprlab.models.backbones._weights.cached_timm_weights", lambda name: None)
     with pytest.raises(RuntimeError, match=r"backbone\.pretrained=false.*backbone\.weights_path=/path/to/resnet18"):
+        TimmBackbone("resnet18", pretrained=True)
+    monkeypatch.setattr("vprlab.models.backbones._weights.hub_unreachable", lambda: "huggingface.co:443 unreachable")
+    with pytest.raises(RuntimeError, match=r"no network: huggingface.co:443 unreachable.*/path/to/resnet18.safetensors"):
         TimmBackbone("resnet18", pretrained=True)
 
 

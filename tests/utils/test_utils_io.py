@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -36,3 +39,31 @@ def test_row_writer_leaves_nothing_behind_on_errors_or_wrong_row_counts(tmp_path
         with NpyRowWriter(tmp_path / "long.npy", 4, np.float32) as writer:
             writer.write(np.zeros((5, 3)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.npy"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    import torch
+
+    from vprlab.utils.io import (
+        atomic_save_npy,
+        atomic_torch_save,
+        atomic_write_json,
+        atomic_write_text,
+    )
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "results.json", {"R@1": 1.0})
+        atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "last.ckpt")
+        atomic_save_npy(tmp_path / "queries.npy", np.zeros((2, 3), np.float32))
+        with NpyRowWriter(tmp_path / "database.npy", 2, np.float32) as writer:
+            writer.write(np.zeros((2, 3)))
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what open() gives: the reference
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == mode
+    for name in ("a.txt", "results.json", "last.ckpt", "queries.npy", "database.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

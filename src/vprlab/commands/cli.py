@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vprlab.utils.errors import exit_on_user_error
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name -> (module, help line); the module's main(argv) runs the subcommand.
     "report": ("vprlab.reports.cli", "tables and plots from run folders"),
@@ -47,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from importlib import import_module
 
     run: Callable[[list[str]], Any] = import_module(SUBCOMMANDS[name][0]).main
-    result = run(rest)
+    with exit_on_user_error(f"vprlab {name}"):  # a user mistake: one paragraph on stderr, SystemExit(2)
+        result = run(rest)
     # Subcommands return an exit status, or a value (synth returns the paths it wrote): success.
     return result if isinstance(result, int) else 0
 

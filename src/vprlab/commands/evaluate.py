@@ -28,6 +28,7 @@ from vprlab.evaluation.protocol import (
 from vprlab.evaluation.results import print_recall_table, read_results, write_results
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
+from vprlab.utils.errors import ConfigError
 from vprlab.utils.images import as_hw
 from vprlab.utils.instantiate import build
 from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
@@ -71,9 +72,18 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
     name = f"{backbone_cfg.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
     if cfg.get("weights_path"):
         weights = read_state_dict(cfg.weights_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
+        own = model.state_dict()
+        reshaped = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+                    if k in own and v.shape != own[k].shape]
+        if reshaped:  # torch would dump every mismatch; name a few and say what to do
+            raise ConfigError(
+                f"weights '{cfg.weights_path}' do not fit the configured model: {len(reshaped)} tensors have other "
+                f"shapes, e.g. {'; '.join(reshaped[:3])}; set backbone=/aggregator= and their sizes to those of "
+                "the model the file was trained with (or pass that run's checkpoint as ckpt_path=)"
+            )
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
-            raise ValueError(
+            raise ConfigError(
                 f"weights '{cfg.weights_path}' do not match the configured model: "
                 f"missing keys {list(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
                 f"unexpected keys {list(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}; "
@@ -105,7 +115,7 @@ def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weig
     from vprlab.evaluation.submission import write_msls_predictions
 
     if benchmark.submission_format != "msls":
-        raise ValueError(f"benchmark {benchmark.name!r}: unknown submission_format {benchmark.submission_format!r}")
+        raise ConfigError(f"benchmark {benchmark.name!r}: unknown submission_format {benchmark.submission_format!r}")
     # The server takes a .zip holding one .csv (space-separated, despite the name) of predictions.
     out = Path(cfg.results_dir) / "predictions" / f"{benchmark.name}_{weights_hash}.csv"
     header = f"{benchmark.name} predictions of {name} (weights {weights_hash}); <query key> <database keys, best first>"

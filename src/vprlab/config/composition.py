@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from vprlab.models.aggregators import registry
+from vprlab.utils.errors import ConfigError
 
 # The groups whose config node is the keyword arguments of one class.
 COMPONENT_GROUPS = ("backbone", "aggregator")
@@ -34,7 +35,7 @@ def target_class(group: str, target: str) -> Any:
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"{group}._target_={target!r} cannot be imported: {error}") from None
+        raise ConfigError(f"{group}._target_={target!r} cannot be imported: {error}") from None
 
 
 def constructor_parameters(cls: Any) -> tuple[set[str] | None, set[str]]:
@@ -138,7 +139,7 @@ def _check_keys(cfg: DictConfig | Mapping, groups: Iterable[str]) -> None:
             unknown = [k for k in keys if k not in accepted]
             if unknown:
                 takes = sorted(accepted - PASSED_BY_CODE.get(group, frozenset()))
-                raise ValueError(
+                raise ConfigError(
                     f"{_who_sets(group, unknown, hydra)}, which {component} does not take "
                     f"(it takes: {', '.join(takes) or 'nothing'}); drop {'it' if len(unknown) == 1 else 'them'} "
                     f"({' '.join('~' + group + '.' + k for k in unknown)}), pick the {group} they were written for, "
@@ -147,7 +148,7 @@ def _check_keys(cfg: DictConfig | Mapping, groups: Iterable[str]) -> None:
                 )
         missing = sorted(required - set(keys) - PASSED_BY_CODE.get(group, frozenset()))
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"{component} needs {', '.join(f'{group}.{k}' for k in missing)}, which the config does not set"
             )
 
@@ -164,7 +165,7 @@ def check_class_token(cfg: DictConfig | Mapping) -> None:
         return
     readers = sorted(name for name, cls in registry().items() if cls.spec.needs_cls_token)
     hydra = _hydra_node(cfg)
-    raise ValueError(
+    raise ConfigError(
         f"{_who_sets('backbone', ['return_cls_token'], hydra)}=true, but {_component('aggregator', target, hydra)} "
         "takes a feature map, not "
         f"(feature map, class token): only aggregator={'/'.join(readers)} reads the class token; "

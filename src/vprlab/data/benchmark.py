@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vprlab.utils.errors import DataError, MissingFileError
 from vprlab.utils.images import as_hw
 
 QUERIES_WITHOUT_POSITIVE = ("miss", "exclude")
@@ -47,16 +48,16 @@ class Benchmark:
 
     def __post_init__(self) -> None:
         if len(self.positives) != len(self.query_paths):
-            raise ValueError(
+            raise DataError(
                 f"benchmark {self.name!r}: {len(self.query_paths)} queries but positives for "
                 f"{len(self.positives)}; the ground truth must have one entry per query"
             )
         if self.queries_without_positive not in QUERIES_WITHOUT_POSITIVE:
-            raise ValueError(
+            raise DataError(
                 f"queries_without_positive={self.queries_without_positive!r}; use one of {QUERIES_WITHOUT_POSITIVE}"
             )
         if self.submission_format not in SUBMISSION_FORMATS:
-            raise ValueError(
+            raise DataError(
                 f"benchmark {self.name!r}: submission_format={self.submission_format!r}; use one of {SUBMISSION_FORMATS}"
             )
         if self.image_size is not None:
@@ -65,7 +66,7 @@ class Benchmark:
         for i, pos in enumerate(self.positives):
             bad = pos[(pos < 0) | (pos >= num_db)]
             if len(bad):
-                raise ValueError(
+                raise DataError(
                     f"benchmark {self.name!r}: query {i} has positive index {int(bad[0])} outside the "
                     f"database [0, {num_db}); the ground truth does not match the database list"
                 )
@@ -90,5 +91,5 @@ def _as_positive_arrays(gt: np.ndarray) -> list[np.ndarray]:
 
 def _require_file(path: Path, what: str, hint: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist; {hint}")
+        raise MissingFileError(f"{what} {path} does not exist; {hint}")
     return path

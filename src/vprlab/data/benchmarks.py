@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vprlab.data.benchmark import Benchmark, BenchmarkCountWarning
 from vprlab.data.benchmark_readers import READERS
+from vprlab.utils.errors import DataError
 
 __all__ = ["Benchmark", "BenchmarkCountWarning", "READERS", "check_counts", "load_benchmark"]
 
@@ -68,7 +69,7 @@ def check_counts(
         f"benchmark.{benchmark.name}.expected_num_db/expected_num_queries=null for a deliberate subset"
     )
     if strict:
-        raise ValueError(message + ", or strict_counts=false to only warn")
+        raise DataError(message + ", or strict_counts=false to only warn")
     warnings.warn(message + " (strict_counts=true turns this into an error)", BenchmarkCountWarning, stacklevel=3)
     return problems
 
@@ -90,9 +91,9 @@ def load_benchmark(cfg: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Be
     common = {key: params.pop(key, None) for key in _COMMON_KEYS}
     fmt = params.pop("format", None)
     if fmt is None:
-        raise ValueError(f"benchmark config has no 'format'; set one of {sorted(READERS)} (got keys {sorted(params)})")
+        raise DataError(f"benchmark config has no 'format'; set one of {sorted(READERS)} (got keys {sorted(params)})")
     if fmt not in READERS:
-        raise ValueError(f"unknown benchmark format {fmt!r}; known formats: {sorted(READERS)}")
+        raise DataError(f"unknown benchmark format {fmt!r}; known formats: {sorted(READERS)}")
     if isinstance(params.get("image_size"), (list, tuple)):
         params["image_size"] = tuple(params["image_size"])
     benchmark = READERS[fmt](**params)

@@ -34,6 +34,7 @@ from vprlab.data.decoding import (
     load_tensor,
     uint8_to_float,
 )
+from vprlab.utils.errors import DataError, MissingFileError
 
 CSV_COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LABEL_STRIDE = 10**5
@@ -113,17 +114,17 @@ class GSVCitiesDataset(Dataset):
         super().__init__()
         self.decoder = check_decoder(decoder)
         if draft_size is not None and decoder != "pil":
-            raise ValueError(f"draft_size (reduced-scale JPEG decoding) needs decoder='pil', got decoder={decoder!r}")
+            raise DataError(f"draft_size (reduced-scale JPEG decoding) needs decoder='pil', got decoder={decoder!r}")
         if bad_image_policy not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"bad_image_policy={bad_image_policy!r}; use one of {BAD_IMAGE_POLICIES}")
+            raise DataError(f"bad_image_policy={bad_image_policy!r}; use one of {BAD_IMAGE_POLICIES}")
         self.bad_image_policy = bad_image_policy
         self.draft_size = None if draft_size is None else (int(draft_size[0]), int(draft_size[1]))
         # Paths found unreadable in this process (each DataLoader worker keeps its own set).
         self.bad_images: set[str] = set()
         if img_per_place < 1:
-            raise ValueError(f"img_per_place must be >= 1, got {img_per_place}")
+            raise DataError(f"img_per_place must be >= 1, got {img_per_place}")
         if img_per_place > min_img_per_place:
-            raise ValueError(
+            raise DataError(
                 f"img_per_place={img_per_place} is larger than min_img_per_place={min_img_per_place}: "
                 "a kept place could have fewer images than a batch needs; raise min_img_per_place "
                 f"to at least {img_per_place}"
@@ -161,7 +162,7 @@ class GSVCitiesDataset(Dataset):
             counts += place_counts.tolist()
 
         if not labels:
-            raise ValueError(
+            raise DataError(
                 f"no place in {self.cities} under {self.root} has at least min_img_per_place="
                 f"{min_img_per_place} images; lower min_img_per_place or check the csv files"
             )
@@ -174,40 +175,40 @@ class GSVCitiesDataset(Dataset):
     # ------------------------------------------------------------------ reading
     def _resolve_cities(self, cities: Sequence[str] | str | None) -> list[str]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"GSV-Cities root {self.root} does not exist; {HOW_TO_GET_DATA}")
+            raise MissingFileError(f"GSV-Cities root {self.root} does not exist; {HOW_TO_GET_DATA}")
         frames_dir = self.root / "Dataframes"
         if not frames_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{frames_dir} does not exist (expected <root>/Dataframes/<City>.csv); {HOW_TO_GET_DATA}"
             )
         if cities is None:
-            found = sorted(p.stem for p in frames_dir.glob("*.csv"))
+            found = sorted(p.stem for p in frames_dir.glob("*.csv") if not p.name.startswith("."))  # not macOS ._x.csv
             if not found:
-                raise FileNotFoundError(f"no <City>.csv in {frames_dir}; {HOW_TO_GET_DATA}")
+                raise MissingFileError(f"no <City>.csv in {frames_dir}; {HOW_TO_GET_DATA}")
             return found
         if isinstance(cities, str):
             cities = [cities]
         cities = list(cities)
         if not cities:
-            raise ValueError("cities is empty; name at least one city (or pass None for all)")
+            raise DataError("cities is empty; name at least one city (or pass None for all)")
         if len(set(cities)) != len(cities):
-            raise ValueError(f"cities has duplicates: {cities}")
+            raise DataError(f"cities has duplicates: {cities}")
         return cities
 
     def _read_city(self, city: str) -> pd.DataFrame:
         csv = self.root / "Dataframes" / f"{city}.csv"
         if not csv.is_file():
-            available = sorted(p.stem for p in csv.parent.glob("*.csv"))
-            raise FileNotFoundError(
+            available = sorted(p.stem for p in csv.parent.glob("*.csv") if not p.name.startswith("."))
+            raise MissingFileError(
                 f"city csv {csv} does not exist (cities available there: {available or 'none'}); "
                 f"fix the cities list or {HOW_TO_GET_DATA}"
             )
         df = pd.read_csv(csv)
         missing = [c for c in CSV_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{csv} lacks columns {missing}; a GSV-Cities csv has {list(CSV_COLUMNS)}")
+            raise DataError(f"{csv} lacks columns {missing}; a GSV-Cities csv has {list(CSV_COLUMNS)}")
         if len(df) and int(df["place_id"].min()) < 0:
-            raise ValueError(f"{csv} has negative place_id values; place ids must be >= 0")
+            raise DataError(f"{csv} has negative place_id values; place ids must be >= 0")
         return df
 
     # ------------------------------------------------------------------ sizes

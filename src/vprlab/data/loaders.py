@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vprlab.utils.config import to_plain
+from vprlab.utils.errors import ConfigError
 from vprlab.utils.instantiate import build
 from vprlab.utils.resolvers import cpus
 
@@ -58,7 +59,7 @@ def build_train_loader(
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
     if loader_cfg.get("image_size") is None:
-        raise ValueError("dataset.image_size is not set; conf/dataset/*.yaml set it to ${backbone.train_image_size}")
+        raise ConfigError("dataset.image_size is not set; conf/dataset/*.yaml set it to ${backbone.train_image_size}")
     image_size = _size(loader_cfg["image_size"])
     decoder = check_decoder(loader_setting(dataset_cfg, "decoder"))
     transform = train_transform(
@@ -69,7 +70,7 @@ def build_train_loader(
     )
     fast_decode = bool(loader_setting(loader_cfg, "fast_decode"))
     if fast_decode and decoder != "pil":
-        raise ValueError(
+        raise ConfigError(
             f"dataset.fast_decode (reduced-scale JPEG decoding) works with dataset.decoder=pil only, "
             f"not {decoder!r}; turn one of them off"
         )
@@ -77,10 +78,10 @@ def build_train_loader(
     dataset = build(dataset_cfg, transform=transform, seed=seed, **draft)
     places_per_batch = int(loader_setting(loader_cfg, "places_per_batch"))
     if places_per_batch < 2:
-        raise ValueError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
+        raise ConfigError(f"dataset.places_per_batch={places_per_batch}: a metric-learning batch needs at least 2 places")
     if len(dataset) // world_size < places_per_batch:
         per_rank = f" ({len(dataset) // world_size} per rank on {world_size} ranks)" if world_size > 1 else ""
-        raise ValueError(
+        raise ConfigError(
             f"dataset has {len(dataset)} places with at least {dataset_cfg.get('min_img_per_place', '?')} images{per_rank}, "
             f"fewer than dataset.places_per_batch={places_per_batch}; lower places_per_batch or add cities"
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from vprlab.utils.errors import ConfigError, MissingFileError
 from vprlab.utils.images import as_hw
 from vprlab.utils.progress import progress_bar
 
@@ -40,13 +41,15 @@ def resize_tree(src: str | Path, dst: str | Path, size: int | tuple[int, int], q
     """Write the resized copy of ``src`` into ``dst``; returns how many images were (re)written."""
     src, dst = Path(src), Path(dst)
     if not (src / "Dataframes").is_dir() or not (src / "Images").is_dir():
-        raise FileNotFoundError(f"'{src}' is not a GSV-Cities tree: it needs Dataframes/ and Images/")
+        raise MissingFileError(f"'{src}' is not a GSV-Cities tree: it needs Dataframes/ and Images/")
     if src.resolve() == dst.resolve():
-        raise ValueError("--dst must differ from --src: the cache never overwrites the original images")
+        raise ConfigError("--dst must differ from --src: the cache never overwrites the original images")
     size = as_hw(size, "size")
     shutil.copytree(src / "Dataframes", dst / "Dataframes", dirs_exist_ok=True)
     jobs = []
     for image in sorted((src / "Images").glob("*/*.jpg")):
+        if image.name.startswith(".") or image.parent.name.startswith("."):  # macOS ._x.jpg, hidden folders
+            continue
         out = dst / "Images" / image.parent.name / image.name
         out.parent.mkdir(parents=True, exist_ok=True)
         jobs.append((str(image), str(out), size, quality))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vprlab.utils.errors import DataError, MissingFileError, UnreadableFileError
 from vprlab.utils.io import atomic_torch_save
 from vprlab.utils.weights import UnsafeFileError, error_summary, torch_load
 
@@ -41,7 +42,7 @@ def load_checkpoint(
     holding other Python objects need the explicit ``allow_unsafe_pickle`` (see :func:`torch_load`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"checkpoint '{path}' does not exist; pass the path of a .ckpt file written by train.py "
             f"(for example <run folder>/checkpoints/last.ckpt)"
         )
@@ -50,7 +51,7 @@ def load_checkpoint(
     except UnsafeFileError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise RuntimeError(f"checkpoint '{path}' could not be read ({error_summary(e)}); the file is damaged or not a torch checkpoint") from e
+        raise UnreadableFileError(f"checkpoint '{path}' could not be read ({error_summary(e)}); the file is damaged or not a torch checkpoint") from e
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"'{path}' is not a vprlab checkpoint (no 'model' entry); to load bare weights use the model config plus a weights file")
+        raise DataError(f"'{path}' is not a vprlab checkpoint (no 'model' entry); to load bare weights use the model config plus a weights file")
     return state

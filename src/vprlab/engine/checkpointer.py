@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from vprlab.utils.errors import UnreadableFileError
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,14 @@ def load_resume_checkpoint(
     else:
         problem = f"{last} is missing (a crash between the renames of a checkpoint write)"
     if not previous.is_file():
-        raise RuntimeError(
+        raise UnreadableFileError(
             f"ckpt_path=auto: {problem}, and there is no previous checkpoint {previous} to fall back to; "
             f"pass ckpt_path=<file> to resume from another checkpoint, or remove {last} to start from scratch"
         )
     try:
         state = load(previous)
     except (RuntimeError, ValueError) as e:
-        raise RuntimeError(
+        raise UnreadableFileError(
             f"ckpt_path=auto: neither checkpoint is readable: {problem}; and {e} "
             f"Pass ckpt_path=<file> to resume from another checkpoint, or remove both to start from scratch"
         ) from e

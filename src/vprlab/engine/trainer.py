@@ -135,7 +135,9 @@ def _train(
         # Every rank computes the same initialisation (same images, same k-means seed).
         init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images))
 
-    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main)
+    # A resumed run drops the rows the interrupted one wrote after this checkpoint: no duplicates.
+    logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main,
+                       resume_step=step if state is not None else None)
     eval_kwargs = dict(
         batch_size=int(tcfg.eval_batch_size), num_workers=int(loader_setting(cfg.dataset, "num_workers")),
         device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
@@ -161,7 +163,7 @@ def _train(
         "model/params": sum(p.numel() for p in model.parameters()),
         "model/aggregator_params": sum(p.numel() for p in model.aggregator.parameters()),
         "model/trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }, step=step)
+    }, step=0)  # a property of the run, not of a step: a resumed run does not log it twice
 
     log_every = int(tcfg.log_every_n_steps)
     guard = NonFiniteGuard(int(tcfg.max_nonfinite_steps))

@@ -7,10 +7,12 @@ interpolation, antialiasing, normalisation) and the autocast precision. Layout::
     <cache_dir>/<weights_hash>/<benchmark>/<H>x<W>-<key digest>/
         database.npy   [num_db, D]       float32 or float16
         queries.npy    [num_queries, D]
-        meta.json      the key, shapes, dtype and the extraction time of the first run
+        meta.json      the key, shapes, dtype, both arrays' checksums and the extraction time of the first run
 
 Each file is written to a temporary name and renamed; ``meta.json`` comes last, so an entry
-without it is incomplete and ignored. The database array is memory-mapped on load, so a
+without it is incomplete and ignored. On read both arrays are checked against their checksums
+in ``meta.json`` (:func:`file_checksum`, a SHA-256 tree hashed on all cores): a damaged entry (flipped bytes, a truncated or empty file, an unreadable meta)
+is recomputed and overwritten with a warning, never scored. The database array is memory-mapped on load, so a
 huge database is read chunk by chunk during a chunked search.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,8 +31,38 @@ import numpy as np
 
 from vprlab.utils.io import atomic_save_npy, atomic_write_json
 
+log = logging.getLogger(__name__)
+
 CACHE_FORMAT_VERSION = 1
 CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+_CHECKSUM_BLOCK = 16 << 20  # bytes per hashed block
+CHECKSUM_KEY = "sha256_tree"  # meta.json: {file name: digest}
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """SHA-256 over the SHA-256s of the file's 16 MiB blocks, the blocks hashed on every core at once
+    (hashlib releases the GIL): a damaged byte anywhere changes it, and a cache entry of tens of GB
+    is checked at memory speed rather than at one core's hashing speed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        fd = f.fileno()
+
+        def block(offset: int) -> bytes:
+            return hashlib.sha256(os.pread(fd, _CHECKSUM_BLOCK, offset)).digest()
+
+        offsets = range(0, size, _CHECKSUM_BLOCK)
+        if not hasattr(os, "pread"):  # Windows: one block after the other
+            digests = [hashlib.sha256(f.read(_CHECKSUM_BLOCK)).digest() for _ in offsets]
+        elif len(offsets) <= 1:
+            digests = [block(o) for o in offsets]
+        else:
+            with ThreadPoolExecutor(min(len(offsets), os.cpu_count() or 1)) as pool:
+                digests = list(pool.map(block, offsets))
+    return hashlib.sha256(size.to_bytes(8, "little") + b"".join(digests)).hexdigest()
 
 
 def fingerprint(paths: Sequence[str]) -> str:
@@ -90,20 +123,31 @@ class DescriptorCache:
         return descriptors.astype(np.float16)
 
     def load(self, key: CacheKey) -> CachedDescriptors | None:
-        """The entry for ``key``, or None when there is none (or it is incomplete or inconsistent)."""
+        """The entry for ``key``, or None when there is none or it is incomplete, inconsistent or
+        damaged (a checksum that does not match: logged as a warning; the caller recomputes it)."""
         folder = self.entry_dir(key)
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             return None
         try:
             meta = json.loads(meta_path.read_text())
+            checksums = meta.get(CHECKSUM_KEY)
+            if not isinstance(checksums, dict):
+                raise ValueError("meta.json has no checksums (written by an older vprlab)")
+            for name in ("database.npy", "queries.npy"):
+                actual = file_checksum(folder / name)
+                if actual != checksums.get(name):
+                    raise ValueError(f"{name} does not match its checksum ({actual[:12]}, "
+                                     f"expected {str(checksums.get(name))[:12]})")
             database = np.load(folder / "database.npy", mmap_mode="r", allow_pickle=False)
             queries = np.load(folder / "queries.npy", allow_pickle=False)
-        except (OSError, ValueError, json.JSONDecodeError):
-            return None  # a damaged entry is recomputed and overwritten
+        except Exception as err:  # noqa: BLE001 - any damage (EOFError, ValueError, OSError...): recompute
+            log.warning("descriptor cache entry %s is damaged (%s: %s); recomputing it", folder, type(err).__name__, err)
+            return None
         if meta.get("digest") != key.digest() or list(database.shape) != meta.get("database_shape") or list(
             queries.shape
         ) != meta.get("queries_shape"):
+            log.warning("descriptor cache entry %s does not match its key or shapes; recomputing it", folder)
             return None
         return CachedDescriptors(database=database, queries=queries, meta=meta)
 
@@ -131,6 +175,7 @@ class DescriptorCache:
             atomic_save_npy(target, np.asarray(database, dtype=dtype))
         atomic_save_npy(folder / "queries.npy", np.asarray(queries, dtype=dtype))
         meta = {
+            CHECKSUM_KEY: {name: file_checksum(folder / name) for name in ("database.npy", "queries.npy")},
             "digest": key.digest(),
             "key": asdict(key),
             "dtype": self.dtype,

@@ -74,6 +74,8 @@ def _to_gpu(index, resources, device: int, float16: bool):
 
 # Elements of one score block (query rows x database rows) in the oneDNN search: 256 MB of float32.
 _SCORE_BLOCK_ELEMENTS = 2**26
+# Results (rows x k) of one re-search of rows tied at the k-th place: 2**24 x 12 bytes = 200 MB.
+_TIE_RESEARCH_ELEMENTS = 2**24
 
 
 def _onednn_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,16 +101,56 @@ def _search_one(
 ) -> tuple[np.ndarray, np.ndarray]:
     if gpu_resources is None:
         if onednn_linear_available():
-            return _onednn_knn(database, queries, k)
-        # Brute force straight on the array: an IndexFlatIP would hold a second copy of the chunk.
+            def raw(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+                return _onednn_knn(database, q, kk)
+        else:
+            # Brute force straight on the array: an IndexFlatIP would hold a second copy of the chunk.
+            flat = np.ascontiguousarray(database, dtype=np.float32)
+
+            def raw(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+                scores, indices = faiss.knn(q, flat, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                return scores, indices.astype(np.int64, copy=False)
+    else:
         database = np.ascontiguousarray(database, dtype=np.float32)
-        scores, indices = faiss.knn(queries, database, k, metric=faiss.METRIC_INNER_PRODUCT)
-        return scores, indices.astype(np.int64, copy=False)
-    database = np.ascontiguousarray(database, dtype=np.float32)
-    index = _to_gpu(faiss.IndexFlatIP(database.shape[1]), gpu_resources, device, gpu_float16)
-    index.add(database)
-    scores, indices = index.search(queries, k)
-    return scores, indices.astype(np.int64, copy=False)
+        index = _to_gpu(faiss.IndexFlatIP(database.shape[1]), gpu_resources, device, gpu_float16)
+        index.add(database)
+
+        def raw(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+            scores, indices = index.search(q, kk)
+            return scores, indices.astype(np.int64, copy=False)
+    return _top_k_ties_to_lower_index(raw, queries, k, database.shape[0])
+
+
+def _top_k_ties_to_lower_index(raw, queries: np.ndarray, k: int, num_db: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of ``raw(queries, k)`` (a backend's top-k search), where items with the same
+    score as the k-th one are kept by lower database index, as faiss's CPU search does; torch.topk
+    and faiss's GPU selection keep an arbitrary one. The search asks for one item more: a row whose
+    (k+1)-th score equals its k-th has a tie across the cut and is searched again, alone with the
+    other such rows, with a larger k until every item of that score is in (rare: equal descriptors).
+    Each row's result comes from one backend call, so its scores are compared with each other only."""
+    if k >= num_db:
+        scores, indices = raw(queries, num_db)
+        return _sort_rows(scores, indices, k)
+    scores, indices = raw(queries, k + 1)
+    scores, indices = _sort_rows(scores, indices, k + 1)
+    tied = np.flatnonzero(scores[:, k] == scores[:, k - 1])
+    scores, indices = scores[:, :k].copy(), indices[:, :k].copy()
+    wider = k + 1
+    while tied.size:
+        wider = min(num_db, 2 * wider)
+        still_tied = []
+        # Rows a few at a time, so that many degenerate rows (a constant descriptor ties with
+        # everything) never ask for a [rows, num_db] result at once.
+        step = max(1, _TIE_RESEARCH_ELEMENTS // wider)
+        for start in range(0, tied.size, step):
+            rows = tied[start : start + step]
+            more_scores, more_indices = _sort_rows(*raw(np.ascontiguousarray(queries[rows]), wider), wider)
+            done = (more_scores[:, -1] != more_scores[:, k - 1]) | (wider == num_db)
+            # Every item scoring as the k-th is now in the row: the lower indices come first.
+            scores[rows[done]], indices[rows[done]] = more_scores[done, :k], more_indices[done, :k]
+            still_tied.append(rows[~done])
+        tied = np.concatenate(still_tied)
+    return scores, indices
 
 
 def _sort_rows(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +175,10 @@ def search(
     Returns ``(scores [num_queries, k] float32, indices [num_queries, k] int64)``,
     best first. ``k`` larger than the database is clamped to the database size.
     ``use_gpu``: "auto" uses faiss GPUs when this faiss build has any, true
-    requires one, false stays on CPU. Among the returned items, equal scores are
-    ordered by database index; which of several equal-score items at the k-th
-    place is kept follows the backend (faiss on a GPU, torch.topk or faiss.knn on a CPU).
+    requires one, false stays on CPU. Equal scores are ordered by database index,
+    and of several equal-score items at the k-th place the lower indices are kept
+    (as faiss's CPU search does), on every path: CPU (oneDNN or faiss), chunked,
+    float16, GPU, several GPUs.
 
     ``float16``: store the database in float16 (a float32 database is rounded
     once; a float16 one is kept as is and cast chunk by chunk); on a GPU the

@@ -2,7 +2,8 @@
 
 Everything is written to a temporary file in the destination folder and then
 renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a
-crash or SIGKILL at any moment leaves either the old file or the new one.
+crash or SIGKILL at any moment leaves either the old file or the new one. The new file gets
+the mode ``open()`` would give it (0666 less the umask: 0644 by default), not mkstemp's 0600.
 """
 
 from __future__ import annotations
@@ -15,10 +16,39 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS tells (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp_honouring_umask(path: Path) -> tuple[int, str]:
+    """``tempfile.mkstemp`` next to ``path``, with the mode a plain ``open(path, "w")`` would give
+    (0666 less the umask, 0644 by default) instead of mkstemp's private 0600: the temporary file is
+    renamed into place, so its mode is the final file's mode."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if hasattr(os, "fchmod"):
+        try:
+            os.fchmod(fd, 0o666 & ~_current_umask())
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+    return fd, tmp
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp_honouring_umask(path)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -84,7 +114,7 @@ class NpyRowWriter:
         block = np.asarray(block)
         if self._array is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            fd, tmp = _mkstemp_honouring_umask(self.path)
             os.close(fd)
             self._tmp = Path(tmp)
             self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=(self.num_rows, block.shape[1]))

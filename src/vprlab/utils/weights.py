@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from vprlab.utils.errors import DataError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 _REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
@@ -32,7 +34,7 @@ def error_summary(err: BaseException) -> str:
     return f"{type(err).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
-class UnsafeFileError(ValueError):
+class UnsafeFileError(DataError):
     """A torch file that only a full unpickle could read: loading it could run code stored in it."""
 
 
@@ -74,13 +76,13 @@ def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> d
     (:func:`torch_load`; ``allow_unsafe_pickle`` is the user's explicit opt-out)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of a .pth / .ckpt / .safetensors file")
+        raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of a .pth / .ckpt / .safetensors file")
     try:
         obj = _read_container(path, allow_unsafe_pickle)
     except UnsafeFileError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
-        raise ValueError(f"weights file {str(path)!r} could not be read ({error_summary(err)}); is it a torch file?") from err
+        raise DataError(f"weights file {str(path)!r} could not be read ({error_summary(err)}); is it a torch file?") from err
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):  # Lightning, vprlab checkpoint
             inner = obj.get(wrapper)
@@ -89,7 +91,7 @@ def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> d
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
     keys = sorted(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(
+    raise DataError(
         f"weights file {str(path)!r} holds neither a state dict (name -> tensor) nor a checkpoint with one under "
         f"'state_dict' or 'model' (found {keys}); export it with `vprlab models export`"
     )
@@ -100,14 +102,14 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
     that key; ``what`` names the expected content (e.g. "a torchvision resnet50 state dict")."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"backbone.weights_path={str(path)!r} does not exist; point it to {what} "
             "or set backbone.weights_path=null"
         )
     try:
         return read_state_dict(path)
     except ValueError as err:
-        raise ValueError(
+        raise DataError(
             f"backbone.weights_path={str(path)!r} does not hold a plain state dict "
             f"(name -> tensor); expected {what} ({err})"
         ) from err

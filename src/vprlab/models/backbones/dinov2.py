@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vprlab.models.backbones._weights import download_failed, load_strict
+from vprlab.models.backbones._weights import create_timm_pretrained, load_strict
 from vprlab.models.spec import Backbone
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
 from vprlab.utils.weights import load_state_dict_file
@@ -35,6 +35,13 @@ PATCH_SIZE = 14
 POS_EMBED_IMAGE_SIZE = 518
 # The DINOv2 release adds this to the target grid before turning it into a scale factor.
 _INTERPOLATE_OFFSET = 0.1
+
+
+def _release_file(model_name: str) -> str:
+    """The name of the weights file a user would put at ``backbone.weights_path=`` (the DINOv2 release's
+    ``dinov2_vits14_pretrain.pth`` ...; timm's safetensors file works too)."""
+    url = getattr(timm.models.get_pretrained_cfg(model_name), "url", None) or ""
+    return url.rsplit("/", 1)[-1] or f"{model_name}.pth"
 
 
 def check_image_size(size: int | Sequence[int], patch_size: int = PATCH_SIZE) -> None:
@@ -207,11 +214,8 @@ class DinoV2Backbone(Backbone):
                     raise ValueError(f"backbone.{name}: {err}") from None
         download = pretrained and weights_path is None  # a local file wins over downloading
         kwargs = dict(img_size=POS_EMBED_IMAGE_SIZE, num_classes=0)
-        if download:
-            try:
-                dino = timm.create_model(model_name, pretrained=True, **kwargs)
-            except Exception as err:  # no network, hub offline mode, corrupt cache...
-                raise download_failed(model_name, err, f"{model_name}.pth") from err
+        if download:  # fails within seconds offline (no hub retries), naming backbone.weights_path=
+            dino = create_timm_pretrained(timm.create_model, model_name, _release_file(model_name), **kwargs)
         else:
             dino = timm.create_model(model_name, pretrained=False, **kwargs)
         num_registers = int(getattr(dino, "num_reg_tokens", 0) or 0)

@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from vprlab.models.backbones._weights import download_failed
+from vprlab.models.backbones._weights import create_timm_pretrained
 from vprlab.models.spec import Backbone
 from vprlab.utils.images import as_hw
 
@@ -85,10 +85,8 @@ class TimmBackbone(Backbone):
                 )
             model = _create(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         elif pretrained:
-            try:
-                model = _create(model_name, pretrained=True, **kwargs)
-            except Exception as err:  # no network, hub offline mode, corrupt cache...
-                raise download_failed(model_name, err, f"{model_name}.safetensors") from err
+            # From the hub cache without network, else fails within seconds offline (no hub retries).
+            model = create_timm_pretrained(_create, model_name, f"{model_name}.safetensors", **kwargs)
         else:
             model = _create(model_name, pretrained=False, **kwargs)
         self.model = model
