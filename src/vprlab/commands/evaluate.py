@@ -28,7 +28,7 @@ from vprlab.evaluation.protocol import (
 from vprlab.evaluation.results import print_recall_table, read_results, write_results
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
-from vprlab.utils.errors import ConfigError
+from vprlab.utils.errors import ConfigError, MissingFileError
 from vprlab.utils.images import as_hw
 from vprlab.utils.instantiate import build
 from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
@@ -48,7 +48,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
         from vprlab.pretrained import load_for_evaluation
 
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
-            raise ValueError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
+            raise ConfigError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
         return load_for_evaluation(
             cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle), protocol=cfg.pretrained.get("protocol"),
         )
@@ -221,14 +221,14 @@ def check_inputs(cfg: DictConfig) -> tuple[list, list[dict[str, str]]]:
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         advice = " Pass skip_missing=true to evaluate the benchmarks that are there." if missing and not skip and benchmarks else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(problems)} input{'s' if len(problems) > 1 else ''} of this evaluation "
             f"{'are' if len(problems) > 1 else 'is'} missing (nothing was loaded):\n{listing}\n"
             f"`vprlab benchmarks` lists every benchmark, its root and whether it is here; docs/evaluation.md says where to "
             f"download each.{advice}"
         )
     if not benchmarks:
-        raise ValueError("no benchmark selected" + (" that is present" if missing else "")
+        raise ConfigError("no benchmark selected" + (" that is present" if missing else "")
                          + "; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
     return benchmarks, missing
 

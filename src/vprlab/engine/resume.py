@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vprlab.engine.checkpointer import load_resume_checkpoint
+from vprlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
             was = saved.get(key, next((f"{k}=..." for k in saved if k.startswith(key + ".")), "<not set>"))
             now = current.get(key, next((f"{k}=..." for k in current if k.startswith(key + ".")), "<not set>"))
             shown.append(f"{key} (stored: {was}, asked: {now})" if overrides is None else key)
-        raise ValueError(
+        raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} resumes the run stored in the checkpoint, so its configuration cannot change: "
             f"{', '.join(shown)} {'is' if len(shown) == 1 else 'are'} not resume-safe. Only these may be overridden when "
             f"resuming: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUME_SAFE)}. "
@@ -124,7 +125,7 @@ def _check_same_model(cfg: DictConfig, stored: dict[str, Any], path: Path) -> No
     saved = {k: v for k, v in _flatten(stored).items() if k.startswith(("backbone.", "aggregator."))}
     differ = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k) and k != "backbone.pretrained")
     if differ:
-        raise ValueError(
+        raise ConfigError(
             f"ckpt_path=auto: {path} holds a model with other settings than this run's: "
             + ", ".join(f"{k} (stored: {saved.get(k, '<not set>')}, this run: {current.get(k, '<not set>')})" for k in differ)
             + f". Use the run's own command line, another run folder, or remove {path} to start from scratch"
@@ -143,7 +144,7 @@ def prepare_resume(cfg: DictConfig) -> tuple[DictConfig, Path | None, dict[str, 
         return cfg, None, None
     stored = state.get("config")
     if not isinstance(stored, dict):
-        raise ValueError(f"{path} holds no training configuration (not a checkpoint written by train.py); it cannot be resumed")
+        raise ConfigError(f"{path} holds no training configuration (not a checkpoint written by train.py); it cannot be resumed")
     if str(value) == "auto":
         _check_same_model(cfg, stored, path)
         return cfg, path, state
