@@ -162,10 +162,10 @@ def test_wrong_files_name_the_keys(tmp_path) -> None:
 
     misshapen = {**raw, "aggregation.3.weight": torch.zeros(512, 2048)}
     torch.save(misshapen, bad)
-    with pytest.raises(ValueError, match=r"does not match the released cosplace_resnet50_2048 .*1 shape mismatches: aggregator\.fc\.weight \(512, 2048\) \(expected \(2048, 2048\)\)"):
+    with pytest.raises(ValueError, match=r"does not match the released cosplace_resnet50_2048 .*1 shape mismatches: aggregator\.fc\.weight \(512, 2048\) \(expected \(2048, 2048\)\) \(in the file's key names: 1 shape mismatches: aggregation\.3\.weight"):
         load_pretrained(name, weights=bad)
     torch.save({k: v for k, v in raw.items() if k != "aggregation.1.p"}, bad)
-    with pytest.raises(ValueError, match=r"1 missing keys: aggregator\.p"):
+    with pytest.raises(ValueError, match=r"1 missing keys: aggregator\.p \(in the file's key names: 1 missing keys: aggregation\.1\.p\)"):
         load_pretrained(name, weights=bad)
     torch.save({**raw, "backbone.fc.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match=rf"weights file '{bad}' is not cosplace_resnet50_2048's file ResNet50_2048_cosplace\.pth: 1 keys .* not part of the released CosPlace ResNet50 layout: backbone\.fc\.weight"):
