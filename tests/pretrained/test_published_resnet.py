@@ -162,10 +162,10 @@ def test_wrong_files_name_the_keys(tmp_path) -> None:
 
     misshapen = {**raw, "aggregation.3.weight": torch.zeros(512, 2048)}
     torch.save(misshapen, bad)
-    with pytest.raises(ValueError, match=r"does not match the released cosplace_resnet50_2048 .*1 shape mismatches: aggregator\.fc\.weight \(512, 2048\) \(expected \(2048, 2048\)\)"):
+    with pytest.raises(ValueError, match=r"does not match the released cosplace_resnet50_2048 .*1 shape mismatches: aggregator\.fc\.weight \(512, 2048\) \(expected \(2048, 2048\)\) \(in the file's key names: 1 shape mismatches: aggregation\.3\.weight"):
         load_pretrained(name, weights=bad)
     torch.save({k: v for k, v in raw.items() if k != "aggregation.1.p"}, bad)
-    with pytest.raises(ValueError, match=r"1 missing keys: aggregator\.p"):
+    with pytest.raises(ValueError, match=r"1 missing keys: aggregator\.p \(in the file's key names: 1 missing keys: aggregation\.1\.p\)"):
         load_pretrained(name, weights=bad)
     torch.save({**raw, "backbone.fc.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match=rf"weights file '{bad}' is not cosplace_resnet50_2048's file ResNet50_2048_cosplace\.pth: 1 keys .* not part of the released CosPlace ResNet50 layout: backbone\.fc\.weight"):
@@ -176,14 +176,35 @@ def test_wrong_files_name_the_keys(tmp_path) -> None:
         load_pretrained("convap_resnet50_4096", weights=mix)
 
 
+def _as_if_saved_on_a_gpu(path: Path, out: Path) -> None:
+    """Rewrite a torch.save zip so that every storage says it was saved on ``cuda:0`` (what a file
+    saved from a GPU holds: without map_location it cannot load on a machine without CUDA)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            dst.writestr(info, data)
+
+
 def test_gpu_saved_and_prefixed_files_load(tmp_path) -> None:
-    """A DataParallel-style ``module.`` prefix is dropped; tensors always land on the CPU."""
+    """A file saved from a GPU (MixVPR / Conv-AP Google Drive files may be) loads on the CPU; a
+    DataParallel-style ``module.`` prefix is dropped."""
     path, raw = release_file(tmp_path, "convap_resnet50_4096")
     prefixed = tmp_path / "prefixed.ckpt"
     torch.save({f"module.{k}": v for k, v in raw.items()}, prefixed)
-    state = read_published_state("convap_resnet50_4096", prefixed)
-    assert set(state) == set(read_published_state("convap_resnet50_4096", path))
+    gpu_saved = tmp_path / "gpu.ckpt"
+    _as_if_saved_on_a_gpu(prefixed, gpu_saved)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(gpu_saved, weights_only=True)  # what a loader without map_location meets
+    state = read_published_state("convap_resnet50_4096", gpu_saved)
+    assert list(state) == list(read_published_state("convap_resnet50_4096", path))
     assert all(v.device.type == "cpu" for v in state.values())
+    assert torch.equal(state["aggregator.channel_pool.weight"], raw["aggregator.channel_pool.weight"])
 
 
 def test_other_cosplace_backbones_map_from_torchvision_names(tmp_path) -> None:

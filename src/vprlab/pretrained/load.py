@@ -125,13 +125,30 @@ def load_published_state(model: VPRModel, state: dict[str, torch.Tensor], spec: 
     """Strict load of a converted state dict, or a ValueError naming missing, unexpected and misshapen keys."""
     from vprlab.pretrained.layouts import describe_differences
 
-    differences = describe_differences(model.state_dict(), state)
+    expected = model.state_dict()
+    differences = describe_differences(expected, state)
     if differences:
         raise ValueError(
             f"{source} does not match the released {spec.name} ({spec.method} {spec.backbone}, {spec.descriptor_dim}-d, "
-            f"file {spec.file_name}): {differences}"
+            f"file {spec.file_name}): {differences}{_in_release_names(spec, expected, state)}"
         )
     model.load_state_dict(state, strict=True)
+
+
+def _in_release_names(spec: PublishedModel, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """The same differences under the release file's own key names, when the family can map them back."""
+    from vprlab.pretrained.layouts import describe_differences
+    from vprlab.pretrained.registry import resolve_callable
+
+    if spec.export is None:
+        return ""
+    export = resolve_callable(spec.export)
+    try:
+        release_expected, release_found = export(expected, spec), export(found, spec)
+    except ValueError:
+        return ""
+    text = describe_differences(release_expected, release_found)
+    return f" (in the file's key names: {text})" if text and set(release_expected) != set(expected) else ""
 
 
 def eval_preprocessing(name: str, protocol: str | None = None, image_size: Any = None) -> EvalPreprocessing:
