@@ -12,6 +12,7 @@ from vprlab.pretrained.registry import (
     PublishedModel,
     register,
 )
+from vprlab.utils.errors import ConfigError
 
 _RESNET = "vprlab.pretrained.families.resnet"
 _DINO_VGG = "vprlab.pretrained.families.dinov2_vgg"  # SALAD, MegaLoc, NetVLAD and VGG16 (another family module)
@@ -151,7 +152,7 @@ def published_model(name: str) -> PublishedModel:
     """The published model called ``name`` (also BoQ's aliases: ``resnet50_16384``, ``boq_dinov2``...)."""
     key = _PUBLISHED_ALIASES.get(name, name)
     if key not in PUBLISHED_MODELS:
-        raise ValueError(f"unknown published model {name!r}; `vprlab models list` shows them all: {', '.join(sorted(PUBLISHED_MODELS))}")
+        raise ConfigError(f"unknown published model {name!r}; `vprlab models list` shows them all: {', '.join(sorted(PUBLISHED_MODELS))}")
     return PUBLISHED_MODELS[key]
 
 

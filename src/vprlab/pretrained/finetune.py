@@ -25,6 +25,7 @@ from vprlab.pretrained.load import (
     release_file,
 )
 from vprlab.pretrained.registry import resolve_callable
+from vprlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def published_configs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(backbone config, aggregator config) that build the published model ``name`` from the zoo."""
     spec = published_model(name)
     if spec.configs is None:
-        raise ValueError(
+        raise ConfigError(
             f"fine-tuning {spec.name} is not available: its family ({spec.method} {spec.backbone}) has no zoo "
             f"configuration yet; evaluate it with `python evaluate.py pretrained={spec.name}`"
         )

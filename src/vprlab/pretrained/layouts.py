@@ -12,6 +12,7 @@ import torch
 
 from vprlab.models.vpr_model import VPRModel
 from vprlab.pretrained.registry import BoQArchitecture
+from vprlab.utils.errors import ConfigError
 
 NON_MODEL_PREFIXES = ("loss_function.", "loss_fn.", "miner.")
 # Wrappers around the whole model: DistributedDataParallel and torch.compile.
@@ -28,7 +29,7 @@ def _openvprlab_resnet_to_release(state: dict[str, torch.Tensor]) -> dict[str, t
     The release (and ResNetBackbone) flattens the same modules into ``net.N``."""
     frozen_stages = sorted({int(m.group(2)) for k in state if (m := _OPENVPRLAB_RESNET.match(k)) and m.group(1) == "frozen_layers"})
     if frozen_stages != list(range(len(frozen_stages))):
-        raise ValueError(f"OpenVPRLab ResNet keys: frozen_layers stages {frozen_stages} are not 0..n-1")
+        raise ConfigError(f"OpenVPRLab ResNet keys: frozen_layers stages {frozen_stages} are not 0..n-1")
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         match = _OPENVPRLAB_RESNET.match(key)
@@ -40,7 +41,7 @@ def _openvprlab_resnet_to_release(state: dict[str, torch.Tensor]) -> dict[str, t
         if stage == 0:  # the stem: 0 = conv1, 1 = bn1 (relu and maxpool have no weights)
             sub, _, rest = rest.partition(".")
             if sub not in ("0", "1"):
-                raise ValueError(f"OpenVPRLab ResNet key {key!r}: the stem has weights only in conv1 (0) and bn1 (1)")
+                raise ConfigError(f"OpenVPRLab ResNet key {key!r}: the stem has weights only in conv1 (0) and bn1 (1)")
             out[f"backbone.net.{sub}.{rest}"] = value
         else:
             out[f"backbone.net.{_FIRST_LAYER_INDEX + stage - 1}.{rest}"] = value
@@ -100,7 +101,7 @@ def load_release_state_dict(model: VPRModel, state: Mapping[str, torch.Tensor], 
     differences = describe_differences(model.state_dict(), state)
     if differences:
         what = expected or "the model"
-        raise ValueError(
+        raise ConfigError(
             f"{source} does not match {what}: {differences}. Pass the weights of that model, or load the file "
             "by path (vprlab.load_pretrained('/path/file.pth')) to rebuild the architecture it describes"
         )
@@ -122,29 +123,29 @@ def infer_architecture(state: Mapping[str, torch.Tensor], source: str = "the sta
     """Read the backbone and BoQ sizes off a release-layout state dict (see :func:`to_release_layout`)."""
     if "aggregator.proj_c.weight" not in state or "aggregator.fc.weight" not in state:
         prefixes = sorted({".".join(k.split(".")[:2]) for k in state if k.startswith("aggregator.")})
-        raise ValueError(f"{source} is not a BoQ model: no aggregator.proj_c / aggregator.fc weights (aggregator keys: {_list(prefixes) or 'none'})")
+        raise ConfigError(f"{source} is not a BoQ model: no aggregator.proj_c / aggregator.fc weights (aggregator keys: {_list(prefixes) or 'none'})")
     if "backbone.net.0.weight" in state:
         bottleneck = "backbone.net.4.0.conv3.weight" in state
         layer3_blocks = _block_count(state, "backbone.net.6.")
         backbone = _RESNET_BY_LAYER3.get((bottleneck, layer3_blocks))
         if backbone is None:
-            raise ValueError(f"{source}: a ResNet with {layer3_blocks} blocks in layer3 (bottleneck={bottleneck}) is not a torchvision ResNet18/34/50/101/152")
+            raise ConfigError(f"{source}: a ResNet with {layer3_blocks} blocks in layer3 (bottleneck={bottleneck}) is not a torchvision ResNet18/34/50/101/152")
         crop_last_block = "backbone.net.7.0.conv1.weight" not in state
     elif "backbone.dino.pos_embed" in state:
         width = int(state["backbone.dino.pos_embed"].shape[-1])
         if width not in _DINOV2_BY_WIDTH:
-            raise ValueError(f"{source}: DINOv2 width {width} is none of {sorted(_DINOV2_BY_WIDTH)}")
+            raise ConfigError(f"{source}: DINOv2 width {width} is none of {sorted(_DINOV2_BY_WIDTH)}")
         backbone, crop_last_block = _DINOV2_BY_WIDTH[width], True
     else:
         prefixes = sorted({".".join(k.split(".")[:2]) for k in state if not k.startswith("aggregator.")})
-        raise ValueError(
+        raise ConfigError(
             f"cannot tell the backbone of {source}: expected backbone.net.* (ResNet), backbone.dino.* (DINOv2) or "
             f"OpenVPRLab's backbone.frozen_layers/unfrozen_layers.*; found {_list(prefixes)}"
         )
     proj_channels, in_channels = (int(v) for v in state["aggregator.proj_c.weight"].shape[:2])
     num_layers = _block_count(state, "aggregator.boqs.")
     if num_layers == 0 or "aggregator.boqs.0.queries" not in state:
-        raise ValueError(f"{source} is not a BoQ model: no aggregator.boqs.0.queries")
+        raise ConfigError(f"{source} is not a BoQ model: no aggregator.boqs.0.queries")
     return BoQArchitecture(
         backbone=backbone,
         in_channels=in_channels,

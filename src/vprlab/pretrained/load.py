@@ -29,6 +29,7 @@ from vprlab.pretrained.registry import (
     PublishedModel,
     released_model,
 )
+from vprlab.utils.errors import ConfigError, DownloadError, MissingFileError
 from vprlab.utils.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def release_file(name: str, *, progress: bool = True) -> Path:
         f"pretrained.path=/path/{spec.file_name} (evaluate.py, train.py), or copy it to {cached}"
     )
     if spec.url is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{spec.name}: {spec.file_name} cannot be downloaded by URL; get it from {spec.manual_download} and "
             f"{use_instead}"
         )
@@ -57,7 +58,7 @@ def release_file(name: str, *, progress: bool = True) -> Path:
     try:
         torch.hub.download_url_to_file(spec.url, str(cached), progress=progress)
     except Exception as err:  # no network, proxy, interrupted download...: all end the same way
-        raise RuntimeError(
+        raise DownloadError(
             f"could not download {spec.url} ({type(err).__name__}: {err}). Without network access, fetch "
             f"{spec.file_name} elsewhere and {use_instead}"
         ) from err
@@ -85,7 +86,7 @@ def read_published_state(
     spec = published_model(name)
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.file_name}")
+        raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.file_name}")
     container = _file_container(spec, path)
     if container == "matlab":
         raw = resolve_callable(spec.read)(path)  # type: ignore[arg-type]
@@ -98,7 +99,7 @@ def read_published_state(
         try:
             raw = resolve_callable(spec.convert)(raw, spec)
         except ValueError as err:
-            raise ValueError(f"weights file {str(path)!r} is not {spec.name}'s file {spec.file_name}: {err}") from err
+            raise ConfigError(f"weights file {str(path)!r} is not {spec.name}'s file {spec.file_name}: {err}") from err
     return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in raw.items()}
 
 
@@ -128,7 +129,7 @@ def load_published_state(model: VPRModel, state: dict[str, torch.Tensor], spec: 
     expected = model.state_dict()
     differences = describe_differences(expected, state)
     if differences:
-        raise ValueError(
+        raise ConfigError(
             f"{source} does not match the released {spec.name} ({spec.method} {spec.backbone}, {spec.descriptor_dim}-d, "
             f"file {spec.file_name}): {differences}{_in_release_names(spec, expected, state)}"
         )
@@ -209,10 +210,10 @@ def _resolve(
         load_release_state_dict(model, state, f"weights file {str(path)!r}", f"the released {spec.name} ({architecture.describe()})")
         return model, path, spec.name
     if weights is not None:  # weights= is a local copy of a released model's file: name that model
-        raise ValueError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(PUBLISHED_MODELS)}")
+        raise ConfigError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(PUBLISHED_MODELS)}")
     path = Path(key).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{key!r} is neither a released model (`vprlab models list` shows them: {', '.join(sorted(PUBLISHED_MODELS))}) "
             "nor an existing weights file"
         )
@@ -306,7 +307,7 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
     try:
         output_dim = int(output_dim)
     except (TypeError, ValueError):
-        raise ValueError(f"output_dim={output_dim!r} must be an integer such as 16384 or 12288") from None
+        raise ConfigError(f"output_dim={output_dim!r} must be an integer such as 16384 or 12288") from None
     if weights is not None:
         path = Path(weights).expanduser()
         state = _read_release_state(path)
@@ -316,7 +317,7 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
             architecture = replace(architecture, eval_image_size=recorded)
         name, dim = _hub_backbone_name(architecture), architecture.descriptor_dim
         if (name, dim) != (backbone_name, output_dim):
-            raise ValueError(
+            raise ConfigError(
                 f"weights={str(path)!r} holds a {architecture.describe()} model; call "
                 f"get_trained_boq(backbone_name={name!r}, output_dim={dim}, weights=...) "
                 f"instead of backbone_name={backbone_name!r}, output_dim={output_dim}"
@@ -325,9 +326,9 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
         load_release_state_dict(model, state, f"weights={str(path)!r}", architecture.describe())
         return model.eval()
     if backbone_name not in HUB_MODELS:
-        raise ValueError(f"backbone_name={backbone_name!r}; the released models have {sorted(HUB_MODELS)}")
+        raise ConfigError(f"backbone_name={backbone_name!r}; the released models have {sorted(HUB_MODELS)}")
     if output_dim not in HUB_MODELS[backbone_name]:
-        raise ValueError(f"output_dim={output_dim} for backbone_name={backbone_name!r}; released: {sorted(HUB_MODELS[backbone_name])}")
+        raise ConfigError(f"output_dim={output_dim} for backbone_name={backbone_name!r}; released: {sorted(HUB_MODELS[backbone_name])}")
     name = HUB_MODELS[backbone_name][output_dim]
     if not pretrained:
         return released_model(name).architecture.build(HubBoQModel).eval()
@@ -388,9 +389,9 @@ def read_export_sidecar(weights_path: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-export with `vprlab models export` or delete it") from error
+        raise ConfigError(f"{path} is not valid JSON ({error}); re-export with `vprlab models export` or delete it") from error
     if record.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{path}: unknown sidecar format {record.get('format')!r} (expected {SIDECAR_FORMAT!r})")
+        raise ConfigError(f"{path}: unknown sidecar format {record.get('format')!r} (expected {SIDECAR_FORMAT!r})")
     if record.get("weights_hash") != file_hash(weights_path):
         log.warning("%s was written for other weights (hash %s, the file has %s); ignoring it",
                     path, record.get("weights_hash"), file_hash(weights_path))
@@ -407,7 +408,7 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
     what exists."""
     candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
     if not candidates:
-        raise ValueError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
+        raise ConfigError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
     method = candidates[0].method
     if backbone is not None:
         key = _hub_key(backbone)
@@ -420,7 +421,7 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
     if len(candidates) != 1:
         pairs = sorted({(s.backbone, s.descriptor_dim) for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)})
         what = "no" if not candidates else "more than one"
-        raise ValueError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}; released (backbone, dim): {pairs}")
+        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}; released (backbone, dim): {pairs}")
     return candidates[0]
 
 
@@ -503,10 +504,10 @@ def export_published(
     ckpt_path = Path(ckpt_path).expanduser()
     name = name or checkpoint_published_name(ckpt_path, allow_unsafe_pickle)
     if not name:
-        raise ValueError(f"{str(ckpt_path)!r} was not fine-tuned from a published model (no pretrained.name in its config); pass name=")
+        raise ConfigError(f"{str(ckpt_path)!r} was not fine-tuned from a published model (no pretrained.name in its config); pass name=")
     spec = published_model(name)
     if spec.export is None:
-        raise ValueError(f"{spec.name}: writing its released layout is not available for {spec.method} {spec.backbone}")
+        raise ConfigError(f"{spec.name}: writing its released layout is not available for {spec.method} {spec.backbone}")
     model = spec.build_model()
     load_published_state(model, read_state_dict(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle), spec, f"checkpoint {str(ckpt_path)!r}")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}

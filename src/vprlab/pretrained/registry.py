@@ -99,7 +99,7 @@ def released_model(name: str) -> ReleasedModel:
     """The released model called ``name`` (``boq_resnet50_16384``, ``resnet50_16384``, ``boq_resnet50``...)."""
     key = _ALIASES.get(name, name)
     if key not in RELEASED_MODELS:
-        raise ValueError(f"unknown released model {name!r}; choose one of {sorted(RELEASED_MODELS)}")
+        raise ConfigError(f"unknown released model {name!r}; choose one of {sorted(RELEASED_MODELS)}")
     return RELEASED_MODELS[key]
 
 
@@ -134,6 +134,7 @@ from importlib import import_module  # noqa: E402
 from typing import Any  # noqa: E402
 
 from vprlab.data.transforms import EvalPreprocessing  # noqa: E402
+from vprlab.utils.errors import ConfigError
 
 CONTAINERS = ("torch", "safetensors", "matlab")
 
@@ -142,11 +143,11 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     """``"package.module:function"`` -> the function (imported now)."""
     module, _, attribute = path.partition(":")
     if not module or not attribute:
-        raise ValueError(f"{path!r} is not a 'package.module:function' path")
+        raise ConfigError(f"{path!r} is not a 'package.module:function' path")
     try:
         return getattr(import_module(module), attribute)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import {path!r} ({type(err).__name__}: {err}); this vprlab lacks that model family") from err
+        raise ConfigError(f"cannot import {path!r} ({type(err).__name__}: {err}); this vprlab lacks that model family") from err
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,9 @@ class PublishedModel:
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:
-            raise ValueError(f"{self.name}: container={self.container!r}; use one of {CONTAINERS}")
+            raise ConfigError(f"{self.name}: container={self.container!r}; use one of {CONTAINERS}")
         if self.container == "matlab" and self.read is None:
-            raise ValueError(f"{self.name}: a matlab file needs a read= function")
+            raise ConfigError(f"{self.name}: a matlab file needs a read= function")
 
     def local_path(self) -> Path:
         """Where the file lives once downloaded: ``<torch hub dir>/<cache_dir>/<file_name>``."""
@@ -190,7 +191,7 @@ class PublishedModel:
         if protocol in (None, "", "original"):
             return self.preprocessing
         if protocol not in self.protocols:
-            raise ValueError(f"{self.name}: unknown eval protocol {protocol!r}; choose 'original' or one of {sorted(self.protocols)}")
+            raise ConfigError(f"{self.name}: unknown eval protocol {protocol!r}; choose 'original' or one of {sorted(self.protocols)}")
         return self.protocols[protocol]
 
     def build_model(self) -> VPRModel:
@@ -205,7 +206,7 @@ def register(*entries: PublishedModel) -> None:
     """Add entries to :data:`PUBLISHED_MODELS` (a family module may call this for extra files)."""
     for entry in entries:
         if entry.name in _PUBLISHED and _PUBLISHED[entry.name] != entry:
-            raise ValueError(f"published model {entry.name!r} is registered twice")
+            raise ConfigError(f"published model {entry.name!r} is registered twice")
         _PUBLISHED[entry.name] = entry
 
 

@@ -48,6 +48,7 @@ import torch
 
 from vprlab.models.backbones.vgg import NUM_KEPT_LAYERS, STAGE_CONVS
 from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.utils.errors import ConfigError, MissingFileError
 
 NETVLAD_WHITENED_DIM = 4096
 NETVLAD_FULL_DIM = 64 * 512
@@ -112,7 +113,7 @@ def netvlad_whitened(entry: Any = None) -> bool:
     if dim is None:
         return True
     if int(dim) not in (NETVLAD_WHITENED_DIM, NETVLAD_FULL_DIM):
-        raise ValueError(
+        raise ConfigError(
             f"NetVLAD VGG16 releases are {NETVLAD_WHITENED_DIM}-d (whitened) or {NETVLAD_FULL_DIM}-d, not {dim}"
         )
     return int(dim) == NETVLAD_WHITENED_DIM
@@ -195,7 +196,7 @@ def check_against_model(
     if shapes:
         problems.append(f"shape mismatches: {_names(shapes, 5)}")
     if problems:
-        raise ValueError(f"{what} does not match the model: " + "; ".join(problems))
+        raise ConfigError(f"{what} does not match the model: " + "; ".join(problems))
     return {k: state[k] for k in expected}
 
 
@@ -213,7 +214,7 @@ def map_keys(raw: Mapping[str, torch.Tensor], rules: Rules, what: str) -> dict[s
         else:
             unmapped.append(key)
     if unmapped:
-        raise ValueError(f"{what}: {len(unmapped)} keys that no mapping knows: {_names(unmapped)}")
+        raise ConfigError(f"{what}: {len(unmapped)} keys that no mapping knows: {_names(unmapped)}")
     return out
 
 
@@ -283,7 +284,7 @@ def _mat_cell(value: Any) -> list[Any]:
 def _tensor(value: Any, where: str) -> torch.Tensor:
     array = np.asarray(value)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{where} is not a numeric array (dtype {array.dtype})")
+        raise ConfigError(f"{where} is not a numeric array (dtype {array.dtype})")
     return torch.from_numpy(np.ascontiguousarray(array.astype(np.float32 if array.dtype != np.float64 else np.float64)))
 
 
@@ -301,16 +302,16 @@ def read_netvlad_mat(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"NetVLAD weights file {str(path)!r} does not exist")
+        raise MissingFileError(f"NetVLAD weights file {str(path)!r} does not exist")
     try:
         mat = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
     except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
-        raise ValueError(f"{str(path)!r} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads up to v7)") from err
+        raise ConfigError(f"{str(path)!r} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads up to v7)") from err
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
-        raise ValueError(f"{str(path)!r} could not be read as a MATLAB file ({type(err).__name__}: {err})") from err
+        raise ConfigError(f"{str(path)!r} could not be read as a MATLAB file ({type(err).__name__}: {err})") from err
     net = mat.get("net")
     if net is None or not hasattr(net, "layers"):
-        raise ValueError(f"{str(path)!r} holds no 'net' struct with 'layers' (found {sorted(k for k in mat if not k.startswith('__'))})")
+        raise ConfigError(f"{str(path)!r} holds no 'net' struct with 'layers' (found {sorted(k for k in mat if not k.startswith('__'))})")
     raw: dict[str, torch.Tensor] = {}
     for i, layer in enumerate(_mat_cell(net.layers)):
         for j, array in enumerate(_mat_cell(getattr(layer, "weights", None) if layer is not None else None)):
@@ -320,7 +321,7 @@ def read_netvlad_mat(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         average = np.asarray(net.meta.normalization.averageImage)
     except AttributeError as err:
-        raise ValueError(f"{str(path)!r} has no net.meta.normalization.averageImage (the mean pixel)") from err
+        raise ConfigError(f"{str(path)!r} has no net.meta.normalization.averageImage (the mean pixel)") from err
     if average.ndim >= 2:  # a mean image [H, W, 3]: its first pixel, as the released loaders read it
         average = average.reshape(-1, average.shape[-1])[0]
     raw[MEAN_PIXEL_KEY] = _tensor(average.reshape(-1), f"{path.name}: net.meta.normalization.averageImage")
@@ -331,12 +332,12 @@ def _take(raw: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...], wha
     """``raw[key]``, checked against ``shape`` once unit axes are dropped (scipy's ``squeeze_me``
     already drops them; a reader that keeps them gives the same tensor here)."""
     if key not in raw:
-        raise ValueError(f"{what}: missing {key} (expected shape {shape})")
+        raise ConfigError(f"{what}: missing {key} (expected shape {shape})")
     value = raw[key]
     if value.dim() > len(shape):
         value = value.reshape([n for n in value.shape if n != 1] or [1])
     if tuple(value.shape) != shape:
-        raise ValueError(f"{what}: {key} has shape {tuple(value.shape)}, expected {shape}")
+        raise ConfigError(f"{what}: {key} has shape {tuple(value.shape)}, expected {shape}")
     used.add(key)
     return value
 
@@ -380,7 +381,7 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     read_layers = {*range(NUM_KEPT_LAYERS), NETVLAD_LAYER, WHITENING_LAYER}
     unused = [k for k in raw if k not in used and k.startswith("layers.") and int(k.split(".")[1]) in read_layers]
     if unused:
-        raise ValueError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
+        raise ConfigError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
     return check_against_model(state, build_netvlad, entry, what)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.pretrained.registry import PublishedModel
+from vprlab.utils.errors import ConfigError
 
 _BACKBONE = "vprlab.models.backbones.resnet.ResNetBackbone"
 _AGGREGATORS = "vprlab.models.aggregators"
@@ -41,7 +42,7 @@ def map_keys(raw: Mapping[str, torch.Tensor], rules: Sequence[tuple[str, str]], 
             unmapped.append(key)
     if unmapped:
         shown = ", ".join(unmapped[:8]) + (f" ... and {len(unmapped) - 8} more" if len(unmapped) > 8 else "")
-        raise ValueError(f"{len(unmapped)} keys of the file are not part of the released {what} layout: {shown}")
+        raise ConfigError(f"{len(unmapped)} keys of the file are not part of the released {what} layout: {shown}")
     return out
 
 
