@@ -267,7 +267,8 @@ def compare_models(
         except RuntimeError as err:  # a release that could not be downloaded
             if "could not download" not in str(err):
                 raise
-            skipped.append(Skipped(source, "*", str(err).split(". ")[0]))
+            reason = str(err).split(". ")[0]
+            skipped.append(Skipped(source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
             continue
         model = loaded.model.to(dev).eval()
         if channels_last:
