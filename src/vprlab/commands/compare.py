@@ -343,9 +343,11 @@ SKIP_RULE = ("Skipped cells (missing benchmark data or weights file) are not eva
              "every other cell is evaluated as usual.")
 
 
-def comparison_markdown(result: Comparison, title: str = "Model comparison") -> str:
+def comparison_markdown(result: Comparison, title: str = "Model comparison", command: str | None = None) -> str:
     rows = table_rows(result)
-    parts = [f"# {title}\n"]
+    parts = [f"# {title}\n\n"]
+    if command:
+        parts.append(f"Made by `{command}`.\n\n")
     parts.append(markdown_table(rows, list(rows[0]) if rows else ["model", "benchmark"]) if rows else "(no cell evaluated)\n")
     parts.append(
         f"\nRecall@N in percent; paper: the published number ({result.published_source}, with the source of each "
@@ -446,11 +448,11 @@ def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
     return path
 
 
-def write_comparison(result: Comparison, out_dir: str | Path, stem: str = "comparison") -> dict[str, Path]:
-    """comparison.md, .csv, .tex and .png under ``out_dir``."""
+def write_comparison(result: Comparison, out_dir: str | Path, stem: str = "comparison", command: str | None = None) -> dict[str, Path]:
+    """comparison.md, .csv, .tex and .png under ``out_dir`` (``command``: quoted in the Markdown)."""
     out = Path(out_dir)
     paths = {
-        "markdown": atomic_write_text(out / f"{stem}.md", comparison_markdown(result)),
+        "markdown": atomic_write_text(out / f"{stem}.md", comparison_markdown(result, command=command)),
         "csv": atomic_write_text(out / f"{stem}.csv", comparison_csv(result)),
         "latex": atomic_write_text(out / f"{stem}.tex", comparison_latex(result)),
     }
@@ -517,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="extract every descriptor again (fresh speed numbers)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when anything was skipped")
     parser.add_argument("--allow-unsafe-pickle", action="store_true", help="read trusted files that need the full unpickler")
-    args = parser.parse_args(list(argv or []))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
         weights = _parse_weights(args.weights)
         benchmarks, cfg = build_named_benchmarks(args.benchmarks, args.override)
@@ -532,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"vprlab compare: {err}", file=sys.stderr)
         return 2
-    paths = write_comparison(result, args.out)
+    paths = write_comparison(result, args.out, command=" ".join(["vprlab compare", *argv]))
     print(markdown_table(table_rows(result)) if result.rows else "no cell evaluated")
     for line in skipped_lines(result):
         print(f"skipped: {line}")
