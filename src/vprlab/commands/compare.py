@@ -303,7 +303,8 @@ def compare_models(
     notes = []
     if any(r["from_cache"] for r in rows):
         notes.append("img/s of a cached cell is that of the run that filled the cache (its device and batch size)")
-    return Comparison(rows, skipped, ks, str(dev), "published_results.csv" if published is None else str(published), notes)
+    source = PUBLISHED_RESULTS if published is None else str(published) if isinstance(published, (str, Path)) else "the given rows"
+    return Comparison(rows, skipped, ks, str(dev), source, notes)
 
 
 # ------------------------------------------------------------------------------------ output
