@@ -213,6 +213,48 @@ def boq_study(out: Path, epochs: int, seed: int = 1) -> None:
     print("\n".join(lines))
 
 
+def layout_check(out: Path, seed: int = 1) -> None:
+    """Does a model use where things are in the 2x4 feature map? Each seed-``seed`` checkpoint scored
+    on the validation stretch as trained, and with the feature-map positions shuffled by one fixed
+    permutation (the same for database and queries). An orderless aggregator (GeM, BoQ: attention
+    without position encodings) gives the same recall; one that reads the layout (MixVPR's
+    per-position mixing and flattening) changes. Validation only."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from vprlab.commands.evaluate import load_model_for_eval
+    from vprlab.data.benchmarks import load_benchmark
+    from vprlab.evaluation.protocol import evaluate_model
+
+    bench = load_benchmark(format="gt_csv", root=REPO / "data" / "nordland_real" / "val", name="nordland_real_val")
+    torch.set_num_threads(1)
+    rows = []
+    for name in AGGREGATORS:
+        ckpt = out / "runs" / f"{name}_seed{seed}" / "checkpoints" / "best.ckpt"
+        if not ckpt.is_file():
+            continue
+        cfg = OmegaConf.create({"pretrained": None, "ckpt_path": str(ckpt), "weights_path": None, "allow_unsafe_pickle": False})
+        model = load_model_for_eval(cfg)[0].eval()
+        plain = evaluate_model(model, [bench], batch_size=128, progress=False)[bench.name]["R@1"]
+        generator = torch.Generator().manual_seed(0)
+
+        def shuffle(module, args, kwargs, state={}):  # noqa: B006 - one permutation per model, drawn on first use
+            x = args[0]
+            b, c, h, w = x.shape
+            if "perm" not in state:
+                state["perm"] = torch.randperm(h * w, generator=generator)
+            return (x.flatten(2)[:, :, state["perm"]].reshape(b, c, h, w), *args[1:]), kwargs
+
+        handle = model.aggregator.register_forward_pre_hook(shuffle, with_kwargs=True)
+        shuffled = evaluate_model(model, [bench], batch_size=128, progress=False)[bench.name]["R@1"]
+        handle.remove()
+        rows.append((name, plain, shuffled))
+    lines = ["| method (seed %d best.ckpt) | val R@1 | val R@1, feature-map positions shuffled |" % seed, "|---|---:|---:|"]
+    lines += [f"| {n} | {a:.1f} | {b:.1f} |" for n, a, b in rows]
+    (out / "layout_check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "nordland_real")
@@ -222,8 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-override", nargs="*", default=[], help="extra train.py overrides for every run")
     parser.add_argument("--no-report", action="store_true", help="skip the vprlab report step")
     parser.add_argument("--boq-study", action="store_true", help="only the BoQ variants on the validation stretch (seed 1)")
+    parser.add_argument("--layout-check", action="store_true", help="only the shuffled-feature-map check on validation (seed 1)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
+    if args.layout_check:
+        layout_check(out)
+        return
     if args.boq_study:
         boq_study(out, args.epochs)
         return
