@@ -44,6 +44,8 @@ AGGREGATORS: dict[str, list[str]] = {
     "gem": ["aggregator=gem"],  # 256-d
     "mixvpr": ["aggregator=mixvpr", "aggregator.in_h=2", "aggregator.in_w=4", "aggregator.out_channels=128",
                "aggregator.out_rows=4"],  # 512-d
+    # BoQ with the variant the validation study (--boq-study) picked: 64 queries instead of 16 (512-d).
+    "boq_q64": ["aggregator=boq_small", "aggregator.num_queries=64"],
 }
 RAW_SIZES = [(8, 16), (16, 32), (32, 64)]
 # Why BoQ trails: variants of its recipe, trained on seed 1 and scored on the validation stretch only
