@@ -1,4 +1,8 @@
-"""torch.hub entry points of vprlab: the released BoQ models, offline-safe.
+"""torch.hub entry points of vprlab: the released BoQ models and every other published model of
+`vprlab models list`, offline-safe.
+
+    torch.hub.load("<owner>/vprlab", "get_trained_model", method="cosplace", backbone="ResNet50", dim=2048)
+    torch.hub.load("<owner>/vprlab", "mixvpr", dim=4096, weights="/path/resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt")
 
     torch.hub.load("<owner>/vprlab", "get_trained_boq", backbone_name="dinov2", output_dim=12288)
     torch.hub.load("/path/to/vprlab", "get_trained_boq", source="local",
@@ -37,3 +41,60 @@ def get_trained_boq(backbone_name="resnet50", output_dim=16384, pretrained=True,
     from vprlab.pretrained import hub_model
 
     return hub_model(backbone_name, output_dim, pretrained=pretrained, weights=weights)
+
+
+# ------------------------------------------------------------------------------- other published methods
+# Every model of `vprlab models list`. Each returns the model in eval mode (``model(images)`` gives
+# L2-normalised descriptors) carrying its method's evaluation preprocessing: ``model.eval_preprocessing``
+# (``.transform()`` is the PIL -> tensor transform, ``.describe()`` says what it does). ``weights``: a local
+# copy of the released file (nothing is downloaded); ``pretrained=False``: random weights, no download.
+
+
+def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_output_dim=None, weights=None,
+                      pretrained=True, protocol=None):
+    """A published model by method, backbone and descriptor size, e.g.
+    ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
+    ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
+    ``("netvlad", "vgg16", 32768)``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
+    another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``)."""
+    from vprlab.pretrained import hub_published
+
+    dim = fc_output_dim if dim is None else dim
+    if str(method).lower() in ("salad", "megaloc"):
+        backbone = None if backbone == "ResNet50" else backbone
+    return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol)
+
+
+def cosplace(backbone="ResNet50", fc_output_dim=2048, weights=None, pretrained=True):
+    """CosPlace, called as ``torch.hub.load("gmberton/cosplace", "get_trained_model", backbone=..., fc_output_dim=...)``."""
+    return get_trained_model("cosplace", backbone, fc_output_dim, weights=weights, pretrained=pretrained)
+
+
+def eigenplaces(backbone="ResNet50", fc_output_dim=2048, weights=None, pretrained=True):
+    """EigenPlaces, called as ``torch.hub.load("gmberton/eigenplaces", "get_trained_model", ...)``."""
+    return get_trained_model("eigenplaces", backbone, fc_output_dim, weights=weights, pretrained=pretrained)
+
+
+def mixvpr(dim=4096, weights=None, pretrained=True):
+    """MixVPR ResNet50 (4096, 512 or 128-d); the file is on Google Drive: pass ``weights=``."""
+    return get_trained_model("mixvpr", "resnet50", dim, weights=weights, pretrained=pretrained)
+
+
+def convap(dim=4096, weights=None, pretrained=True):
+    """Conv-AP ResNet50 (512, 2048, 4096 or 8192-d); the file is on Google Drive: pass ``weights=``."""
+    return get_trained_model("convap", "resnet50", dim, weights=weights, pretrained=pretrained)
+
+
+def dinov2_salad(weights=None, pretrained=True):
+    """SALAD, called as ``torch.hub.load("serizba/salad", "dinov2_salad")``."""
+    return get_trained_model("salad", None, 8448, weights=weights, pretrained=pretrained)
+
+
+def megaloc(weights=None, pretrained=True):
+    """MegaLoc (``torch.hub.load("gmberton/MegaLoc", "get_trained_model")``), 8448-d."""
+    return get_trained_model("megaloc", None, 8448, weights=weights, pretrained=pretrained)
+
+
+def netvlad(descriptors_dimension=4096, weights=None, pretrained=True):
+    """NetVLAD VGG16 Pitts30k from the MATLAB file: 4096 (whitened) or 32768-d."""
+    return get_trained_model("netvlad", "vgg16", descriptors_dimension, weights=weights, pretrained=pretrained)

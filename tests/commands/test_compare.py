@@ -212,3 +212,37 @@ def test_real_nordland_corridor_and_gardens_point(models, tmp_path):
     for bench in benches:
         (row,) = [r for r in rows if r["source"] == str(models["mixvpr"]) and r["benchmark"] == bench]
         assert float(row["R@1"]) == pytest.approx(metrics[bench]["R@1"])
+
+
+def test_published_models_of_other_methods_with_their_own_preprocessing(tiny_synthetic, tmp_path, monkeypatch):
+    """A CosPlace release (random weights in its layout, native-size evaluation) next to a vprlab
+    checkpoint: the cell equals evaluate.py pretrained=...; a Drive-only release with no local file is
+    skipped with where to get it; the published row is found through the canonical name."""
+    import torchvision
+
+    from vprlab.pretrained import published_model
+
+    sequential = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    raw = {f"backbone.{sequential[k.split('.', 1)[0]]}.{k.split('.', 1)[1]}": v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    raw.update({"aggregation.1.p": torch.tensor([3.0]), "aggregation.3.weight": torch.randn(32, 512) / 20, "aggregation.3.bias": torch.zeros(32)})
+    cosplace = tmp_path / published_model("cosplace_resnet18_32").file_name
+    torch.save(raw, cosplace)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no local MixVPR file
+    published = tmp_path / "published.csv"
+    published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source\ncosplace_resnet18_32,synthetic,50,60,70,80,test row\n")
+    data_dir, cache = tiny_synthetic.root.parent, tmp_path / "cache"
+    overrides = [f"paths.data_dir={data_dir}", f"cache_dir={cache}", "device=cpu", "num_workers=0", "batch_size=16", "progress=false"]
+    assert main(["--models", "cosplace_resnet18_32", "mixvpr_resnet50_4096", "--weights", f"cosplace_resnet18_32={cosplace}",
+                 "--benchmarks", "synthetic", "--published", str(published), "--out", str(tmp_path / "out"),
+                 "--override", *overrides]) == 0
+    rows = _read_csv(tmp_path / "out" / "comparison.csv")
+    (ok,) = [r for r in rows if r["status"] == "ok"]
+    assert ok["model"] == "cosplace_resnet18_32" and ok["image_size"] == "native" and ok["descriptor_dim"] == "32"
+    assert float(ok["diff R@1"]) == pytest.approx(float(ok["R@1"]) - 50) and ok["published source"] == "test row"
+    (skip,) = [r for r in rows if r["status"] == "skipped"]
+    assert skip["model"] == "mixvpr_resnet50_4096" and "no download URL; get it from" in skip["reason"]
+    cfg = compose_config("evaluate", [*overrides, "pretrained=cosplace_resnet18_32", f"pretrained.path={cosplace}",
+                                      "benchmark=[synthetic]", f"paths.output_dir={tmp_path / 'eval'}", "cache=false"])
+    assert run_evaluation(cfg)["synthetic"]["R@1"] == pytest.approx(float(ok["R@1"]))

@@ -51,13 +51,13 @@ from vprlab.commands.evaluate import load_model_for_eval
 from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
     check_unique_names,
+    eval_size_for,
     make_transform_for,
     run_benchmark,
 )
 from vprlab.evaluation.results import markdown_table
 from vprlab.reports.paper import paper_benchmark
 from vprlab.utils.device import Precision, resolve_device
-from vprlab.utils.images import as_hw
 from vprlab.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -83,21 +83,27 @@ class LoadedModel:
 
 
 def _released_names() -> tuple[set[str], Callable[[str], str]]:
-    """The released model names (and aliases) of today's registry, and the canonical name of one."""
-    from vprlab.pretrained.registry import _ALIASES, RELEASED_MODELS, released_model
+    """The published model names (and aliases) of the registry, and the canonical name of one."""
+    from vprlab.pretrained.catalog import (
+        _PUBLISHED_ALIASES,
+        PUBLISHED_MODELS,
+        published_model,
+    )
 
-    return set(RELEASED_MODELS) | set(_ALIASES), lambda name: released_model(name).name
+    return set(PUBLISHED_MODELS) | set(_PUBLISHED_ALIASES), lambda name: published_model(name).name
 
 
 def is_released(source: str) -> bool:
-    return source in _released_names()[0]
+    from vprlab.pretrained import is_published
+
+    return is_published(source)
 
 
 def load_compare_model(source: str, weights: str | Path | None = None, allow_unsafe_pickle: bool = False) -> LoadedModel:
     """The one adapter between this command and the model registry.
 
     ``source``: a released model name (weights from ``weights``, a local copy of its file, or the
-    torch hub cache, downloaded once), a vprlab checkpoint (``*.ckpt``, rebuilt from its stored
+    torch hub cache, downloaded once; each method with its own evaluation preprocessing), a vprlab checkpoint (``*.ckpt``, rebuilt from its stored
     config exactly as ``evaluate.py ckpt_path=...`` does), or another weights file in a release
     layout (architecture read off its keys). Names and hashes are those ``evaluate.py`` uses, so both
     share descriptor cache entries."""
@@ -128,6 +134,11 @@ def missing_weights(source: str, weights: str | Path | None) -> str | None:
     if weights is not None and not Path(weights).expanduser().is_file():
         return f"weights file {str(weights)!r} not found"
     if is_released(source):
+        from vprlab.pretrained import published_model
+
+        spec = published_model(source)
+        if weights is None and spec.url is None and not spec.local_path().is_file():
+            return f"no local {spec.file_name} and no download URL; get it from {spec.manual_download}, then --weights {source}=PATH"
         return None
     path = Path(source).expanduser()
     if not path.is_file():
@@ -264,8 +275,8 @@ def compare_models(
             break
         try:
             loaded = loader(source, w, allow_unsafe_pickle)
-        except RuntimeError as err:  # a release that could not be downloaded
-            if "could not download" not in str(err):
+        except (RuntimeError, FileNotFoundError) as err:  # a release that could not be downloaded
+            if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
                 raise
             reason = str(err).split(". ")[0]
             skipped.append(Skipped(source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
@@ -274,7 +285,7 @@ def compare_models(
         if channels_last:
             model.to(memory_format=torch.channels_last)
         for bench in present:
-            size = as_hw(bench.image_size if bench.image_size is not None else model.backbone.eval_image_size)
+            size = eval_size_for(model, bench.image_size)  # None: the method's native size
             run = run_benchmark(
                 model, bench, loaded.transform_for, batch_size=batch_size, num_workers=num_workers, device=dev,
                 ks=ks, amp_dtype=amp, progress=progress, cache=cache, weights_hash=loaded.weights_hash,
@@ -283,7 +294,7 @@ def compare_models(
             metrics = run.metrics
             row: dict[str, Any] = {
                 "model": loaded.name, "source": source, "kind": loaded.kind, "checkpoint_hash": loaded.weights_hash,
-                "benchmark": bench.name, "image_size": "x".join(str(v) for v in size),
+                "benchmark": bench.name, "image_size": "native" if size is None else "x".join(str(v) for v in size),
                 "descriptor_dim": int(metrics["descriptor_dim"]),
                 "num_queries": metrics["num_queries"], "num_db": metrics["num_db"],
             }

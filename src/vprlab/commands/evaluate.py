@@ -19,6 +19,7 @@ from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
     check_unique_names,
+    eval_size_for,
     log_metrics,
     make_transform_for,
     run_benchmark,
@@ -45,7 +46,9 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
 
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
             raise ValueError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
-        return load_for_evaluation(cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
+        return load_for_evaluation(
+            cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle), protocol=cfg.pretrained.get("protocol"),
+        )
     if cfg.get("ckpt_path"):
         state = load_checkpoint(cfg.ckpt_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
         train_cfg = OmegaConf.create(state["config"])
@@ -53,6 +56,10 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
         train_cfg.backbone.pretrained = False
         model = build_model(train_cfg.backbone, train_cfg.aggregator)
         model.load_state_dict(state["model"])
+        if (train_cfg.get("pretrained") or {}).get("name"):  # fine-tuned from a published model: its preprocessing
+            from vprlab.pretrained import published_model
+
+            model.eval_preprocessing = published_model(train_cfg.pretrained.name).preprocessing
         name = f"{Path(cfg.ckpt_path).parent.parent.name}/{Path(cfg.ckpt_path).stem}"
         return model, name, file_hash(cfg.ckpt_path)
     backbone_cfg = OmegaConf.create(OmegaConf.to_container(cfg.backbone, resolve=True))
@@ -76,6 +83,8 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
 
 
 def _size_text(size: Any) -> str:
+    if size is None:
+        return "native"
     return "x".join(str(int(v)) for v in as_hw(size))
 
 
@@ -192,7 +201,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     metrics: dict[str, dict] = {}
     rows, extra_files = [], []
     for bench in benchmarks:
-        size = as_hw(bench.image_size if bench.image_size is not None else model.backbone.eval_image_size)
+        size = eval_size_for(model, bench.image_size)  # None: native size (published CosPlace, NetVLAD...)
         run = run_benchmark(
             model, bench, transform_for, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
             device=device, ks=ks, amp_dtype=precision.dtype, progress=progress,

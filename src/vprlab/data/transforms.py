@@ -9,6 +9,7 @@ more at large downscaling factors), so keep it when adding variants.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms as T
@@ -16,7 +17,10 @@ from torchvision.transforms import InterpolationMode
 
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, ImageSize, as_hw
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageSize", "as_hw", "eval_transform", "train_transform"]
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "EvalPreprocessing", "ImageSize", "RoundToMultiple", "as_hw", "eval_transform",
+    "train_transform",
+]
 
 
 def train_transform(
@@ -61,3 +65,95 @@ def eval_transform(
             T.Normalize(mean=list(mean), std=list(std)),
         ]
     )
+
+
+# ------------------------------------------------------------------------ published models' preprocessing
+
+_INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+_STAGES = ("pil", "tensor", "normalized")
+
+
+class RoundToMultiple(torch.nn.Module):
+    """Resize a tensor image [3, H, W] so that each side is the nearest multiple of ``multiple``
+    (``round(side / multiple) * multiple``); a side that already is one is kept, and an image whose
+    sides both are is returned unchanged. Used after normalisation, as VPR-methods-evaluation's
+    ``ResizingWrapper`` and MegaLoc's forward do for DINOv2 models (patch 14)."""
+
+    def __init__(self, multiple: int, interpolation: str = "bilinear", antialias: bool = True) -> None:
+        super().__init__()
+        self.multiple, self.interpolation, self.antialias = int(multiple), interpolation, bool(antialias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        size = [max(self.multiple, round(side / self.multiple) * self.multiple) for side in (height, width)]
+        if (height, width) == tuple(size):
+            return image
+        return T.functional.resize(image, size, interpolation=_INTERPOLATIONS[self.interpolation], antialias=self.antialias)
+
+    def __repr__(self) -> str:
+        return f"RoundToMultiple(multiple={self.multiple}, interpolation={self.interpolation}, antialias={self.antialias})"
+
+
+@dataclass(frozen=True)
+class EvalPreprocessing:
+    """How a published method prepares an evaluation image (PIL image -> normalised tensor [3, H, W]).
+
+    - ``size``: (H, W) to resize to; None keeps the image at its native size (CosPlace, EigenPlaces,
+      NetVLAD, MegaLoc), so a batch may hold images of several sizes (evaluation groups them).
+    - ``interpolation``: "bilinear" or "bicubic"; ``antialias``: for tensor resizes (PIL always filters).
+    - ``stage``: where the resize happens: "pil" (on the PIL image, before ToTensor: MixVPR, Conv-AP,
+      SALAD validation code), "tensor" (after ToTensor, before normalisation: BoQ) or "normalized"
+      (on the normalised tensor: VPR-methods-evaluation's model wrappers).
+    - ``multiple_of``: after normalisation, round each side to the nearest multiple (DINOv2 patch 14),
+      bilinear and antialiased; sides that already are multiples are kept.
+    """
+
+    size: tuple[int, int] | None = None
+    interpolation: str = "bicubic"
+    antialias: bool = True
+    stage: str = "tensor"
+    multiple_of: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            object.__setattr__(self, "size", as_hw(self.size))
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r}; use one of {sorted(_INTERPOLATIONS)}")
+        if self.stage not in _STAGES:
+            raise ValueError(f"stage={self.stage!r}; use one of {list(_STAGES)}")
+
+    def resized(self, size: ImageSize | None) -> "EvalPreprocessing":
+        """The same preprocessing at another size (None: native size)."""
+        return replace(self, size=None if size is None else as_hw(size))
+
+    def describe(self) -> str:
+        """E.g. ``native size``, ``320x320 PIL bilinear``, ``322x322 tensor bicubic antialiased``."""
+        if self.size is None:
+            text = "native size"
+        else:
+            where = {"pil": "PIL", "tensor": "tensor", "normalized": "tensor after normalisation"}[self.stage]
+            aa = " antialiased" if self.antialias and self.stage != "pil" else ""
+            text = f"{self.size[0]}x{self.size[1]} {where} {self.interpolation}{aa}"
+        if self.multiple_of:
+            text += f", sides rounded to multiples of {self.multiple_of}"
+        return text
+
+    def transform(self) -> T.Compose:
+        """The transform (its repr names every step, so the descriptor cache keys on it)."""
+        steps: list = []
+        resize = None
+        if self.size is not None:
+            resize = T.Resize(self.size, interpolation=_INTERPOLATIONS[self.interpolation], antialias=self.antialias)
+        if resize is not None and self.stage == "pil":
+            steps.append(resize)
+        steps.append(T.ToTensor())
+        if resize is not None and self.stage == "tensor":
+            steps.append(resize)
+        steps.append(T.Normalize(mean=list(self.mean), std=list(self.std)))
+        if resize is not None and self.stage == "normalized":
+            steps.append(resize)
+        if self.multiple_of:
+            steps.append(RoundToMultiple(self.multiple_of))
+        return T.Compose(steps)

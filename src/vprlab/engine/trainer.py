@@ -38,6 +38,10 @@ from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
+from vprlab.pretrained.finetune import (
+    apply_published_architecture,
+    load_published_weights,
+)
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.io import atomic_write_text
@@ -53,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
+    apply_published_architecture(cfg)  # train.py pretrained=<name>: the published model's backbone/aggregator
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
@@ -117,6 +122,8 @@ def _train(cfg: DictConfig, device: torch.device, dist_info: DistInfo) -> dict[s
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
+    elif (cfg.get("pretrained") or {}).get("name"):  # fine-tuning a published model: its released weights
+        load_published_weights(model, str(cfg.pretrained.name), cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     elif hasattr(model.aggregator, "init_from_features"):
         # Every rank computes the same initialisation (same images, same k-means seed).
         init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images))

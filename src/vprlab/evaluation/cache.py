@@ -45,7 +45,7 @@ def fingerprint(paths: Sequence[str]) -> str:
 class CacheKey:
     weights_hash: str
     benchmark: str
-    image_size: tuple[int, int]
+    image_size: tuple[int, int] | None  # None: images at their native size
     transform: str  # repr of the eval transform
     precision: str  # autocast dtype name, "float32" for none
     db_fingerprint: str
@@ -79,8 +79,8 @@ class DescriptorCache:
         self.dtype = dtype
 
     def entry_dir(self, key: CacheKey) -> Path:
-        h, w = key.image_size
-        return self.root / _safe(key.weights_hash) / _safe(key.benchmark) / f"{h}x{w}-{key.digest()}"
+        size = "native" if key.image_size is None else "x".join(str(v) for v in key.image_size)
+        return self.root / _safe(key.weights_hash) / _safe(key.benchmark) / f"{size}-{key.digest()}"
 
     def storage_round_trip(self, descriptors: np.ndarray) -> np.ndarray:
         """``descriptors`` as they will read back from this cache: with float16 storage, rounded

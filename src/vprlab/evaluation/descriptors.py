@@ -112,6 +112,38 @@ def _descriptor_from_output(output: object) -> torch.Tensor:
     return output
 
 
+def collate_images(batch: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """One tensor [B, 3, H, W] when every image has the same size; otherwise the list itself
+    (native-size evaluation: CosPlace, NetVLAD, MegaLoc), which :func:`_forward_images` groups by size."""
+    if all(t.shape == batch[0].shape for t in batch):
+        return torch.stack(batch)
+    return list(batch)
+
+
+def _forward_images(model: nn.Module, images: torch.Tensor | list[torch.Tensor], device: torch.device,
+                    channels_last: bool) -> np.ndarray:
+    """Descriptors of one loader batch, in order; a list of images of several sizes runs as one
+    forward per size (images of one size batched together)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    if isinstance(images, torch.Tensor):
+        groups[tuple(images.shape[1:])] = list(range(images.shape[0]))
+    else:
+        for index, image in enumerate(images):
+            groups.setdefault(tuple(image.shape), []).append(index)
+    out: np.ndarray | None = None
+    for indices in groups.values():
+        batch = images if isinstance(images, torch.Tensor) else torch.stack([images[i] for i in indices])
+        batch = batch.to(device, non_blocking=True)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        descriptors = _descriptor_from_output(model(batch)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(images), descriptors.shape[1]), dtype=np.float32)
+        out[indices] = descriptors
+    assert out is not None
+    return out
+
+
 def _is_channels_last(model: nn.Module) -> bool:
     """Whether the model's first convolution weight is stored NHWC (and so wants NHWC inputs)."""
     for p in model.parameters():
@@ -157,6 +189,7 @@ def extract_descriptors_timed(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        collate_fn=collate_images,
     )
     was_training = model.training
     model.to(device).eval()
@@ -175,15 +208,12 @@ def extract_descriptors_timed(
             progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=progress) as bar,
         ):
             for images in loader:
-                images = images.to(device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                descriptors = _descriptor_from_output(model(images)).float().cpu().numpy()
+                descriptors = _forward_images(model, images, device, channels_last)
                 if out_path is not None:
                     writer.write(descriptors)
                 else:
                     chunks.append(descriptors)
-                bar.update(images.shape[0])
+                bar.update(len(images))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start

@@ -55,7 +55,7 @@ def cache_key_for(
     return CacheKey(
         weights_hash=str(weights_hash),
         benchmark=benchmark.name,
-        image_size=as_hw(image_size),
+        image_size=as_hw(image_size) if image_size is not None else None,  # None: native size
         transform=repr(transform),
         precision=str(dtype).removeprefix("torch.") if dtype is not None else "float32",
         db_fingerprint=fingerprint(benchmark.db_paths),
@@ -182,7 +182,7 @@ def run_benchmark(
         if weights_hash is None:
             raise ValueError("a descriptor cache needs the weights hash to key its entries; pass weights_hash")
         size = benchmark.image_size if benchmark.image_size is not None else resolved_image_size
-        if size is None:
+        if size is None and getattr(model, "eval_preprocessing", None) is None:
             raise ValueError(f"benchmark {benchmark.name!r}: the descriptor cache needs the resolved image size")
         key = cache_key_for(benchmark, weights_hash, size, transform, amp_dtype)
     descriptors = benchmark_descriptors(
@@ -234,9 +234,32 @@ def evaluate(
     return results
 
 
+def eval_size_for(model: torch.nn.Module, image_size: Any = None) -> tuple[int, int] | None:
+    """The size images are evaluated at: ``image_size`` (a benchmark's), else the model's published
+    preprocessing size (None: native size), else the backbone's ``eval_image_size``."""
+    if image_size is not None:
+        return as_hw(image_size)
+    prep = getattr(model, "eval_preprocessing", None)
+    if prep is not None:
+        return prep.size
+    size = getattr(model.backbone, "eval_image_size", None)
+    return None if size is None else as_hw(size)
+
+
 def make_transform_for(model: torch.nn.Module, default_image_size: Any = None) -> Callable[[Any], Callable]:
     """``transform_for(image_size)``: bicubic antialiased resizing to ``image_size`` (None: the
-    backbone's ``eval_image_size``) and the backbone's normalisation."""
+    backbone's ``eval_image_size``) and the backbone's normalisation.
+
+    A published model of another method carries its own preprocessing (``model.eval_preprocessing``,
+    :class:`vprlab.data.transforms.EvalPreprocessing`: native size or a resize with the method's
+    interpolation and stage); it is used as it is, or at ``image_size`` when one is given."""
+    prep = getattr(model, "eval_preprocessing", None)
+    if prep is not None:
+        def published_transform_for(image_size: Any):
+            size = image_size if image_size is not None else default_image_size
+            return (prep if size is None else prep.resized(size)).transform()
+
+        return published_transform_for
     mean, std = model.backbone.mean, model.backbone.std
     if default_image_size is None:
         default_image_size = getattr(model.backbone, "eval_image_size", None)

@@ -17,6 +17,7 @@ Entry points: :func:`load_pretrained` (Python), :func:`hub_model` (``hubconf.get
 ``vprlab models export CKPT OUT`` / ``download NAME`` / ``list``.
 """
 
+from vprlab.pretrained.catalog import is_published, published_model
 from vprlab.pretrained.layouts import (
     NON_MODEL_PREFIXES,
     WRAPPER_PREFIXES,
@@ -27,24 +28,33 @@ from vprlab.pretrained.layouts import (
 )
 from vprlab.pretrained.load import (
     HUB_MODELS,
+    eval_preprocessing,
+    export_published,
     export_release,
+    find_published,
     hub_model,
+    hub_published,
     load_for_evaluation,
     load_pretrained,
+    load_published,
+    read_published_state,
     release_file,
 )
 from vprlab.pretrained.registry import (
+    PUBLISHED_MODELS,
     RELEASE_URL,
     RELEASED_MODELS,
     BoQArchitecture,
     HubBoQModel,
+    PublishedModel,
     ReleasedModel,
+    register,
     released_model,
 )
 
 __all__ = [
-    "HUB_MODELS", "NON_MODEL_PREFIXES", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
-    "HubBoQModel", "ReleasedModel", "describe_differences", "export_release", "hub_model", "infer_architecture",
+    "HUB_MODELS", "NON_MODEL_PREFIXES", "PUBLISHED_MODELS", "PublishedModel", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
+    "HubBoQModel", "ReleasedModel", "describe_differences", "export_published", "export_release", "find_published", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "read_published_state", "published_model", "register",
     "load_for_evaluation", "load_pretrained", "load_release_state_dict", "release_file", "released_model",
     "to_release_layout",
 ]

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
+from vprlab.data.transforms import EvalPreprocessing
 from vprlab.models.vpr_model import VPRModel
+from vprlab.pretrained.catalog import is_published, published_model
 from vprlab.pretrained.layouts import (
     infer_architecture,
     load_release_state_dict,
@@ -20,9 +22,11 @@ from vprlab.pretrained.layouts import (
 )
 from vprlab.pretrained.registry import (
     _ALIASES,
+    PUBLISHED_MODELS,
     RELEASED_MODELS,
     BoQArchitecture,
     HubBoQModel,
+    PublishedModel,
     released_model,
 )
 from vprlab.utils.weights import read_state_dict
@@ -30,12 +34,24 @@ from vprlab.utils.weights import read_state_dict
 log = logging.getLogger(__name__)
 
 def release_file(name: str, *, progress: bool = True) -> Path:
-    """Path of a released checkpoint in the torch hub cache (``<hub dir>/checkpoints/``, where
-    ``torch.hub.load_state_dict_from_url`` keeps it too), downloaded once if it is not there."""
-    spec = released_model(name)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
+    """Path of a published model's file in the torch hub cache (``<hub dir>/checkpoints/<file>``, where
+    ``torch.hub.load_state_dict_from_url`` keeps it too; NetVLAD and MegaLoc use their own sub-folders),
+    downloaded once if it is not there. One attempt, no retries: offline, the error names the URL and
+    the path to put the file at. Files without a URL (Google Drive: MixVPR, Conv-AP) are never fetched;
+    the error says where to get them."""
+    spec = published_model(name)
+    cached = spec.local_path()
     if cached.is_file():
         return cached
+    use_instead = (
+        f"pass its path: weights=/path/{spec.file_name} (load_pretrained, torch.hub) or "
+        f"pretrained.path=/path/{spec.file_name} (evaluate.py, train.py), or copy it to {cached}"
+    )
+    if spec.url is None:
+        raise FileNotFoundError(
+            f"{spec.name}: {spec.file_name} cannot be downloaded by URL; get it from {spec.manual_download} and "
+            f"{use_instead}"
+        )
     cached.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", spec.url, cached)
     try:
@@ -43,10 +59,87 @@ def release_file(name: str, *, progress: bool = True) -> Path:
     except Exception as err:  # no network, proxy, interrupted download...: all end the same way
         raise RuntimeError(
             f"could not download {spec.url} ({type(err).__name__}: {err}). Without network access, fetch "
-            f"{spec.file_name} elsewhere and pass its path: weights=/path/{spec.file_name} (get_trained_boq, "
-            f"load_pretrained) or pretrained.path=/path/{spec.file_name} (evaluate.py), or copy it to {cached}"
+            f"{spec.file_name} elsewhere and {use_instead}"
         ) from err
     return cached
+
+
+def _file_container(spec: PublishedModel, path: Path) -> str:
+    """The container of ``path``: the release's, except that a ``.safetensors`` file is read as one and
+    a torch file given for a safetensors release (MegaLoc's legacy ``megaloc.torch``) as a torch file."""
+    if spec.container == "matlab":
+        return "matlab"
+    return "safetensors" if path.suffix == ".safetensors" else "torch"
+
+
+def read_published_state(
+    name: str, path: str | Path, *, allow_unsafe_pickle: bool = False
+) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` (a file of the published model ``name``) under the model's own state-dict
+    keys: read from its container (tensors only; GPU-saved tensors land on the CPU), a ``module.``
+    prefix shared by every key dropped, the family's explicit key mapping applied, float16/bfloat16
+    values cast to float32."""
+    from vprlab.pretrained.layouts import WRAPPER_PREFIXES
+    from vprlab.pretrained.registry import resolve_callable
+
+    spec = published_model(name)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.file_name}")
+    container = _file_container(spec, path)
+    if container == "matlab":
+        raw = resolve_callable(spec.read)(path)  # type: ignore[arg-type]
+    else:
+        raw = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)  # safetensors by suffix, else torch
+    for prefix in WRAPPER_PREFIXES:
+        if raw and all(k.startswith(prefix) for k in raw):
+            raw = {k[len(prefix):]: v for k, v in raw.items()}
+    if spec.convert is not None:
+        try:
+            raw = resolve_callable(spec.convert)(raw, spec)
+        except ValueError as err:
+            raise ValueError(f"weights file {str(path)!r} is not {spec.name}'s file {spec.file_name}: {err}") from err
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in raw.items()}
+
+
+def load_published(
+    name: str, weights: str | Path | None = None, *, allow_unsafe_pickle: bool = False
+) -> tuple[VPRModel, Path]:
+    """(model of the published ``name`` with its released weights, in eval mode, the file read).
+    ``weights``: a local copy of the file; without it the file comes from :func:`release_file`.
+    Strict: every key of the model present with its shape, nothing else; differences are named.
+    The model carries its method's evaluation preprocessing as ``model.eval_preprocessing``."""
+    spec = published_model(name)
+    if spec.name in RELEASED_MODELS:
+        model, path, _ = _resolve(spec.name, weights, None, VPRModel, allow_unsafe_pickle)
+        return model.eval(), path
+    path = Path(weights).expanduser() if weights is not None else release_file(spec.name)
+    model = spec.build_model()
+    state = read_published_state(spec.name, path, allow_unsafe_pickle=allow_unsafe_pickle and weights is not None)
+    load_published_state(model, state, spec, f"weights file {str(path)!r}")
+    model.eval_preprocessing = spec.preprocessing
+    return model.eval(), path
+
+
+def load_published_state(model: VPRModel, state: dict[str, torch.Tensor], spec: PublishedModel, source: str) -> None:
+    """Strict load of a converted state dict, or a ValueError naming missing, unexpected and misshapen keys."""
+    from vprlab.pretrained.layouts import describe_differences
+
+    differences = describe_differences(model.state_dict(), state)
+    if differences:
+        raise ValueError(
+            f"{source} does not match the released {spec.name} ({spec.method} {spec.backbone}, {spec.descriptor_dim}-d, "
+            f"file {spec.file_name}): {differences}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def eval_preprocessing(name: str, protocol: str | None = None, image_size: Any = None) -> EvalPreprocessing:
+    """The evaluation preprocessing of the published model ``name``: its own code's (``protocol`` None or
+    "original") or another named protocol's ("vpr-methods-evaluation" where offered), optionally at
+    another ``image_size``; ``.transform()`` is the PIL image -> tensor transform, ``.describe()`` a label."""
+    prep = published_model(name).eval_preprocessing(protocol)
+    return prep if image_size is None else prep.resized(image_size)
 
 
 def _read_release_state(path: Path, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -75,6 +168,12 @@ def _resolve(
 
     size = as_hw(image_size) if image_size is not None else None
     key = str(name_or_path)
+    if is_published(key) and published_model(key).name not in RELEASED_MODELS:
+        spec = published_model(key)
+        model, path = load_published(spec.name, weights, allow_unsafe_pickle=allow_unsafe_pickle)
+        if size is not None:
+            model.eval_preprocessing = model.eval_preprocessing.resized(size)
+        return model, path, spec.name
     if key in RELEASED_MODELS or key in _ALIASES:
         spec = released_model(key)
         path = Path(weights).expanduser() if weights is not None else release_file(spec.name)
@@ -84,11 +183,12 @@ def _resolve(
         load_release_state_dict(model, state, f"weights file {str(path)!r}", f"the released {spec.name} ({architecture.describe()})")
         return model, path, spec.name
     if weights is not None:  # weights= is a local copy of a released model's file: name that model
-        raise ValueError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(RELEASED_MODELS)}")
+        raise ValueError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(PUBLISHED_MODELS)}")
     path = Path(key).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{key!r} is neither a released model ({', '.join(sorted(RELEASED_MODELS))}) nor an existing weights file"
+            f"{key!r} is neither a released model (`vprlab models list` shows them: {', '.join(sorted(PUBLISHED_MODELS))}) "
+            "nor an existing weights file"
         )
     state = _read_release_state(path, allow_unsafe_pickle)
     architecture = _published(infer_architecture(state, f"weights file {str(path)!r}"))
@@ -106,10 +206,15 @@ def load_pretrained(
     image_size: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
     allow_unsafe_pickle: bool = False,
+    protocol: str | None = None,
 ):
-    """A released or exported BoQ model in eval mode, and its eval transform (PIL image -> tensor).
+    """A published model (or an exported BoQ model) in eval mode, and its eval transform (PIL image -> tensor).
 
-    ``name_or_path``: ``"boq_resnet50_16384"`` / ``"boq_dinov2_12288"`` (also ``"resnet50_16384"``,
+    ``name_or_path``: a published name (``vprlab models list``: ``"cosplace_resnet50_2048"``,
+    ``"mixvpr_resnet50_4096"``, ``"salad_dinov2_8448"``...; for other methods than BoQ the transform is
+    the method's own evaluation preprocessing, e.g. native size for CosPlace, 320x320 PIL bilinear for
+    MixVPR, or another named ``protocol`` such as ``"vpr-methods-evaluation"``); or
+    ``"boq_resnet50_16384"`` / ``"boq_dinov2_12288"`` (also ``"resnet50_16384"``,
     ``"dinov2_12288"``), downloaded once into the torch hub cache unless ``weights`` gives a local copy;
     or the path of a state dict in the release layout (e.g. written by :func:`export_release`), whose
     architecture is read off its keys and shapes. The transform resizes to the published size
@@ -128,17 +233,28 @@ def load_pretrained(
     model.eval()
     if device is not None:
         model.to(device)
+    prep = getattr(model, "eval_preprocessing", None)
+    if prep is not None or protocol not in (None, "", "original"):
+        name = published_model(str(name_or_path)).name  # a protocol needs a published name
+        prep = eval_preprocessing(name, protocol, image_size)
+        model.eval_preprocessing = prep
+        return model, prep.transform()
     transform = eval_transform(model.backbone.eval_image_size, mean=model.backbone.mean, std=model.backbone.std)
     return model, transform
 
 
 def load_for_evaluation(
-    name: str, path: str | Path | None = None, allow_unsafe_pickle: bool = False
+    name: str, path: str | Path | None = None, allow_unsafe_pickle: bool = False, protocol: str | None = None
 ) -> tuple[VPRModel, str, str]:
-    """(model, display name, weights hash) for ``evaluate.py pretrained=<name> [pretrained.path=...]``."""
+    """(model, display name, weights hash) for ``evaluate.py pretrained=<name> [pretrained.path=...]``.
+    Models of other methods than BoQ carry their evaluation preprocessing (``model.eval_preprocessing``,
+    that of ``protocol`` when given), which evaluation uses instead of the backbone's size."""
     from vprlab.utils.weights import file_hash
 
     model, weights_path, display_name = _resolve(name, path, None, VPRModel, allow_unsafe_pickle)
+    if protocol not in (None, "", "original"):
+        model.eval_preprocessing = eval_preprocessing(display_name, protocol)
+        display_name = f"{display_name}@{protocol}"
     return model.eval(), display_name, file_hash(weights_path)
 
 
@@ -189,6 +305,49 @@ def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrain
     return model.eval()  # type: ignore[return-value]
 
 
+def _hub_key(text: Any) -> str:
+    return "".join(c for c in str(text).lower() if c.isalnum())
+
+
+def find_published(method: str, backbone: str | None = None, dim: int | None = None) -> PublishedModel:
+    """The published model of ``method`` ("cosplace", "Conv-AP"...), ``backbone`` ("ResNet50", "resnet50",
+    "dinov2"...; None: the only one) and descriptor size ``dim`` (None: the only one); a ValueError lists
+    what exists."""
+    candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
+    if not candidates:
+        raise ValueError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
+    method = candidates[0].method
+    if backbone is not None:
+        key = _hub_key(backbone)
+        candidates = [s for s in candidates if _hub_key(s.backbone) == key or _hub_key(s.backbone).startswith(key) or
+                      _hub_key(s.name.split("_")[1]) == key]
+    if dim is not None:
+        candidates = [s for s in candidates if s.descriptor_dim == int(dim)]
+    if len(candidates) > 1:  # MegaLoc's legacy file holds the same model: the current one is meant
+        candidates = [s for s in candidates if not s.name.endswith("_legacy")]
+    if len(candidates) != 1:
+        pairs = sorted({(s.backbone, s.descriptor_dim) for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)})
+        what = "no" if not candidates else "more than one"
+        raise ValueError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}; released (backbone, dim): {pairs}")
+    return candidates[0]
+
+
+def hub_published(
+    method: str, backbone: str | None = None, dim: int | None = None, pretrained: bool = True,
+    weights: str | Path | None = None, protocol: str | None = None,
+) -> VPRModel:
+    """torch.hub ``get_trained_model``: the published model in eval mode (``model(x)`` -> L2-normalised
+    descriptors), with its evaluation preprocessing as ``model.eval_preprocessing`` (``.transform()``).
+    ``weights``: a local copy of the file (no download); ``pretrained=False``: random weights, nothing downloaded."""
+    spec = find_published(method, backbone, dim)
+    if not pretrained and weights is None:
+        model = spec.build_model()
+    else:
+        model, _ = load_published(spec.name, weights)
+    model.eval_preprocessing = spec.eval_preprocessing(protocol)
+    return model.eval()
+
+
 # ------------------------------------------------------------------------------------ export
 
 def export_release(
@@ -208,3 +367,38 @@ def export_release(
     # Fresh contiguous tensors in the model's (= the release's) key order, nothing else in the file.
     release = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     return atomic_torch_save(release, Path(out_path).expanduser()), architecture
+
+
+def checkpoint_published_name(ckpt_path: str | Path, allow_unsafe_pickle: bool = False) -> str | None:
+    """The published model a vprlab training checkpoint was fine-tuned from (``pretrained.name`` of its
+    stored config), or None."""
+    from vprlab.utils.weights import torch_load
+
+    obj = torch_load(Path(ckpt_path).expanduser(), allow_unsafe_pickle=allow_unsafe_pickle)
+    config = obj.get("config") if isinstance(obj, dict) else None
+    pretrained = (config or {}).get("pretrained") or {}
+    return pretrained.get("name") if isinstance(pretrained, dict) else None
+
+
+def export_published(
+    ckpt_path: str | Path, out_path: str | Path, name: str | None = None, allow_unsafe_pickle: bool = False
+) -> tuple[Path, PublishedModel]:
+    """Write the weights of ``ckpt_path`` (a checkpoint of ``train.py pretrained=<name>``, or a state dict
+    with the model's own keys; ``name`` defaults to the checkpoint's ``pretrained.name``) in the released
+    file's layout (e.g. ``backbone.N.*`` / ``aggregation.*`` for CosPlace), so the original code and
+    ``load_pretrained(name, weights=out_path)`` load it. The weights are loaded strictly first."""
+    from vprlab.pretrained.registry import resolve_callable
+    from vprlab.utils.io import atomic_torch_save
+
+    ckpt_path = Path(ckpt_path).expanduser()
+    name = name or checkpoint_published_name(ckpt_path, allow_unsafe_pickle)
+    if not name:
+        raise ValueError(f"{str(ckpt_path)!r} was not fine-tuned from a published model (no pretrained.name in its config); pass name=")
+    spec = published_model(name)
+    if spec.export is None:
+        raise ValueError(f"{spec.name}: writing its released layout is not available for {spec.method} {spec.backbone}")
+    model = spec.build_model()
+    load_published_state(model, read_state_dict(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle), spec, f"checkpoint {str(ckpt_path)!r}")
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    release = resolve_callable(spec.export)(state, spec)
+    return atomic_torch_save(release, Path(out_path).expanduser()), spec

@@ -109,3 +109,104 @@ class HubBoQModel(VPRModel):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:  # type: ignore[override]
         return self.forward_with_attention(x)
+
+
+# ------------------------------------------------------------------------------------ every published model
+#
+# The interface every family plugs in through (fixed; other branches rely on it). A family lives in
+# ``vprlab/pretrained/families/<family>.py`` and provides, named by a dotted "module:function" path
+# in its entries (imported only when used):
+#   build(entry) -> VPRModel                            random weights, never downloads
+#   convert(raw: dict[str, Tensor], entry) -> dict      release keys -> the model's own state-dict keys
+#                                                       (explicit mapping; ValueError naming unmapped /
+#                                                       missing keys); None: the keys already are ours
+#   read(path) -> dict[str, Tensor]                     only for container "matlab" (NetVLAD)
+#   configs(entry) -> (backbone cfg, aggregator cfg)    optional: ``_target_`` dicts building the same
+#                                                       model from zoo components, for fine-tuning
+#   export(state, entry) -> dict                        optional: our state dict -> the release's keys
+#                                                       (the inverse of convert), to write fine-tuned
+#                                                       weights in the released layout
+# ``entry.options`` carries the family's sizes (e.g. {"backbone": "resnet50", "fc_dim": 2048}).
+
+from collections.abc import Callable, Mapping  # noqa: E402
+from dataclasses import field  # noqa: E402
+from importlib import import_module  # noqa: E402
+from typing import Any  # noqa: E402
+
+from vprlab.data.transforms import EvalPreprocessing  # noqa: E402
+
+CONTAINERS = ("torch", "safetensors", "matlab")
+
+
+def resolve_callable(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function (imported now)."""
+    module, _, attribute = path.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"{path!r} is not a 'package.module:function' path")
+    try:
+        return getattr(import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {path!r} ({type(err).__name__}: {err}); this vprlab lacks that model family") from err
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One released file of a published VPR method, and how vprlab rebuilds, loads and evaluates it."""
+
+    name: str  # <method>_<backbone>_<dim>: our name, also the conf/pretrained option
+    method: str  # "CosPlace", "MixVPR"...
+    paper: str  # authors, venue, year
+    backbone: str  # as the method names it: "ResNet50", "VGG16", "DINOv2 ViT-B/14"
+    descriptor_dim: int
+    file_name: str  # the release's file name (also the name in the local cache)
+    url: str | None  # direct download URL; None: cannot be fetched by URL (see ``manual_download``)
+    container: str  # "torch" (bare state dict, torch.save), "safetensors" or "matlab"
+    preprocessing: EvalPreprocessing  # the method's own evaluation preprocessing
+    build: str  # "module:function", build(entry) -> VPRModel with random weights
+    convert: str | None = None  # "module:function", convert(raw, entry) -> our state dict; None: identity
+    read: str | None = None  # "module:function", read(path) -> raw dict; needed for container "matlab"
+    configs: str | None = None  # "module:function", configs(entry) -> (backbone cfg, aggregator cfg): fine-tuning
+    export: str | None = None  # "module:function", export(state, entry) -> release-layout dict (inverse of convert)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    cache_dir: str = "checkpoints"  # sub-folder of the torch hub dir holding the file
+    manual_download: str | None = None  # where to get a file that has no URL (e.g. a Google Drive id)
+    note: str = ""  # e.g. "the file may not exist"
+    repo: str = ""  # the original code
+    protocols: Mapping[str, EvalPreprocessing] = field(default_factory=dict, hash=False, compare=False)  # other named eval protocols
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.container not in CONTAINERS:
+            raise ValueError(f"{self.name}: container={self.container!r}; use one of {CONTAINERS}")
+        if self.container == "matlab" and self.read is None:
+            raise ValueError(f"{self.name}: a matlab file needs a read= function")
+
+    def local_path(self) -> Path:
+        """Where the file lives once downloaded: ``<torch hub dir>/<cache_dir>/<file_name>``."""
+        return Path(torch.hub.get_dir()) / self.cache_dir / self.file_name
+
+    def eval_preprocessing(self, protocol: str | None = None) -> EvalPreprocessing:
+        """The method's own preprocessing, or that of another named protocol (e.g. "vpr-methods-evaluation")."""
+        if protocol in (None, "", "original"):
+            return self.preprocessing
+        if protocol not in self.protocols:
+            raise ValueError(f"{self.name}: unknown eval protocol {protocol!r}; choose 'original' or one of {sorted(self.protocols)}")
+        return self.protocols[protocol]
+
+    def build_model(self) -> VPRModel:
+        """The architecture with random weights (never downloads)."""
+        return resolve_callable(self.build)(self)
+
+
+_PUBLISHED: dict[str, PublishedModel] = {}
+
+
+def register(*entries: PublishedModel) -> None:
+    """Add entries to :data:`PUBLISHED_MODELS` (a family module may call this for extra files)."""
+    for entry in entries:
+        if entry.name in _PUBLISHED and _PUBLISHED[entry.name] != entry:
+            raise ValueError(f"published model {entry.name!r} is registered twice")
+        _PUBLISHED[entry.name] = entry
+
+
+PUBLISHED_MODELS: Mapping[str, PublishedModel] = _PUBLISHED

@@ -50,7 +50,8 @@ class MixVPR(Aggregator):
     size is refused with the sizes involved.
 
     Defaults are the paper's 4096-d ResNet50 setting: 1024 channels at 20x20, out_channels 1024,
-    out_rows 4, mix_depth 4, mlp_ratio 1.
+    out_rows 4, mix_depth 4, mlp_ratio 1. ``row_proj_bias=True`` gives ``row_proj`` a bias, as the
+    released MixVPR checkpoints have (``aggregator.row_proj.bias``); the zoo default keeps it off.
     """
 
     spec = AggregatorSpec(
@@ -72,6 +73,7 @@ class MixVPR(Aggregator):
         out_rows: int = 4,
         mix_depth: int = 4,
         mlp_ratio: float = 1.0,
+        row_proj_bias: bool = False,
     ) -> None:
         super().__init__()
         check_positive_int(
@@ -90,7 +92,7 @@ class MixVPR(Aggregator):
         num_positions = in_h * in_w
         self.mix = nn.Sequential(*(FeatureMixer(num_positions, mlp_ratio) for _ in range(mix_depth)))
         self.channel_proj = nn.Linear(in_channels, out_channels)
-        self.row_proj = nn.Linear(num_positions, out_rows, bias=False)
+        self.row_proj = nn.Linear(num_positions, out_rows, bias=row_proj_bias)
 
     @property
     def descriptor_dim(self) -> int:
