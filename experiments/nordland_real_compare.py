@@ -284,9 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     summarise(out, args.methods, args.seeds)
     if not args.no_report:
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        for kind, folder in (("collect", out / "runs"), ("seeds", out / "runs"), ("collect", out / "raw")):
-            subprocess.run([sys.executable, "-m", "vprlab", "report", kind, str(folder), "--out", str(out / "report" / f"{kind}_{folder.name}")],
-                           cwd=REPO, env=env, check=False)
+        # BoQ with 16 and with 64 queries are two settings: name the key that tells them apart.
+        for kind, folder, extra in (("collect", out / "runs", []), ("seeds", out / "runs", ["--by", "aggregator", "aggregator.num_queries"]),
+                                    ("collect", out / "raw", [])):
+            subprocess.run([sys.executable, "-m", "vprlab", "report", kind, str(folder), "--out", str(out / "report" / f"{kind}_{folder.name}"),
+                            *extra], cwd=REPO, env=env, check=False)
 
 
 if __name__ == "__main__":
