@@ -15,8 +15,9 @@ Steps (each skipped when its output is already there, so an interrupted run cont
 5. `vprlab report collect` and `vprlab report seeds` over OUT/runs, and this script's own
    mean +- std table (summary.csv / summary.md) computed from the per-run results.
 
-Runs on a 2-core CPU: about 2.5 minutes per training run at the default settings (measured 2026-11-30
-on a shared CPU; see docs/results/nordland_real/README.md).
+Methods: BoQ (boq_small, 16 queries), BoQ with 64 queries (the variant `--boq-study` picked on the
+validation stretch), GeM, MixVPR. Runs on a 2-core CPU: 2 to 8 minutes per training run, about an hour
+in all (measured 2026-11-30 on a shared CPU; docs/results/nordland_real/README.md).
 """
 
 from __future__ import annotations
