@@ -2,6 +2,7 @@
 
     vprlab report <kind> RUNS [--out DIR]   tables and plots from run folders (collect, sweep, compare, paper, seeds)
     vprlab models list|download|export      released models: what there is, fetch one, export a checkpoint
+    vprlab compare --models M.. --benchmarks B..  released models and checkpoints in one table, published numbers beside
     vprlab benchmarks [--data-dir DIR]      every benchmark config: format, published counts, root, present or not
     vprlab synth [--root DIR]               generate the built-in synthetic data (GSV-Cities layout + benchmark)
     vprlab resize-cache SRC DST --size N    a resized copy of GSV-Cities for faster data loading
@@ -23,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name -> (module, help line); the module's main(argv) runs the subcommand.
     "report": ("vprlab.reports.cli", "tables and plots from run folders"),
     "models": ("vprlab.pretrained.cli", "released models: list, download, export"),
+    "compare": ("vprlab.commands.compare", "models x benchmarks: one table with the published numbers"),
     "benchmarks": ("vprlab.commands.benchmarks", "benchmark configs, their counts and whether their data is here"),
     "synth": ("vprlab.data.synthetic", "generate the built-in synthetic data"),
     "resize-cache": ("vprlab.data.resize_cache", "a resized copy of GSV-Cities for faster loading"),

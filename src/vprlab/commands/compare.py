@@ -1,0 +1,559 @@
+"""`vprlab compare`: several models (released names, vprlab checkpoints, or both) on several
+benchmarks, into one table with each method's published numbers and the difference.
+
+    vprlab compare --models boq_resnet50_16384 outputs/train/runs/<run>/checkpoints/best.ckpt \\
+                   --benchmarks pitts30k_test real_nordland64 [--weights NAME=PATH ...] [--out DIR]
+
+Every (model, benchmark) cell goes through the same steps as ``evaluate.py`` (same loader, same
+eval transform, same descriptor cache and cache keys, same search and recall), so a cell equals what
+``evaluate.py`` prints for that model and benchmark, and a second comparison (or an ``evaluate.py``
+run before it) reads the descriptors from the cache instead of running the model.
+
+Skip semantics: a benchmark whose data is not on disk, and a model whose weights file is missing (or
+cannot be downloaded), are *skipped*: their cells are left empty, listed with the reason in the
+table files and on the terminal, and never counted; every other cell is evaluated as usual. The
+command exits 0 when at least one cell was evaluated (``--strict``: only when nothing was skipped).
+A name that is neither a released model nor a file, or an unknown benchmark config, is an error.
+
+Python (no Hydra)::
+
+    from vprlab.commands.compare import compare_models, write_comparison
+    from vprlab.data.benchmarks import load_benchmark
+
+    bench = load_benchmark(format="gt_csv", root="../shared/data/real/nordland_64x32_seqslam", name="nordland64")
+    result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], cache_dir="cache")
+    write_comparison(result, "comparison/")    # comparison.md / .csv / .tex / .png
+
+Published numbers come from ``vprlab/resources/published_results.csv`` (one row per released model
+and benchmark, with the source of every number); a benchmark is matched through the paper names of
+:data:`vprlab.reports.paper.PAPER_BENCHMARKS` or its config name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from vprlab.commands.evaluate import load_model_for_eval
+from vprlab.evaluation.cache import DescriptorCache
+from vprlab.evaluation.protocol import (
+    check_unique_names,
+    eval_size_for,
+    make_transform_for,
+    run_benchmark,
+)
+from vprlab.evaluation.results import markdown_table
+from vprlab.reports.paper import paper_benchmark
+from vprlab.utils.device import Precision, resolve_device
+from vprlab.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_RESULTS = "published_results.csv"
+KS = (1, 5, 10, 20)
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate: what the table calls it, the hash that keys its cache entries, the
+    eval transform per benchmark size, and the key of its rows in the published-results CSV."""
+
+    model: torch.nn.Module
+    name: str
+    weights_hash: str
+    transform_for: Callable[[Any], Callable]
+    published_key: str | None
+    kind: str  # "released" | "checkpoint" | "weights file"
+
+
+def _released_names() -> tuple[set[str], Callable[[str], str]]:
+    """The published model names (and aliases) of the registry, and the canonical name of one."""
+    from vprlab.pretrained.catalog import (
+        _PUBLISHED_ALIASES,
+        PUBLISHED_MODELS,
+        published_model,
+    )
+
+    return set(PUBLISHED_MODELS) | set(_PUBLISHED_ALIASES), lambda name: published_model(name).name
+
+
+def is_released(source: str) -> bool:
+    from vprlab.pretrained import is_published
+
+    return is_published(source)
+
+
+def load_compare_model(source: str, weights: str | Path | None = None, allow_unsafe_pickle: bool = False) -> LoadedModel:
+    """The one adapter between this command and the model registry.
+
+    ``source``: a released model name (weights from ``weights``, a local copy of its file, or the
+    torch hub cache, downloaded once; each method with its own evaluation preprocessing), a vprlab checkpoint (``*.ckpt``, rebuilt from its stored
+    config exactly as ``evaluate.py ckpt_path=...`` does), or another weights file in a release
+    layout (architecture read off its keys). Names and hashes are those ``evaluate.py`` uses, so both
+    share descriptor cache entries."""
+    if is_released(source):
+        from vprlab.pretrained import load_for_evaluation
+
+        model, name, weights_hash = load_for_evaluation(source, weights, allow_unsafe_pickle)
+        return LoadedModel(model, name, weights_hash, make_transform_for(model), _released_names()[1](source), "released")
+    if weights is not None:
+        raise ValueError(f"--weights {source}=...: {source!r} is not a released model name; only released names take a weights file")
+    path = Path(source).expanduser()
+    if path.suffix == ".ckpt":
+        cfg = OmegaConf.create({"pretrained": None, "ckpt_path": str(path), "weights_path": None,
+                                "allow_unsafe_pickle": bool(allow_unsafe_pickle)})
+        model, name, weights_hash = load_model_for_eval(cfg)
+        return LoadedModel(model.eval(), name, weights_hash, make_transform_for(model), None, "checkpoint")
+    from vprlab.pretrained import load_for_evaluation
+
+    model, name, weights_hash = load_for_evaluation(str(path), None, allow_unsafe_pickle)
+    return LoadedModel(model, name, weights_hash, make_transform_for(model), None, "weights file")
+
+
+def missing_weights(source: str, weights: str | Path | None) -> str | None:
+    """Why ``source`` cannot be loaded without trying (a file that is not there), or None.
+
+    A released name without a local file is not reported here: its download is attempted (and a
+    failure then skips it)."""
+    if weights is not None and not Path(weights).expanduser().is_file():
+        return f"weights file {str(weights)!r} not found"
+    if is_released(source):
+        from vprlab.pretrained import published_model
+
+        spec = published_model(source)
+        if weights is None and spec.url is None and not spec.local_path().is_file():
+            return f"no local {spec.file_name} and no download URL; get it from {spec.manual_download}, then --weights {source}=PATH"
+        return None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        names = ", ".join(sorted(_released_names()[0]))
+        if path.suffix or "/" in source or "\\" in source:
+            return f"file {source!r} not found"
+        raise ValueError(f"{source!r} is neither a released model ({names}) nor a file; check the name or the path")
+    return None
+
+
+# ------------------------------------------------------------------------------------ published numbers
+
+
+def load_published(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rows of the published-results CSV: model, method, benchmark, R@1..R@20 (None where the source
+    gives none), source, note."""
+    if path is None:
+        text = resources.files("vprlab").joinpath("resources", PUBLISHED_RESULTS).read_text()
+    else:
+        text = Path(path).read_text()
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        for k in KS:
+            value = (row.get(f"R@{k}") or "").strip()
+            row[f"R@{k}"] = float(value) if value else None
+        rows.append(row)
+    return rows
+
+
+def _bench_key(name: str) -> str:
+    return paper_benchmark(name) or name
+
+
+def published_for(rows: Sequence[dict], model_key: str | None, benchmark: str) -> dict | None:
+    """The published row of ``model_key`` on ``benchmark`` (config or paper name), or None."""
+    if model_key is None:
+        return None
+    wanted = _bench_key(benchmark)
+    for row in rows:
+        if row["model"] == model_key and _bench_key(row["benchmark"]) == wanted:
+            return row
+    return None
+
+
+# ------------------------------------------------------------------------------------ the comparison
+
+
+@dataclass
+class Skipped:
+    model: str  # "*" for every model
+    benchmark: str  # "*" for every benchmark
+    reason: str
+
+
+@dataclass
+class MissingBenchmark:
+    """A benchmark that could not be built (no data here): its cells are skipped."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Comparison:
+    rows: list[dict[str, Any]]
+    skipped: list[Skipped]
+    ks: tuple[int, ...]
+    device: str
+    published_source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _model_spec(item: Any) -> tuple[str, str | None]:
+    if isinstance(item, (tuple, list)):
+        source, weights = item
+        return str(source), None if weights is None else str(weights)
+    return str(item), None
+
+
+def compare_models(
+    models: Sequence[str | tuple[str, str | None]],
+    benchmarks: Sequence[Any],
+    *,
+    weights: dict[str, str] | None = None,
+    cache_dir: str | Path | None = None,
+    cache_dtype: str = "float32",
+    device: str = "auto",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    precision: str | None = None,
+    ks: Sequence[int] = KS,
+    published: str | Path | Sequence[dict] | None = None,
+    allow_unsafe_pickle: bool = False,
+    progress: bool = True,
+    channels_last: bool = False,
+    loader: Callable[..., LoadedModel] = load_compare_model,
+) -> Comparison:
+    """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
+    benchmarks from their configs and calls this).
+
+    ``models``: released names or file paths (or ``(name, weights path)`` pairs); ``weights`` maps a
+    released name to a local copy of its file. ``benchmarks``: :class:`~vprlab.data.benchmark.Benchmark`
+    values, or :class:`MissingBenchmark` for one that is not on disk (skipped and listed).
+    ``cache_dir``: the descriptor cache (evaluate.py's keys; None: no cache). One model is in memory at
+    a time. Returns the rows (one per evaluated cell, with the published numbers and differences) and
+    the skipped cells with their reasons."""
+    weights = dict(weights or {})
+    specs = [_model_spec(m) for m in models]
+    specs = [(source, w if w is not None else weights.get(source)) for source, w in specs]
+    unknown = sorted(set(weights) - {s for s, _ in specs})
+    if unknown:
+        raise ValueError(f"weights given for {unknown}, which are not among the models {[s for s, _ in specs]}")
+    present = [b for b in benchmarks if not isinstance(b, MissingBenchmark)]
+    check_unique_names(present)
+    ks = tuple(sorted(int(k) for k in ks))
+    published_rows = load_published(published) if published is None or isinstance(published, (str, Path)) else list(published)
+    dev = resolve_device(device)
+    amp = Precision.from_config(precision or "32", dev).dtype
+    cache = DescriptorCache(cache_dir, dtype=cache_dtype) if cache_dir is not None else None
+
+    skipped = [Skipped("*", b.name, b.reason) for b in benchmarks if isinstance(b, MissingBenchmark)]
+    # Check every file before any model is loaded, so all missing ones are listed at once.
+    runnable = []
+    for source, w in specs:
+        reason = missing_weights(source, w)
+        if reason:
+            skipped.append(Skipped(source, "*", reason))
+        else:
+            runnable.append((source, w))
+
+    rows: list[dict[str, Any]] = []
+    for source, w in runnable:
+        if not present:
+            break
+        try:
+            loaded = loader(source, w, allow_unsafe_pickle)
+        except (RuntimeError, FileNotFoundError) as err:  # a release that could not be downloaded
+            if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
+                raise
+            reason = str(err).split(". ")[0]
+            skipped.append(Skipped(source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
+            continue
+        model = loaded.model.to(dev).eval()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        for bench in present:
+            size = eval_size_for(model, bench.image_size)  # None: the method's native size
+            run = run_benchmark(
+                model, bench, loaded.transform_for, batch_size=batch_size, num_workers=num_workers, device=dev,
+                ks=ks, amp_dtype=amp, progress=progress, cache=cache, weights_hash=loaded.weights_hash,
+                resolved_image_size=size,
+            )
+            metrics = run.metrics
+            row: dict[str, Any] = {
+                "model": loaded.name, "source": source, "kind": loaded.kind, "checkpoint_hash": loaded.weights_hash,
+                "benchmark": bench.name, "image_size": "native" if size is None else "x".join(str(v) for v in size),
+                "descriptor_dim": int(metrics["descriptor_dim"]),
+                "num_queries": metrics["num_queries"], "num_db": metrics["num_db"],
+            }
+            row.update({f"R@{k}": metrics.get(f"R@{k}") for k in ks})
+            pub = published_for(published_rows, loaded.published_key, bench.name)
+            for k in ks:
+                value = pub.get(f"R@{k}") if pub else None
+                row[f"published R@{k}"] = value
+                measured = row[f"R@{k}"]
+                row[f"diff R@{k}"] = None if value is None or measured is None else measured - value
+            row["published source"] = pub["source"] if pub else None
+            row["img_per_s"] = metrics["extract_img_per_s"]
+            row["speed measured"] = "first run (cache)" if run.descriptors.from_cache else "this run"
+            row["from_cache"] = bool(run.descriptors.from_cache)
+            rows.append(row)
+        del model, loaded
+    notes = []
+    if any(r["from_cache"] for r in rows):
+        notes.append("img/s of a cached cell is that of the run that filled the cache (its device and batch size)")
+    source = PUBLISHED_RESULTS if published is None else str(published) if isinstance(published, (str, Path)) else "the given rows"
+    return Comparison(rows, skipped, ks, str(dev), source, notes)
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _num(value: Any, digits: int = 1, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def table_rows(result: Comparison, ks: Sequence[int] | None = None) -> list[dict[str, str]]:
+    """The printed table: model, benchmark, dim, img/s, R@k, then published R@k and difference."""
+    ks = tuple(ks or [k for k in result.ks if k <= 10])
+    out = []
+    for row in result.rows:
+        line = {"model": row["model"], "benchmark": row["benchmark"], "dim": str(row["descriptor_dim"]),
+                "size": row["image_size"], "img/s": _num(row["img_per_s"], 0)}
+        line.update({f"R@{k}": _num(row[f"R@{k}"]) for k in ks})
+        line.update({f"paper R@{k}": _num(row[f"published R@{k}"]) for k in ks})
+        line.update({f"Δ R@{k}": _num(row[f"diff R@{k}"], sign=True) for k in ks})
+        out.append(line)
+    return out
+
+
+def skipped_lines(result: Comparison) -> list[str]:
+    lines = []
+    for s in result.skipped:
+        if s.model == "*":
+            lines.append(f"benchmark {s.benchmark}: skipped for every model ({s.reason})")
+        else:
+            lines.append(f"model {s.model}: skipped on every benchmark ({s.reason})")
+    return lines
+
+
+SKIP_RULE = ("Skipped cells (missing benchmark data or weights file) are not evaluated and not counted; "
+             "every other cell is evaluated as usual.")
+
+
+def comparison_markdown(result: Comparison, title: str = "Model comparison", command: str | None = None) -> str:
+    rows = table_rows(result)
+    parts = [f"# {title}\n\n"]
+    if command:
+        parts.append(f"Made by `{command}`.\n\n")
+    parts.append(markdown_table(rows, list(rows[0]) if rows else ["model", "benchmark"]) if rows else "(no cell evaluated)\n")
+    parts.append(
+        f"\nRecall@N in percent; paper: the published number ({result.published_source}, with the source of each "
+        f"number), Δ: measured minus published; '-': not published. img/s: database + query images per second "
+        f"during descriptor extraction on {result.device}.\n"
+    )
+    for note in result.notes:
+        parts.append(f"Note: {note}.\n")
+    sources = sorted({r["published source"] for r in result.rows if r["published source"]})
+    if sources:
+        parts.append("\nSources of the published numbers:\n\n" + "".join(f"- {s}\n" for s in sources))
+    parts.append(f"\n## Skipped\n\n{SKIP_RULE}\n\n")
+    lines = skipped_lines(result)
+    parts.append("".join(f"- {line}\n" for line in lines) if lines else "Nothing was skipped.\n")
+    return "".join(parts)
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text
+
+
+def comparison_latex(result: Comparison) -> str:
+    """A booktabs table: one row per evaluated cell, measured R@k with the published number and the
+    difference in parentheses where there is one."""
+    ks = [k for k in result.ks if k <= 10]
+    head = ["Model", "Benchmark", "Dim", "img/s", *[f"R@{k}" for k in ks]]
+    lines = [r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    for row in result.rows:
+        cells = [_latex_escape(str(row["model"])), _latex_escape(str(row["benchmark"])), str(row["descriptor_dim"]), _num(row["img_per_s"], 0)]
+        for k in ks:
+            cell = _num(row[f"R@{k}"])
+            if row[f"published R@{k}"] is not None:
+                cell += f" ({_num(row[f'published R@{k}'])}, {_num(row[f'diff R@{k}'], sign=True)})"
+            cells.append(cell)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = "Recall@N (\\%); in parentheses: published number and measured minus published."
+    if result.skipped:
+        caption += " Skipped: " + "; ".join(_latex_escape(line) for line in skipped_lines(result)) + "."
+    return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
+
+
+def comparison_csv(result: Comparison) -> str:
+    """Every evaluated cell with all its numbers, then one ``skipped`` line per skipped model or benchmark."""
+    columns = ["status", "model", "source", "kind", "checkpoint_hash", "benchmark", "image_size", "descriptor_dim",
+               "num_queries", "num_db", *[f"R@{k}" for k in result.ks], *[f"published R@{k}" for k in result.ks],
+               *[f"diff R@{k}" for k in result.ks], "published source", "img_per_s", "speed measured", "reason"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in result.rows:
+        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns if c in row} | {"status": "ok"})
+    for s in result.skipped:
+        writer.writerow({"status": "skipped", "model": s.model, "benchmark": s.benchmark, "reason": s.reason})
+    return buffer.getvalue()
+
+
+def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
+    """R@1 against descriptor size and against extraction speed, one point per evaluated cell
+    (colour: benchmark, marker: model)."""
+    rows = [r for r in result.rows if r.get("R@1") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    markers = "os^Dv<>pP*Xh"
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "descriptor_dim", "descriptor size (dimensions)"),
+                           (axes[1], "img_per_s", f"extraction speed (images/s, {result.device})")):
+        for r in rows:
+            x = float(r[key])
+            if not math.isfinite(x) or x <= 0:
+                continue
+            ax.scatter(x, r["R@1"], marker=markers[models.index(r["model"]) % len(markers)],
+                       color=colors(benchmarks.index(r["benchmark"]) % 10), s=50)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("R@1 (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], marker=markers[i % len(markers)], color="gray", linestyle="", label=m) for i, m in enumerate(models)]
+    handles += [plt.Line2D([], [], marker="o", color=colors(i % 10), linestyle="", label=b) for i, b in enumerate(benchmarks)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle("R@1 against descriptor size and extraction speed")
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) // 4), 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(result: Comparison, out_dir: str | Path, stem: str = "comparison", command: str | None = None) -> dict[str, Path]:
+    """comparison.md, .csv, .tex and .png under ``out_dir`` (``command``: quoted in the Markdown)."""
+    out = Path(out_dir)
+    paths = {
+        "markdown": atomic_write_text(out / f"{stem}.md", comparison_markdown(result, command=command)),
+        "csv": atomic_write_text(out / f"{stem}.csv", comparison_csv(result)),
+        "latex": atomic_write_text(out / f"{stem}.tex", comparison_latex(result)),
+    }
+    plot = comparison_plot(result, out / f"{stem}.png")
+    if plot is not None:
+        paths["plot"] = plot
+    return paths
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+def build_named_benchmarks(names: Sequence[str], overrides: Sequence[str] = ()) -> tuple[list[Any], Any]:
+    """Benchmarks from their configs (conf/benchmark/<name>.yaml, composed with evaluate.yaml so the
+    paths group and ``overrides`` apply), and that composed config (device, batch size, cache...).
+    A benchmark whose data is missing becomes a :class:`MissingBenchmark`."""
+    from hydra import compose, initialize_config_dir
+
+    from vprlab.commands.cli import repo_conf_dir
+    from vprlab.utils.instantiate import build
+
+    conf = repo_conf_dir()
+    unknown = [n for n in names if not (conf / "benchmark" / f"{n}.yaml").is_file()]
+    if unknown:
+        known = sorted(p.stem for p in (conf / "benchmark").glob("*.yaml"))
+        raise ValueError(f"unknown benchmark {unknown}: no conf/benchmark/<name>.yaml; known: {', '.join(known)}")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"benchmark=[{','.join(names)}]", "paths.output_dir=.", *overrides])
+    out: list[Any] = []
+    for name in names:
+        try:
+            out.append(build(cfg.benchmark[name]))
+        except Exception as err:  # noqa: BLE001 - Hydra wraps the reader's error; only missing data is a skip
+            cause = err if isinstance(err, OSError) else err.__cause__
+            if not isinstance(cause, (FileNotFoundError, NotADirectoryError)):
+                raise
+            out.append(MissingBenchmark(name, str(cause)))
+    return out, cfg
+
+
+def _parse_weights(items: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--weights {item!r}: write NAME=PATH, e.g. boq_resnet50_16384=/data/resnet50_16384.pth")
+        name, path = item.split("=", 1)
+        out[name] = path
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vprlab compare",
+        description="Evaluate released models and/or vprlab checkpoints on benchmarks into one table "
+                    "(Markdown, CSV, LaTeX, plot) with the published numbers and the differences.",
+    )
+    parser.add_argument("--models", nargs="+", required=True, help="released names (vprlab models list) and/or .ckpt / weights files")
+    parser.add_argument("--benchmarks", nargs="+", required=True, help="benchmark config names (vprlab benchmarks)")
+    parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="a local copy of a released model's file")
+    parser.add_argument("--out", default="outputs/compare", help="folder for comparison.md/.csv/.tex/.png (default: outputs/compare)")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="evaluate.yaml overrides: device=cpu batch_size=16 cache_dir=... benchmark.<name>.image_size=[96,96] ...")
+    parser.add_argument("--published", default=None, help="a published-results CSV instead of vprlab's")
+    parser.add_argument("--no-cache", action="store_true", help="extract every descriptor again (fresh speed numbers)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when anything was skipped")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true", help="read trusted files that need the full unpickler")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    try:
+        weights = _parse_weights(args.weights)
+        benchmarks, cfg = build_named_benchmarks(args.benchmarks, args.override)
+        start = time.perf_counter()
+        result = compare_models(
+            args.models, benchmarks, weights=weights,
+            cache_dir=None if args.no_cache or not cfg.cache else str(cfg.cache_dir), cache_dtype=str(cfg.cache_dtype),
+            device=str(cfg.device), batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
+            precision=cfg.precision, ks=tuple(cfg.recall_ks), published=args.published,
+            allow_unsafe_pickle=args.allow_unsafe_pickle, progress=bool(cfg.progress), channels_last=bool(cfg.channels_last),
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"vprlab compare: {err}", file=sys.stderr)
+        return 2
+    paths = write_comparison(result, args.out, command=" ".join(["vprlab compare", *argv]))
+    print(markdown_table(table_rows(result)) if result.rows else "no cell evaluated")
+    for line in skipped_lines(result):
+        print(f"skipped: {line}")
+    if result.skipped:
+        print(SKIP_RULE)
+    print(f"{len(result.rows)} cells in {time.perf_counter() - start:.1f} s; wrote " + "  ".join(str(p) for p in paths.values()))
+    if not result.rows or (args.strict and result.skipped):
+        return 1
+    return 0

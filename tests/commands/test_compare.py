@@ -1,0 +1,248 @@
+"""`vprlab compare`: released models and vprlab checkpoints on several benchmarks in one table.
+
+Models: the released BoQ-ResNet50 (random weights in its release layout), a tiny BoQ exported in the
+release layout (architecture read off the file), and vprlab checkpoints of GeM and MixVPR; all at
+32x64 so everything runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF, SHARED, compose_config
+from omegaconf import OmegaConf
+from release_reference import release_checkpoint
+
+from vprlab.commands import compare
+from vprlab.commands.compare import (
+    compare_models,
+    load_published,
+    main,
+    published_for,
+)
+from vprlab.commands.evaluate import run_evaluation
+from vprlab.engine.checkpoint import save_checkpoint
+from vprlab.models.vpr_model import build_model
+
+SIZE = "[32,64]"
+ARCHITECTURES = {
+    "gem": ["aggregator=gem"],
+    "mixvpr": ["aggregator=mixvpr", "aggregator.in_h=2", "aggregator.in_w=4", "aggregator.out_channels=32", "aggregator.out_rows=2"],
+    "boq": ["aggregator=boq_small", "aggregator.num_layers=1"],
+}
+
+
+def _checkpoint(folder: Path, name: str, data_dir: Path) -> Path:
+    """A vprlab checkpoint (model + resolved config, as train.py writes) of an untrained tiny model."""
+    cfg = compose_config("train", [
+        "experiment=synthetic_compare", f"paths.data_dir={data_dir}", f"paths.output_dir={folder}",
+        f"backbone.train_image_size={SIZE}", f"backbone.eval_image_size={SIZE}", *ARCHITECTURES[name],
+    ])
+    torch.manual_seed(len(name))
+    model = build_model(cfg.backbone, cfg.aggregator)
+    path = folder / name / "checkpoints" / "best.ckpt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True), "epoch": 1})
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tiny_synthetic, tmp_path_factory):
+    from vprlab.pretrained import export_release
+
+    folder = tmp_path_factory.mktemp("models")
+    data_dir = tiny_synthetic.root.parent
+    ckpts = {name: _checkpoint(folder, name, data_dir) for name in ARCHITECTURES}
+    exported, _ = export_release(ckpts["boq"], folder / "boq_tiny_release.pth")
+    return {"released": release_checkpoint(tmp_path_factory, "resnet50_16384"), "exported": exported, **ckpts}
+
+
+def _overrides(data_dir: Path, cache: Path, benchmarks=("synthetic",), *extra: str) -> list[str]:
+    sizes = [f"benchmark.{b}.image_size={SIZE}" for b in benchmarks if b != "pitts30k_test"]
+    missing = ["benchmark.pitts30k_test.root=/nonexistent/Pittsburgh"] if "pitts30k_test" in benchmarks else []
+    return [f"paths.data_dir={data_dir}", f"cache_dir={cache}", "device=cpu", "num_workers=0", "batch_size=16",
+            "progress=false", *sizes, *missing, *extra]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_table_equals_evaluate_py_reuses_its_cache_and_lists_what_was_skipped(models, tiny_synthetic, tmp_path, monkeypatch, capsys):
+    data_dir, cache = tiny_synthetic.root.parent, tmp_path / "cache"
+    benchmarks = ["synthetic", "pitts30k_test"] + (["real_gardenspoint"] if (SHARED / "data" / "real" / "gardenspoint_sample10").is_dir() else [])
+    # evaluate.py first (cache on): the comparison must read the GeM cell from the same cache entry.
+    evaluated = {}
+    for name in ("gem", "mixvpr"):
+        cfg = compose_config("evaluate", _overrides(data_dir, cache, ("synthetic",), f"ckpt_path={models[name]}", "benchmark=[synthetic]",
+                                                    f"paths.output_dir={tmp_path / 'eval' / name}"))
+        evaluated[name] = run_evaluation(cfg)["synthetic"]
+    argv = ["--models", "boq_resnet50_16384", str(models["gem"]), str(models["mixvpr"]), str(models["exported"]),
+            "/nowhere/missing.ckpt", "--weights", f"boq_resnet50_16384={models['released']}",
+            "--benchmarks", *benchmarks, "--out", str(tmp_path / "out"), "--override", *_overrides(data_dir, cache, benchmarks)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = _read_csv(tmp_path / "out" / "comparison.csv")
+    ok = [r for r in rows if r["status"] == "ok"]
+    present = [b for b in benchmarks if b != "pitts30k_test"]
+    assert len(ok) == 4 * len(present)
+    by = {(r["source"], r["benchmark"]): r for r in ok}
+    for name in ("gem", "mixvpr"):
+        row = by[(str(models[name]), "synthetic")]
+        for k in (1, 5, 10, 20):
+            assert float(row[f"R@{k}"]) == pytest.approx(evaluated[name][f"R@{k}"])
+        assert row["speed measured"] == "first run (cache)"  # evaluate.py filled the cache entry
+        assert float(row["img_per_s"]) == pytest.approx(evaluated[name]["extract_img_per_s"])
+    dims = {r["source"]: int(r["descriptor_dim"]) for r in ok}
+    assert dims == {"boq_resnet50_16384": 16384, str(models["gem"]): 256, str(models["mixvpr"]): 64, str(models["exported"]): 512}
+    assert by[("boq_resnet50_16384", "synthetic")]["speed measured"] == "this run"
+    # Skips: the missing benchmark for every model, the missing checkpoint on every benchmark, with reasons.
+    skipped = {(r["model"], r["benchmark"]): r["reason"] for r in rows if r["status"] == "skipped"}
+    assert set(skipped) == {("*", "pitts30k_test"), ("/nowhere/missing.ckpt", "*")}
+    assert "/nonexistent/Pittsburgh does not exist" in skipped[("*", "pitts30k_test")]
+    assert skipped[("/nowhere/missing.ckpt", "*")] == "file '/nowhere/missing.ckpt' not found"
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "benchmark pitts30k_test: skipped for every model" in markdown and "not evaluated and not counted" in markdown
+    assert "skipped: model /nowhere/missing.ckpt: skipped on every benchmark" in printed
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000
+
+    # A second comparison never runs a model: every cell comes from the cache, with the same numbers.
+    def refuse(*args, **kwargs):
+        raise AssertionError("descriptors extracted although they are cached")
+
+    monkeypatch.setattr("vprlab.evaluation.protocol.extract_descriptors_timed", refuse)
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert main(argv) == 0
+    again = [r for r in _read_csv(tmp_path / "again" / "comparison.csv") if r["status"] == "ok"]
+    assert [r["R@1"] for r in again] == [r["R@1"] for r in ok]
+    assert {r["speed measured"] for r in again} == {"first run (cache)"}
+
+
+def test_published_numbers_and_differences(models, tiny_synthetic, tmp_path):
+    """A published CSV row for the released model on this benchmark: its numbers and measured minus
+    published appear in every output; models without published numbers get '-' (CSV: empty)."""
+    from vprlab.data.benchmarks import load_benchmark
+
+    bench = load_benchmark(format="npy", root=tiny_synthetic.benchmark_root, name="synthetic", image_size=(32, 64))
+    published = tmp_path / "published.csv"
+    published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source\n"
+                         "boq_resnet50_16384,synthetic,12.5,40,,90,made-up test row\n")
+    result = compare_models([("boq_resnet50_16384", str(models["released"])), str(models["gem"])], [bench],
+                            cache_dir=None, device="cpu", batch_size=16, published=published, progress=False)
+    boq, gem = result.rows
+    assert boq["published R@1"] == 12.5 and boq["diff R@1"] == pytest.approx(boq["R@1"] - 12.5)
+    assert boq["published R@10"] is None and boq["diff R@10"] is None  # not published: no difference
+    assert boq["published source"] == "made-up test row"
+    assert gem["published R@1"] is None and gem["published source"] is None
+    paths = compare.write_comparison(result, tmp_path / "out")
+    back = _read_csv(paths["csv"])
+    assert float(back[0]["diff R@1"]) == pytest.approx(boq["R@1"] - 12.5) and back[1]["published R@1"] == ""
+    # LaTeX: one line per cell, measured (published, difference) where published, names escaped.
+    latex = paths["latex"].read_text()
+    body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert len(body) == 2 and r"\begin{tabular}" in latex and r"\toprule" in latex
+    cells = [c.strip() for c in body[0].rstrip(" \\").split("&")]
+    assert cells[0] == r"boq\_resnet50\_16384" and cells[2] == "16384"
+    assert cells[4] == f"{boq['R@1']:.1f} (12.5, {boq['R@1'] - 12.5:+.1f})"
+    assert re.fullmatch(r"\d+\.\d", [c.strip() for c in body[1].rstrip(" \\").split("&")][4])
+    markdown = paths["markdown"].read_text()
+    assert "made-up test row" in markdown and f"{boq['R@1'] - 12.5:+.1f}" in markdown
+
+
+def test_shipped_published_numbers_carry_their_source_and_match_the_boq_reference():
+    rows = load_published()
+    assert all(r["source"] for r in rows)
+    row = published_for(rows, "boq_resnet50_16384", "pitts30k_test")  # config name -> paper name
+    assert (row["R@1"], row["R@5"], row["R@10"], row["R@20"]) == (92.4, 96.5, 97.4, 98.1) and "BoQ README" in row["source"]
+    assert published_for(rows, "boq_dinov2_12288", "nordland_10frames")["R@1"] == 90.6
+    assert published_for(rows, "mixvpr_resnet50_4096", "msls_val")["R@1"] == 88.2
+    assert published_for(rows, "boq_resnet50_16384", "real_nordland64") is None
+    reference = SHARED / "reference" / "boq_paper_results.csv"
+    if reference.is_file():
+        names = {"boq_resnet50": "boq_resnet50_16384", "boq_dinov2": "boq_dinov2_12288"}
+        for ref in _read_csv(reference):
+            ours = published_for(rows, names[ref["model"]], ref["benchmark"])
+            assert [ours[f"R@{k}"] for k in (1, 5, 10, 20)] == [float(ref[f"R@{k}"]) for k in (1, 5, 10, 20)]
+
+
+def test_user_mistakes_are_messages(tmp_path, capsys):
+    assert main(["--models", "boq_resnet50_16384", "--benchmarks", "no_such_bench", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark ['no_such_bench']" in capsys.readouterr().err
+    assert main(["--models", "not_a_model", "--benchmarks", "synthetic", "--out", str(tmp_path),
+                 "--override", f"paths.data_dir={tmp_path}"]) == 2
+    assert "'not_a_model' is neither a released model" in capsys.readouterr().err
+    assert main(["--models", "x.ckpt", "--weights", "x.ckpt", "--benchmarks", "synthetic", "--out", str(tmp_path)]) == 2
+    assert "write NAME=PATH" in capsys.readouterr().err
+
+
+def test_nothing_evaluated_or_strict_is_a_failure_exit(models, tiny_synthetic, tmp_path, capsys):
+    data_dir, cache = tiny_synthetic.root.parent, tmp_path / "cache"
+    base = ["--benchmarks", "synthetic", "--override", *_overrides(data_dir, cache)]
+    assert main(["--models", "/nowhere/a.ckpt", "--out", str(tmp_path / "a"), *base]) == 1
+    assert "no cell evaluated" in capsys.readouterr().out
+    assert main(["--models", str(models["gem"]), "/nowhere/a.ckpt", "--strict", "--out", str(tmp_path / "b"), *base]) == 1
+    assert main(["--models", str(models["gem"]), "/nowhere/a.ckpt", "--out", str(tmp_path / "c"), *base]) == 0
+
+
+def test_the_vprlab_command_lists_compare():
+    from vprlab.commands.cli import SUBCOMMANDS
+
+    assert SUBCOMMANDS["compare"][0] == "vprlab.commands.compare"
+    assert (CONF / "benchmark" / "synthetic.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_real_nordland_corridor_and_gardens_point(models, tmp_path):
+    """The three real benchmarks in ../shared, three architectures; each cell equals evaluate.py's."""
+    if not (SHARED / "data" / "real" / "nordland_64x32_seqslam").is_dir():
+        pytest.skip("needs ../shared/data/real")
+    benches = ["real_nordland64", "real_corridor", "real_gardenspoint"]
+    overrides = ["device=cpu", "num_workers=0", "batch_size=64", f"cache_dir={tmp_path / 'cache'}", "progress=false",
+                 *[f"benchmark.{b}.image_size={SIZE}" for b in benches]]
+    assert main(["--models", str(models["gem"]), str(models["mixvpr"]), str(models["exported"]),
+                 "--benchmarks", *benches, "--out", str(tmp_path / "out"), "--override", *overrides]) == 0
+    rows = [r for r in _read_csv(tmp_path / "out" / "comparison.csv") if r["status"] == "ok"]
+    assert len(rows) == 9
+    cfg = compose_config("evaluate", [f"ckpt_path={models['mixvpr']}", f"benchmark=[{','.join(benches)}]",
+                                      f"paths.output_dir={tmp_path / 'eval'}", *overrides])
+    metrics = run_evaluation(cfg)
+    for bench in benches:
+        (row,) = [r for r in rows if r["source"] == str(models["mixvpr"]) and r["benchmark"] == bench]
+        assert float(row["R@1"]) == pytest.approx(metrics[bench]["R@1"])
+
+
+def test_published_models_of_other_methods_with_their_own_preprocessing(tiny_synthetic, tmp_path, monkeypatch):
+    """A CosPlace release (random weights in its layout, native-size evaluation) next to a vprlab
+    checkpoint: the cell equals evaluate.py pretrained=...; a Drive-only release with no local file is
+    skipped with where to get it; the published row is found through the canonical name."""
+    import torchvision
+
+    from vprlab.pretrained import published_model
+
+    sequential = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    raw = {f"backbone.{sequential[k.split('.', 1)[0]]}.{k.split('.', 1)[1]}": v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    raw.update({"aggregation.1.p": torch.tensor([3.0]), "aggregation.3.weight": torch.randn(32, 512) / 20, "aggregation.3.bias": torch.zeros(32)})
+    cosplace = tmp_path / published_model("cosplace_resnet18_32").file_name
+    torch.save(raw, cosplace)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no local MixVPR file
+    published = tmp_path / "published.csv"
+    published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source\ncosplace_resnet18_32,synthetic,50,60,70,80,test row\n")
+    data_dir, cache = tiny_synthetic.root.parent, tmp_path / "cache"
+    overrides = [f"paths.data_dir={data_dir}", f"cache_dir={cache}", "device=cpu", "num_workers=0", "batch_size=16", "progress=false"]
+    assert main(["--models", "cosplace_resnet18_32", "mixvpr_resnet50_4096", "--weights", f"cosplace_resnet18_32={cosplace}",
+                 "--benchmarks", "synthetic", "--published", str(published), "--out", str(tmp_path / "out"),
+                 "--override", *overrides]) == 0
+    rows = _read_csv(tmp_path / "out" / "comparison.csv")
+    (ok,) = [r for r in rows if r["status"] == "ok"]
+    assert ok["model"] == "cosplace_resnet18_32" and ok["image_size"] == "native" and ok["descriptor_dim"] == "32"
+    assert float(ok["diff R@1"]) == pytest.approx(float(ok["R@1"]) - 50) and ok["published source"] == "test row"
+    (skip,) = [r for r in rows if r["status"] == "skipped"]
+    assert skip["model"] == "mixvpr_resnet50_4096" and "no download URL; get it from" in skip["reason"]
+    cfg = compose_config("evaluate", [*overrides, "pretrained=cosplace_resnet18_32", f"pretrained.path={cosplace}",
+                                      "benchmark=[synthetic]", f"paths.output_dir={tmp_path / 'eval'}", "cache=false"])
+    assert run_evaluation(cfg)["synthetic"]["R@1"] == pytest.approx(float(ok["R@1"]))
