@@ -41,6 +41,10 @@ def outputs(tmp_path, monkeypatch):
                 job = f"aggregator.num_layers={layers},aggregator.num_queries={queries},seed={seed}"
                 write_train_run(grid / job, _config(seed=seed, out=str(grid / job), num_layers=layers, num_queries=queries),
                                 [20.0 + layers * 10 + queries / 8 + seed, 25.0 + layers * 10 + queries / 8 + seed], dim=64 * queries)
+    real = tmp_path / "outputs" / "nordland_real" / "runs"  # the Nordland experiment's run folders
+    for seed in (1, 2):
+        write_train_run(real / f"boq_seed{seed}", _config(seed=seed, out=str(real / f"boq_seed{seed}"), num_layers=2, num_queries=16),
+                        [10.0 + seed, 12.0 + seed], dim=1024)
     _evaluate_folder(tmp_path / "outputs" / "evaluate" / "runs" / TIME, [_eval_row("boq_resnet50_16384", "pitts30k_test", 90.0)])
     monkeypatch.chdir(tmp_path)
     return tmp_path
