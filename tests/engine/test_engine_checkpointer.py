@@ -96,6 +96,31 @@ def test_last_rotates_to_last_prev(tmp_path):
     assert _files(tmp_path / "single") == ["last.ckpt"] and _serial(tmp_path / "single" / "last.ckpt") == 5
 
 
+def test_last_exists_at_every_moment_of_a_rotation(tmp_path, monkeypatch):
+    """A SIGKILL can land between any two file operations: at each rename of the rotation a complete
+    last.ckpt must already be on disk (before: renaming last.ckpt away left an instant without it)."""
+    import os
+
+    from vprlab.engine import checkpointer as module
+
+    state = FakeState()
+    ck = Checkpointer(tmp_path, is_main=True, every_n_steps=1, monitor=None)
+    ck.after_step(1, state)
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(_serial(tmp_path / "last.ckpt"))  # raises if last.ckpt is missing or partial
+        real_replace(src, dst)
+
+    monkeypatch.setattr(module.os, "replace", replace)
+    ck.after_step(2, state)
+    monkeypatch.undo()
+    assert seen and all(serial == 1 for serial in seen)
+    assert (_serial(tmp_path / "last.ckpt"), _serial(tmp_path / "last.prev.ckpt")) == (2, 1)
+    assert _files(tmp_path) == ["last.ckpt", "last.prev.ckpt"]
+
+
 def test_a_failed_write_keeps_last_and_previous(tmp_path):
     ck = Checkpointer(tmp_path, is_main=True, every_n_steps=1, monitor=None)
     state = FakeState()

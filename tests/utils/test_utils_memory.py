@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import sys
 import time
 
@@ -15,19 +17,27 @@ from vprlab.utils.memory import KIND_RSS, PeakMemory, current_rss_bytes
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS is read from /proc/self/statm")
 
 
-def _touch(megabytes: int) -> np.ndarray:
-    block = np.ones(megabytes * 2**20, dtype=np.uint8)  # ones: every page is written, so resident
-    return block
+@contextlib.contextmanager
+def _resident(megabytes: int):
+    """``megabytes`` of fresh resident memory while the block is open: an anonymous mapping of its
+    own (not malloc, which in a long test process may hand out pages that are already resident),
+    every page written; unmapped on exit."""
+    block = mmap.mmap(-1, megabytes * 2**20)
+    view = np.frombuffer(block, dtype=np.uint8)
+    view[:] = 1
+    try:
+        yield
+    finally:
+        del view
+        block.close()
 
 
 @linux_only
 def test_cpu_peak_is_per_job_while_ru_maxrss_is_not():
     import resource
 
-    with PeakMemory("cpu", interval=0.01) as first:
-        block = _touch(400)
+    with PeakMemory("cpu", interval=0.01) as first, _resident(400):
         time.sleep(0.05)
-        del block
     with PeakMemory("cpu", interval=0.01) as second:
         time.sleep(0.05)
     assert first.kind == second.kind == KIND_RSS
@@ -42,9 +52,8 @@ def test_cpu_peak_is_per_job_while_ru_maxrss_is_not():
 @linux_only
 def test_rss_is_the_process_resident_size():
     rss = current_rss_bytes()
-    block = _touch(100)
-    assert current_rss_bytes() - rss > 90 * 2**20
-    del block
+    with _resident(100):
+        assert current_rss_bytes() - rss > 90 * 2**20
 
 
 def test_unmeasurable_platform_gives_nan(monkeypatch):

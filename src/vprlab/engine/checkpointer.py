@@ -53,7 +53,7 @@ class Checkpointer:
     - :meth:`after_epoch`: ``best.ckpt`` when ``monitor`` improves, then ``last.ckpt``.
 
     With ``keep_previous``, each write of ``last.ckpt`` first completes the new file on disk, then
-    renames the existing ``last.ckpt`` to ``last.prev.ckpt`` and the new file to ``last.ckpt``
+    keeps the existing ``last.ckpt`` as ``last.prev.ckpt`` (a hard link) and renames the new file to ``last.ckpt``
     (both atomic renames in one folder).
     """
 
@@ -160,10 +160,19 @@ class Checkpointer:
     def _write_last(self, state: dict[str, Any]) -> Path:
         last = self.last_path
         if self.keep_previous and self._last_is_good and last.is_file():
-            # New file complete first, then two renames: last.ckpt exists at every moment but
-            # the instant between them, and then last.prev.ckpt does (load_resume_checkpoint).
+            # New file complete first; then the current last.ckpt becomes last.prev.ckpt through a
+            # hard link (last.ckpt itself stays in place), and the new file replaces last.ckpt in one
+            # rename: a process killed at any moment leaves a complete last.ckpt. Where the file
+            # system has no hard links, two renames (an instant without last.ckpt, when
+            # last.prev.ckpt exists and load_resume_checkpoint falls back to it).
             staged = save_checkpoint(self.ckpt_dir / _NEXT, state)
-            os.replace(last, self.previous_path)
+            linked = self.ckpt_dir / (PREVIOUS + ".link")
+            try:
+                linked.unlink(missing_ok=True)
+                os.link(last, linked)
+                os.replace(linked, self.previous_path)
+            except OSError:
+                os.replace(last, self.previous_path)
             os.replace(staged, last)
         else:
             save_checkpoint(last, state)
