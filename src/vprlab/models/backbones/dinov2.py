@@ -12,6 +12,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from vprlab.models.backbones._weights import create_timm_pretrained, load_strict
@@ -164,6 +165,10 @@ class DinoV2Backbone(Backbone):
     loaded whenever it is given, whatever ``pretrained`` says; otherwise ``pretrained=True`` downloads
     timm's DINOv2 weights (LVD-142M) and ``pretrained=False`` keeps the random initialisation.
 
+    ``grad_checkpointing=True`` keeps only each trainable block's input during the training forward
+    pass and recomputes the block's activations in the backward pass (activation checkpointing): the
+    same gradients for one more forward of the trainable blocks, and a fraction of their memory.
+
     ``train_image_size`` / ``eval_image_size`` record the input sizes the model is meant for (BoQ
     DINOv2: trained at 280, evaluated at 322); they are checked against the patch size at once so a
     bad config fails before any data is read.
@@ -199,6 +204,7 @@ class DinoV2Backbone(Backbone):
         apply_final_norm: bool = False,
         round_to_patch_multiple: bool = False,
         keep_mask_token: bool = True,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
@@ -243,6 +249,7 @@ class DinoV2Backbone(Backbone):
         self.num_register_tokens = num_registers
         self.return_cls_token = bool(return_cls_token)
         self.apply_final_norm = bool(apply_final_norm)
+        self.grad_checkpointing = bool(grad_checkpointing)
         self.out_channels: int = dino.embed_dim
         self.patch_size: int = PATCH_SIZE
         self.stride: int = PATCH_SIZE
@@ -305,8 +312,14 @@ class DinoV2Backbone(Backbone):
             tokens = self.embed(x)
             for block in self.frozen_blocks:
                 tokens = block(tokens)
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.trainable_blocks:
-            tokens = block(tokens)
+            if checkpointing:
+                # Non-reentrant: works with frozen inputs, autocast and keyword-free blocks; the random
+                # state is replayed in the recomputation (stochastic depth, dropout).
+                tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]
