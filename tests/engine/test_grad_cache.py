@@ -165,3 +165,16 @@ def test_bad_chunk_size_is_a_clear_error(tiny_synthetic, tmp_path):
     cfg = compose_config("train", tiny_train_overrides(tiny_synthetic.root.parent, tmp_path, "trainer.grad_cache_chunk=0"))
     with pytest.raises(ValueError, match=r"trainer.grad_cache_chunk=0 must be an integer >= 1 or null; images per gradient-caching chunk"):
         train(cfg)
+
+
+def test_the_frozen_part_runs_once_and_the_gradients_stay_the_same(reference):
+    """The second pass starts from the kept output of the frozen blocks; the whole-model replay
+    (frozen_prefix=False, what DDP and compiled models get) gives the same gradients."""
+    _, _, _, grads0 = reference
+    images, labels = batch()
+    for frozen_prefix, embeds in ((True, 4), (False, 8)):  # 4 chunks: embedded once, or twice
+        model = tiny_dinov2_boq()
+        with mock.patch.object(model.backbone, "embed", wraps=model.backbone.embed) as spy:
+            grad_cache_backward(model, images, labels, multi_similarity(), 8, frozen_prefix=frozen_prefix)
+        assert spy.call_count == embeds
+        assert_same_gradients(grads0, gradients(model))

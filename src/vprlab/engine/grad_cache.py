@@ -63,6 +63,7 @@ def grad_cache_backward(
     chunk_size: int,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+    frozen_prefix: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Forward ``images`` through ``model`` in chunks, take ``loss_fn`` on the whole batch and leave the
     parameter gradients of that loss in ``.grad`` (added to what is there), as
@@ -71,19 +72,29 @@ def grad_cache_backward(
     ``scale`` is the GradScaler's ``scale`` under fp16 (the cached gradients are then scaled, and so are
     the parameter gradients, as ``scaler.unscale_`` expects). A DDP ``model`` all-reduces only after
     the last chunk (``no_sync`` before).
+
+    ``frozen_prefix``: keep the output of the backbone's frozen part from the first pass (when ``model``
+    has ``forward_frozen``, as VPRModel does, and its backbone supports the split) instead of
+    recomputing it. Pass False for a wrapped model (DDP, torch.compile) that must be called as a whole.
     """
     if chunk_size < 1:
         raise ValueError(f"trainer.grad_cache_chunk={chunk_size} must be at least 1 image (or null to turn it off)")
     chunks = images.split(chunk_size)
     device = images.device
-    # 1. Descriptors without autograd; remember each chunk's random state for the replay.
-    states, cached = [], []
+    # 1. Descriptors without autograd; remember each chunk's random state for the replay. A model whose
+    # backbone has a frozen part (VPRModel.forward_frozen) keeps that part's output (a DINOv2-B at 280:
+    # 1.2 MB per image), so that the second pass recomputes the trained blocks only.
+    split = getattr(model, "forward_frozen", None) is not None and frozen_prefix
+    states, cached, frozen = [], [], []
     norm_buffers = _norm_buffers(model)
     with torch.no_grad():
         for chunk in chunks:
-            states.append(_rng_snapshot(device))
             with autocast():
-                cached.append(model(chunk))
+                prefix = model.forward_frozen(chunk) if split else None
+                if prefix is not None:
+                    frozen.append(prefix)
+                states.append(_rng_snapshot(device))
+                cached.append(model.forward_from_frozen(prefix) if prefix is not None else model(chunk))
     after_first_pass = _rng_snapshot(device)
     for buffer, saved in norm_buffers:  # the second pass updates the running statistics once
         buffer.copy_(saved)
@@ -102,7 +113,7 @@ def grad_cache_backward(
         last = i == len(chunks) - 1
         with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
             with autocast():
-                out = model(chunk)
+                out = model.forward_from_frozen(frozen[i]) if frozen else model(chunk)
             out.backward(grad.to(out.dtype))
     _rng_restore(after_first_pass, device)
     return loss.detach(), stats

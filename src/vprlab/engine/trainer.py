@@ -199,7 +199,8 @@ def _train(
 
                     if 0 < grad_cache_chunk < images.shape[0]:  # same gradients, one chunk's memory (engine/grad_cache.py)
                         loss, stats = grad_cache_backward(
-                            train_model, images, labels, loss_fn, grad_cache_chunk, precision.autocast, scaler.scale
+                            train_model, images, labels, loss_fn, grad_cache_chunk, precision.autocast, scaler.scale,
+                            frozen_prefix=train_model is model,  # DDP / compiled: the wrapper runs whole
                         )
                     else:
                         with precision.autocast():

@@ -298,20 +298,34 @@ class DinoV2Backbone(Backbone):
         return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self.round_to_patch_multiple:
-            x = resize_to_patch_multiple(x, self.patch_size)
-        batch, _, height, width = x.shape
-        # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
-        frozen = [self.dino.patch_embed, *self.frozen_blocks]
+        return self.forward_from_frozen(self._forward_frozen(x))
+
+    def forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
+        """(tokens after the frozen blocks, patch rows, patch columns), computed without autograd; None when
+        part of it was unfrozen by hand (then only the whole forward is right). See :meth:`forward_from_frozen`."""
+        return self._forward_frozen(x) if self._frozen_part_is_frozen() else None
+
+    def _frozen_part_is_frozen(self) -> bool:
         embeddings = [self.dino.cls_token, self.dino.pos_embed]
         if self.dino.reg_token is not None:
             embeddings.append(self.dino.reg_token)
-        frozen_params = [*embeddings, *(p for m in frozen for p in m.parameters())]
-        no_grad = not any(p.requires_grad for p in frozen_params)
-        with torch.no_grad() if no_grad else contextlib.nullcontext():
+        frozen = [self.dino.patch_embed, *self.frozen_blocks]
+        return not any(p.requires_grad for p in [*embeddings, *(p for m in frozen for p in m.parameters())])
+
+    def _forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        if self.round_to_patch_multiple:
+            x = resize_to_patch_multiple(x, self.patch_size)
+        _, _, height, width = x.shape
+        # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
+        with torch.no_grad() if self._frozen_part_is_frozen() else contextlib.nullcontext():
             tokens = self.embed(x)
             for block in self.frozen_blocks:
                 tokens = block(tokens)
+        return tokens, height // self.patch_size, width // self.patch_size
+
+    def forward_from_frozen(self, frozen: tuple[torch.Tensor, int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The trainable blocks (+ final norm) on :meth:`forward_frozen`'s tokens -> the feature map (and class token)."""
+        tokens, grid_h, grid_w = frozen
         checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.trainable_blocks:
             if checkpointing:
@@ -323,7 +337,7 @@ class DinoV2Backbone(Backbone):
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]
-        grid = patches.transpose(1, 2).reshape(batch, self.out_channels, height // self.patch_size, width // self.patch_size)
+        grid = patches.transpose(1, 2).reshape(tokens.shape[0], self.out_channels, grid_h, grid_w)
         if self.return_cls_token:
             return grid, tokens[:, 0]
         return grid
