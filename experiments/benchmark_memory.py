@@ -8,12 +8,14 @@ caching + activation checkpointing (and checkpointing alone).
 Every mode runs in its own process (a fresh peak: CUDA max allocated, or on the CPU the peak resident
 set size minus the resident size once the model and optimizer are built), in interleaved rounds, so
 a busy machine slows all modes alike; a mode that runs out of memory prints "OOM". Speed: images
-per second of the median timed step (forward, MultiSimilarity miner + loss, backward, AdamW step),
+per second of the median timed step (on a CPU: per second of process CPU time, which a busy machine
+does not inflate; use --threads 1 there) (forward, MultiSimilarity miner + loss, backward, AdamW step),
 random weights (nothing is downloaded).
 
 ``--estimate`` also counts, in this process, the bytes autograd keeps for the backward pass per
 image (at --size, with --bf16 autocast) for each mode, and prints the GPU memory a step of the
-requested batch needs: weights + gradients + AdamW state + kept activations + one chunk's transient.
+requested batch needs: weights + gradients + AdamW state + kept activations (grad cache: one chunk's, plus
+the frozen blocks' output tokens of the whole batch) + the input batch.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def run_mode(args) -> dict:
     times = []
     try:
         for i in range(args.warmup + args.steps):
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             if chunked:
                 grad_cache_backward(model, images, labels, loss_fn, args.chunk, lambda: autocast(args, device))
             else:
@@ -101,7 +103,8 @@ def run_mode(args) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= args.warmup:
-                times.append(time.perf_counter() - tick)
+                # On a CPU, process CPU seconds: a busy machine (other processes) does not inflate them.
+                times.append(time.perf_counter() - tick if device.type == "cuda" else time.process_time() - cpu_tick)
     except torch.OutOfMemoryError:
         return {"mode": args.mode, "oom": True}
     if device.type == "cuda":
@@ -139,6 +142,7 @@ def estimate(args) -> None:
     model = make_model(args, False, torch.device("cpu"))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = model.backbone.out_channels
     del model
     n = 2
     per_image = {ckpt: saved_activation_bytes(args, ckpt, n) / n for ckpt in (False, True)}
@@ -149,6 +153,8 @@ def estimate(args) -> None:
     rows = []
     for mode, (chunked, ckpt) in MODES.items():
         kept = per_image[ckpt] * (args.chunk if chunked else batch)
+        if chunked:  # the frozen blocks' output tokens of the whole batch (fp32), kept between the two passes
+            kept += batch * ((args.size // 14) ** 2 + 1) * width * 4
         # The inputs of the whole batch stay on the device; a chunked step also keeps B descriptors and their grads.
         inputs = batch * 3 * args.size**2 * 4
         rows.append((mode, kept / 2**30, (kept + inputs) / 2**30 + weights_gb))
