@@ -340,6 +340,8 @@ def compare_with_vme(args) -> dict:
     for round_ in range(args.vme_rounds):
         for t in threads:
             tools = [("vprlab", ours), ("vme", theirs)]
+            if args.vme_before:  # vprlab with other overrides too (e.g. the old defaults), in the same rounds
+                tools.append(("vprlab_before", lambda t, run: [*ours(t, run), *args.vme_before.split()]))
             if round_ % 2:
                 tools.reverse()
             for name, command in tools:
@@ -371,6 +373,14 @@ def compare_with_vme(args) -> dict:
     print(f"\nrecalls: VPR-methods-evaluation {recalls_vme}; vprlab {recalls_ours}; "
           f"equal: {result['recalls_equal']}; max |descriptor difference| {diff:.2e}")
     print(f"{'threads':>8}{'VME wall s':>12}{'ours wall s':>12}{'wall ratio':>12}{'VME CPU s':>12}{'ours CPU s':>12}{'CPU ratio':>11}")
+    if args.vme_before:
+        for t in threads:
+            before_wall, before_cpu = (statistics.median(r[i] for r in rows[("vprlab_before", t)]) for i in range(2))
+            vme_wall, vme_cpu = (statistics.median(r[i] for r in rows[("vme", t)]) for i in range(2))
+            result[f"threads_{t}_before"] = {"vprlab_wall_s": before_wall, "vprlab_cpu_s": before_cpu,
+                                             "cpu_speedup": vme_cpu / before_cpu, "wall_speedup": vme_wall / before_wall}
+            print(f"{t:>8}  with {args.vme_before!r}: wall {before_wall:.1f} s ({vme_wall / before_wall:.2f}x), "
+                  f"CPU {before_cpu:.1f} s ({vme_cpu / before_cpu:.2f}x)")
     for t in threads:
         vme_wall, vme_cpu = (statistics.median(r[i] for r in rows[("vme", t)]) for i in range(2))
         our_wall, our_cpu = (statistics.median(r[i] for r in rows[("vprlab", t)]) for i in range(2))
@@ -411,6 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
     vme.add_argument("--vme-threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts")
     vme.add_argument("--vme-rounds", type=int, default=2)
     vme.add_argument("--vme-ours-args", default="", help="extra evaluate.py overrides, e.g. 'channels_last=false'")
+    vme.add_argument("--vme-before", default="",
+                     help="also run evaluate.py with these overrides, e.g. 'channels_last=false fold_batchnorm=false' (the old defaults)")
     vme.add_argument("--vme-their-args", default="", help="extra main.py arguments, e.g. '--batch_size 16'")
     args = p.parse_args(argv)
     if args.vme:
