@@ -198,6 +198,46 @@ def bench_model(args, device: torch.device) -> dict:
     return {"model_eval_img_s": args.batch_size / t_eval, **results}
 
 
+def bench_eval_formats(args, device: torch.device) -> dict:
+    """Model eval (as descriptor extraction runs it) plain, with channels_last, with BatchNorm folded, and
+    with both (evaluate.py's defaults), interleaved; on a CPU per process CPU second (load-proof)."""
+    import copy
+
+    from vprlab.models.fusion import fold_batchnorm
+
+    torch.manual_seed(0)
+    plain = build_model(BACKBONES[args.backbone], {"_target_": "vprlab.models.aggregators.boq.BoQ", "proj_channels": None,
+                                                   "num_queries": args.num_queries, "num_layers": args.num_layers,
+                                                   "row_dim": args.row_dim}).to(device).eval()
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    folded = copy.deepcopy(plain)
+    fold_batchnorm(folded)
+    variants = {"plain": (plain, x), "channels_last": (copy.deepcopy(plain).to(memory_format=torch.channels_last), xcl),
+                "fold_batchnorm": (folded, x), "both": (copy.deepcopy(folded).to(memory_format=torch.channels_last), xcl)}
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode(), autocast(device, args.precision):
+        reference = plain(x)
+        diffs = {k: (m(i) - reference).abs().max().item() for k, (m, i) in variants.items()}  # also the warm-up
+        for _ in range(args.iters):
+            for name, (model, inputs) in variants.items():
+                with onednn_linears(model, enabled=device.type == "cpu" and args.precision == "32"):
+                    sync(device)
+                    start = clock()
+                    model(inputs)
+                    sync(device)
+                    times[name].append(clock() - start)
+    base = statistics.median(times["plain"])
+    results = {}
+    for name in variants:
+        t = statistics.median(times[name])
+        results[f"eval_{name}_img_s"] = args.batch_size / t
+        results[f"eval_{name}_speedup"] = base / t
+        results[f"eval_{name}_max_abs_diff"] = diffs[name]
+    return results
+
+
 def bench_input_pipeline(args, device: torch.device) -> dict:
     """img/s of the training loader on its own, for each ``dataset.decoder`` asked for; with
     ``device`` decoding the time includes decoding and augmenting each batch on ``device``."""
@@ -400,7 +440,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--row-dim", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=["32", "bf16", "fp16"], default="32")
-    p.add_argument("--what", choices=["aggregator", "model", "input", "all"], default="all")
+    p.add_argument("--what", choices=["aggregator", "model", "input", "formats", "all"], default="all",
+                   help="formats: model eval plain / channels_last / BatchNorm folded / both, interleaved")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for the eval measurement")
     p.add_argument("--num-workers", type=int, default=2)
@@ -441,6 +482,8 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(bench_aggregator(args, device, in_channels, grid))
     if args.what in ("model", "all"):
         results.update(bench_model(args, device))
+    if args.what == "formats":
+        results.update(bench_eval_formats(args, device))
     if args.what in ("input", "all"):
         results.update(bench_input_pipeline(args, device))
     if results.get("input_pipeline_img_s") and results.get("train_step_img_s"):

@@ -69,3 +69,12 @@ def test_vme_comparison_folder_reads_as_a_utm_benchmark_with_one_positive_per_qu
     bench = load_benchmark(format="auto", root=str(tmp_path), name="jpegs")
     assert len(bench.db_paths) == 4 and len(bench.query_paths) == 2
     assert [list(p) for p in bench.positives] == [[0], [1]]  # 5 m from its place, 95 m from the next
+
+
+def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
+    results = _script("benchmark_speed").main([
+        "--what", "formats", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--num-queries", "8",
+        "--row-dim", "4", "--iters", "1", "--device", "cpu",
+    ])
+    for name in ("channels_last", "fold_batchnorm", "both"):
+        assert results[f"eval_{name}_max_abs_diff"] < 1e-5 and results[f"eval_{name}_speedup"] > 0
