@@ -300,7 +300,7 @@ def write_jpeg_folder(root: Path, num_db: int, num_queries: int, size: tuple[int
             crop = scene[:, shift:shift + height, shift:shift + width]
             crop = crop + 0.03 * torch.from_numpy(rng.standard_normal(crop.shape, dtype=np.float32))
             pixels = (crop.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-            name = f"@{east:.2f}@{1000.0:.2f}@32@T@0@0@@@@@@@{folder[0]}{i:05d}@.jpg"
+            name = f"@{east:010.2f}@{1000.0:.2f}@32@T@0@0@@@@@@@{folder[0]}{i:05d}@.jpg"  # sorted by name = by place
             Image.fromarray(pixels).save(root / folder / name, quality=90)
 
 
