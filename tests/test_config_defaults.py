@@ -64,7 +64,7 @@ def test_a_missing_loader_key_means_what_the_yaml_says(tmp_path) -> None:
 def test_evaluate_and_trainer_read_every_setting_from_the_yaml(tmp_path) -> None:
     """The keys the code reads without a default exist in the YAML (so no run meets a missing key)."""
     evaluate = compose_config("evaluate", [f"paths.output_dir={tmp_path}"])
-    for key in ("cache", "cache_dtype", "progress", "search_float16", "channels_last", "faiss_gpu",
+    for key in ("cache", "cache_dtype", "progress", "search_float16", "channels_last", "fold_batchnorm", "faiss_gpu",
                 "submission_top_k", "db_chunk_size"):
         assert key in evaluate, key
     assert evaluate.cache is True  # the value the old code-side default (False) contradicted

@@ -41,3 +41,40 @@ def test_search_benchmark_finds_the_brute_force_top1_through_the_memory_mapped_c
     assert results["top1_matches_brute_force"] is True
     assert json.loads((tmp_path / "search.json").read_text())["search_s"] == results["search_s"]
     assert results["db_file_gb"] == 3000 * 64 * 2 / 1e9
+
+
+def test_memory_benchmark_runs_every_mode_in_process():
+    """The per-mode step of benchmark_memory.py at toy size (a 2-block DINOv2-S stand-in, 28x28 images)."""
+    from argparse import Namespace
+    from unittest import mock
+
+    import timm
+
+    bench = _script("benchmark_memory")
+    create = timm.create_model
+    small = lambda name, *a, **k: create(name, *a, depth=2, embed_dim=32, num_heads=2, **k)  # noqa: E731
+    for mode in bench.MODES:
+        args = Namespace(device="cpu", mode=mode, model="vit_small_patch14_dinov2", trainable_blocks=1, size=28,
+                         places=2, images=2, chunk=2, bf16=False, warmup=0, steps=1)
+        with mock.patch.object(timm, "create_model", small):
+            result = bench.run_mode(args)
+        # (peak_mb is only meaningful in a fresh process, as the script runs each mode)
+        assert result["mode"] == mode and result["oom"] is False and result["img_per_s"] > 0 and "peak_mb" in result
+
+
+def test_vme_comparison_folder_reads_as_a_utm_benchmark_with_one_positive_per_query(tmp_path):
+    from vprlab.data.benchmarks import load_benchmark
+
+    _script("benchmark_speed").write_jpeg_folder(tmp_path, num_db=4, num_queries=2, size=(64, 48))
+    bench = load_benchmark(format="auto", root=str(tmp_path), name="jpegs")
+    assert len(bench.db_paths) == 4 and len(bench.query_paths) == 2
+    assert [list(p) for p in bench.positives] == [[0], [1]]  # 5 m from its place, 95 m from the next
+
+
+def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
+    results = _script("benchmark_speed").main([
+        "--what", "formats", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--num-queries", "8",
+        "--row-dim", "4", "--iters", "1", "--device", "cpu",
+    ])
+    for name in ("channels_last", "fold_batchnorm", "both"):
+        assert results[f"eval_{name}_max_abs_diff"] < 1e-5 and results[f"eval_{name}_speedup"] > 0

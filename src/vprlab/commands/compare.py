@@ -56,6 +56,7 @@ from vprlab.evaluation.protocol import (
     run_benchmark,
 )
 from vprlab.evaluation.results import markdown_table
+from vprlab.models.fusion import fold_batchnorm as fold_batchnorm_into_convs
 from vprlab.reports.paper import paper_benchmark
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.io import atomic_write_text
@@ -234,6 +235,7 @@ def compare_models(
     allow_unsafe_pickle: bool = False,
     progress: bool = True,
     channels_last: bool = False,
+    fold_batchnorm: bool = False,
     loader: Callable[..., LoadedModel] = load_compare_model,
 ) -> Comparison:
     """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
@@ -282,6 +284,8 @@ def compare_models(
             skipped.append(Skipped(source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
             continue
         model = loaded.model.to(dev).eval()
+        if fold_batchnorm:  # as evaluate.py: BatchNorm folded into its convolution (models/fusion.py)
+            fold_batchnorm_into_convs(model)
         if channels_last:
             model.to(memory_format=torch.channels_last)
         for bench in present:
@@ -543,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=str(cfg.device), batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
             precision=cfg.precision, ks=tuple(cfg.recall_ks), published=args.published,
             allow_unsafe_pickle=args.allow_unsafe_pickle, progress=bool(cfg.progress), channels_last=bool(cfg.channels_last),
+            fold_batchnorm=bool(cfg.fold_batchnorm),
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"vprlab compare: {err}", file=sys.stderr)

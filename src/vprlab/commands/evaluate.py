@@ -26,6 +26,7 @@ from vprlab.evaluation.protocol import (
     run_benchmark,
 )
 from vprlab.evaluation.results import print_recall_table, read_results, write_results
+from vprlab.models.fusion import fold_batchnorm
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.errors import ConfigError, MissingFileError
@@ -251,6 +252,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     precision = Precision.from_config(cfg.precision or "32", device)
     model, name, weights_hash = load_model_for_eval(cfg)
     model.to(device)
+    if cfg.fold_batchnorm:  # evaluation only: BatchNorm folded into its convolution (models/fusion.py)
+        fold_batchnorm(model.eval())
     if cfg.channels_last:  # NHWC: faster convolutions (CPU oneDNN, tensor cores)
         model.to(memory_format=torch.channels_last)
     transform_for = make_transform_for(model)

@@ -93,6 +93,8 @@ def validate_train_values(cfg: DictConfig) -> None:
     _number(cfg, "trainer.grad_clip", minimum=0, optional=True, hint="null (or 0) means no clipping")
     _number(cfg, "trainer.checkpoint_every_n_steps", integer=True, minimum=1, optional=True, hint="null: once per epoch")
     _number(cfg, "trainer.max_nonfinite_steps", integer=True, minimum=1)
+    _number(cfg, "trainer.grad_cache_chunk", integer=True, minimum=1, optional=True,
+            hint="images per gradient-caching chunk; null: the plain step")
     _recall_ks(cfg, "trainer.recall_ks")
     for key in _image_size_keys(cfg):
         _sizes_key(cfg, key)

@@ -31,6 +31,7 @@ from vprlab.engine.distributed import (
     mean_across_ranks,
     shutdown,
 )
+from vprlab.engine.grad_cache import grad_cache_backward
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.engine.resume import prepare_resume
@@ -166,6 +167,8 @@ def _train(
     }, step=0)  # a property of the run, not of a step: a resumed run does not log it twice
 
     log_every = int(tcfg.log_every_n_steps)
+    # Images per chunk of the gradient-caching step; 0/null: the plain step.
+    grad_cache_chunk = int(tcfg.get("grad_cache_chunk") or 0)
     guard = NonFiniteGuard(int(tcfg.max_nonfinite_steps))
     interrupted: str | None = None
     try:
@@ -194,11 +197,16 @@ def _train(
                         images = images.contiguous(memory_format=torch.channels_last)
                     set_lr(optimizer, schedule(step))
 
-                    with precision.autocast():
-                        descriptors = train_model(images)
-                    loss, stats = loss_fn(descriptors, labels)
-
-                    scaler.scale(loss).backward()
+                    if 0 < grad_cache_chunk < images.shape[0]:  # same gradients, one chunk's memory (engine/grad_cache.py)
+                        loss, stats = grad_cache_backward(
+                            train_model, images, labels, loss_fn, grad_cache_chunk, precision.autocast, scaler.scale,
+                            frozen_prefix=train_model is model,  # DDP / compiled: the wrapper runs whole
+                        )
+                    else:
+                        with precision.autocast():
+                            descriptors = train_model(images)
+                        loss, stats = loss_fn(descriptors, labels)
+                        scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip) if tcfg.grad_clip else math.inf)
                     # The miner has already synchronised with the host this step, so this check is free.

@@ -29,7 +29,20 @@ class VPRModel(nn.Module):
         return out[0], (out[1] if len(out) > 1 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
+        return self._descriptor(self.backbone(x))
+
+    def forward_frozen(self, x: torch.Tensor) -> Any | None:
+        """The output of the backbone's frozen part (computed without autograd), for backbones that can split
+        their forward there (``forward_frozen`` / ``forward_from_frozen``); None otherwise. Gradient caching
+        keeps it from the first pass so the second recomputes only the trained part."""
+        split = getattr(self.backbone, "forward_frozen", None)
+        return split(x) if split is not None else None
+
+    def forward_from_frozen(self, frozen: Any) -> torch.Tensor:
+        """The descriptor from :meth:`forward_frozen`'s output: ``forward(x) == forward_from_frozen(forward_frozen(x))``."""
+        return self._descriptor(self.backbone.forward_from_frozen(frozen))
+
+    def _descriptor(self, features: Any) -> torch.Tensor:
         if getattr(self.aggregator, "returns_attention", False):
             # Only the descriptor is wanted: let the aggregator skip its attention maps (fused kernels).
             return self.aggregator(features, return_attention=False)[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from vprlab.models.backbones._weights import create_timm_pretrained, load_strict
@@ -164,6 +165,10 @@ class DinoV2Backbone(Backbone):
     loaded whenever it is given, whatever ``pretrained`` says; otherwise ``pretrained=True`` downloads
     timm's DINOv2 weights (LVD-142M) and ``pretrained=False`` keeps the random initialisation.
 
+    ``grad_checkpointing=True`` keeps only each trainable block's input during the training forward
+    pass and recomputes the block's activations in the backward pass (activation checkpointing): the
+    same gradients for one more forward of the trainable blocks, and a fraction of their memory.
+
     ``train_image_size`` / ``eval_image_size`` record the input sizes the model is meant for (BoQ
     DINOv2: trained at 280, evaluated at 322); they are checked against the patch size at once so a
     bad config fails before any data is read.
@@ -199,6 +204,7 @@ class DinoV2Backbone(Backbone):
         apply_final_norm: bool = False,
         round_to_patch_multiple: bool = False,
         keep_mask_token: bool = True,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
@@ -243,6 +249,7 @@ class DinoV2Backbone(Backbone):
         self.num_register_tokens = num_registers
         self.return_cls_token = bool(return_cls_token)
         self.apply_final_norm = bool(apply_final_norm)
+        self.grad_checkpointing = bool(grad_checkpointing)
         self.out_channels: int = dino.embed_dim
         self.patch_size: int = PATCH_SIZE
         self.stride: int = PATCH_SIZE
@@ -291,26 +298,46 @@ class DinoV2Backbone(Backbone):
         return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self.round_to_patch_multiple:
-            x = resize_to_patch_multiple(x, self.patch_size)
-        batch, _, height, width = x.shape
-        # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
-        frozen = [self.dino.patch_embed, *self.frozen_blocks]
+        return self.forward_from_frozen(self._forward_frozen(x))
+
+    def forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
+        """(tokens after the frozen blocks, patch rows, patch columns), computed without autograd; None when
+        part of it was unfrozen by hand (then only the whole forward is right). See :meth:`forward_from_frozen`."""
+        return self._forward_frozen(x) if self._frozen_part_is_frozen() else None
+
+    def _frozen_part_is_frozen(self) -> bool:
         embeddings = [self.dino.cls_token, self.dino.pos_embed]
         if self.dino.reg_token is not None:
             embeddings.append(self.dino.reg_token)
-        frozen_params = [*embeddings, *(p for m in frozen for p in m.parameters())]
-        no_grad = not any(p.requires_grad for p in frozen_params)
-        with torch.no_grad() if no_grad else contextlib.nullcontext():
+        frozen = [self.dino.patch_embed, *self.frozen_blocks]
+        return not any(p.requires_grad for p in [*embeddings, *(p for m in frozen for p in m.parameters())])
+
+    def _forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        if self.round_to_patch_multiple:
+            x = resize_to_patch_multiple(x, self.patch_size)
+        _, _, height, width = x.shape
+        # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
+        with torch.no_grad() if self._frozen_part_is_frozen() else contextlib.nullcontext():
             tokens = self.embed(x)
             for block in self.frozen_blocks:
                 tokens = block(tokens)
+        return tokens, height // self.patch_size, width // self.patch_size
+
+    def forward_from_frozen(self, frozen: tuple[torch.Tensor, int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The trainable blocks (+ final norm) on :meth:`forward_frozen`'s tokens -> the feature map (and class token)."""
+        tokens, grid_h, grid_w = frozen
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.trainable_blocks:
-            tokens = block(tokens)
+            if checkpointing:
+                # Non-reentrant: works with frozen inputs, autocast and keyword-free blocks; the random
+                # state is replayed in the recomputation (stochastic depth, dropout).
+                tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]
-        grid = patches.transpose(1, 2).reshape(batch, self.out_channels, height // self.patch_size, width // self.patch_size)
+        grid = patches.transpose(1, 2).reshape(tokens.shape[0], self.out_channels, grid_h, grid_w)
         if self.return_cls_token:
             return grid, tokens[:, 0]
         return grid
