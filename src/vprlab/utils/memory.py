@@ -42,6 +42,7 @@ class PeakMemory:
         self._start: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._exited = False
 
     def __enter__(self) -> PeakMemory:
         if self.kind == KIND_CUDA:
@@ -68,6 +69,11 @@ class PeakMemory:
             self._peak = rss
 
     def __exit__(self, *exc: Any) -> None:
+        if self.kind == KIND_CUDA:  # the job's peak, kept: a later job resets the device's counter
+            torch.cuda.synchronize(self.device)
+            self._peak = torch.cuda.max_memory_allocated(self.device)
+            self._exited = True
+            return
         if self._thread is not None:
             self._update()
             self._stop.set()
@@ -78,7 +84,8 @@ class PeakMemory:
     def peak_mb(self) -> float:
         """The peak so far (MiB); NaN where it cannot be measured."""
         if self.kind == KIND_CUDA:
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak = self._peak if self._exited else torch.cuda.max_memory_allocated(self.device)
+            return peak / 2**20
         if self._start is None:
             return float("nan")
         self._update()
