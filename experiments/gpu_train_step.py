@@ -18,32 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from benchmark_speed import (
+    timed as median_time,  # experiments/ is the script's folder, on sys.path
+)
 
 from vprlab.losses import multi_similarity
 from vprlab.models.vpr_model import build_model
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn, device: torch.device, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def make_model(device: torch.device, trainable_blocks: int) -> torch.nn.Module:

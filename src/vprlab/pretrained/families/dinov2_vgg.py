@@ -48,6 +48,7 @@ import torch
 
 from vprlab.models.backbones.vgg import NUM_KEPT_LAYERS, STAGE_CONVS
 from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.pretrained.layouts import _list, describe_differences
 from vprlab.utils.errors import ConfigError, MissingFileError
 
 NETVLAD_WHITENED_DIM = 4096
@@ -170,8 +171,6 @@ MEGALOC_LEGACY_RULES: Rules = (
 )
 
 
-def _names(keys: list[str], limit: int = 8) -> str:
-    return ", ".join(keys[:limit]) + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def check_against_model(
@@ -182,21 +181,9 @@ def check_against_model(
     the meta device (no memory, no initialisation)."""
     with torch.device("meta"):
         expected = build(entry).state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_names(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches: {_names(shapes, 5)}")
-    if problems:
-        raise ConfigError(f"{what} does not match the model: " + "; ".join(problems))
+    differences = describe_differences(expected, state)
+    if differences:
+        raise ConfigError(f"{what} does not match the model: {differences}")
     return {k: state[k] for k in expected}
 
 
@@ -214,7 +201,7 @@ def map_keys(raw: Mapping[str, torch.Tensor], rules: Rules, what: str) -> dict[s
         else:
             unmapped.append(key)
     if unmapped:
-        raise ConfigError(f"{what}: {len(unmapped)} keys that no mapping knows: {_names(unmapped)}")
+        raise ConfigError(f"{what}: {len(unmapped)} keys that no mapping knows: {_list(unmapped)}")
     return out
 
 
@@ -381,7 +368,7 @@ def convert_netvlad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[
     read_layers = {*range(NUM_KEPT_LAYERS), NETVLAD_LAYER, WHITENING_LAYER}
     unused = [k for k in raw if k not in used and k.startswith("layers.") and int(k.split(".")[1]) in read_layers]
     if unused:
-        raise ConfigError(f"{what}: {len(unused)} arrays that no mapping knows: {_names(unused)}")
+        raise ConfigError(f"{what}: {len(unused)} arrays that no mapping knows: {_list(unused)}")
     return check_against_model(state, build_netvlad, entry, what)
 
 
