@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--num-workers", type=int, default=1, help="loader worker processes, both sides")
-    parser.add_argument("--channels-last", action="store_true", help="also run vprlab with trainer.channels_last=true")
+    parser.add_argument("--nchw", action="store_true", help="also run vprlab with trainer.channels_last=false (the old default)")
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "vprlab_bench_train"))
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
@@ -103,8 +103,8 @@ def main() -> None:
     data = make_data(workdir, args.places * (args.warmup + args.steps), args.images)
     threads_list = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
     variants = {"vprlab": []}
-    if args.channels_last:
-        variants["vprlab channels_last"] = ["trainer.channels_last=true"]
+    if args.nchw:
+        variants["vprlab NCHW"] = ["trainer.channels_last=false"]
     results = []
     for precision in args.precision.split(","):
         for threads in threads_list:
