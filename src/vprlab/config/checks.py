@@ -15,6 +15,16 @@ from vprlab.models.spec import Aggregator, component_class
 from vprlab.utils.errors import ConfigError, MissingFileError
 
 
+def _lookup(cfg: Any, key: str) -> tuple[bool, Any]:
+    """(whether dotted ``key`` is in ``cfg``, its value)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if node is None or part not in node:
+            return False, None
+        node = node.get(part)
+    return True, node
+
+
 def _sizes(value: Any) -> list[int]:
     if value is None:
         return []
@@ -27,11 +37,9 @@ def _number(cfg: Any, key: str, *, integer: bool = False, minimum: float | None 
             optional: bool = False, hint: str = "") -> None:
     """Check the value at dotted ``key`` of ``cfg`` (absent keys pass): a number (an integer with
     ``integer``), at least ``minimum`` / greater than ``above``, or null when ``optional``."""
-    node: Any = cfg
-    for part in key.split("."):
-        if node is None or part not in node:
-            return
-        node = node.get(part)
+    found, node = _lookup(cfg, key)
+    if not found:
+        return
     value = node
     if value is None:
         if optional:
@@ -48,11 +56,9 @@ def _number(cfg: Any, key: str, *, integer: bool = False, minimum: float | None 
 
 def _sizes_key(cfg: Any, key: str) -> None:
     """An image size: a positive integer or [height, width] of positive integers (or null)."""
-    node: Any = cfg
-    for part in key.split("."):
-        if node is None or part not in node:
-            return
-        node = node.get(part)
+    found, node = _lookup(cfg, key)
+    if not found:
+        return
     if node is None:
         return
     values = [node] if not hasattr(node, "__len__") or isinstance(node, str) else list(node)
@@ -61,11 +67,9 @@ def _sizes_key(cfg: Any, key: str) -> None:
 
 
 def _recall_ks(cfg: Any, key: str) -> None:
-    node: Any = cfg
-    for part in key.split("."):
-        if node is None or part not in node:
-            return
-        node = node.get(part)
+    found, node = _lookup(cfg, key)
+    if not found:
+        return
     values = [node] if isinstance(node, int) else (list(node) if node is not None and not isinstance(node, str) else None)
     if not values or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in values):
         raise ConfigError(f"{key}={node!r} must be a non-empty list of positive integers, e.g. [1, 5, 10]")
