@@ -214,3 +214,43 @@ def test_models_list_and_download(cosplace_file, monkeypatch, tmp_path, capsys) 
     assert main(["download", "convap_resnet50_4096"]) == 1
     assert "Google Drive folder 1VYPw9uGD11NgiGFgfWueLt3noJYOIuhL" in capsys.readouterr().err
     assert main(["download", "nope"]) == 1 and "unknown published model 'nope'" in capsys.readouterr().err
+
+
+def test_fine_tuning_keeps_component_overrides_and_refuses_another_architecture(tmp_path, monkeypatch) -> None:
+    """train.py pretrained=<name> backbone.num_trainable_blocks=3: the published architecture with that
+    one setting changed (it used to be replaced silently); backbone=<group> is refused."""
+    from vprlab.pretrained import finetune
+
+    name = "mixvpr_resnet50_4096"
+    args = [f"pretrained={name}", "backbone.num_trainable_blocks=3", f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(finetune, "command_line_overrides", lambda: args)
+    cfg = finetune.apply_published_architecture(compose_config("train", args))
+    published_backbone, _ = finetune.published_configs(name)
+    assert cfg.backbone.num_trainable_blocks == 3 != published_backbone["num_trainable_blocks"]
+    assert cfg.backbone.model_name == published_backbone["model_name"]
+
+    args = [f"pretrained={name}", "backbone=resnet18", f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(finetune, "command_line_overrides", lambda: args)
+    with pytest.raises(ValueError, match=r"pretrained=mixvpr_resnet50_4096 sets the backbone.*backbone=resnet18"):
+        finetune.apply_published_architecture(compose_config("train", args))
+
+
+def test_a_fine_tuning_run_resumes_with_auto_and_from_its_file(cosplace_file, tiny_synthetic, tmp_path, monkeypatch) -> None:
+    """ckpt_path=auto (the same command again) and ckpt_path=<file> both continue a pretrained=<name> run:
+    auto compares the published architecture with the stored one, <file> rebuilds the stored config."""
+    from vprlab.engine.trainer import train
+
+    out = tmp_path / "run"
+    args = [
+        "experiment=quickstart", f"paths.data_dir={tiny_synthetic.root.parent}", f"paths.output_dir={out}",
+        f"pretrained={NAME}", f"pretrained.path={cosplace_file}", "dataset.image_size=[48,64]",
+        "dataset.places_per_batch=8", "trainer.eval_batch_size=16",
+    ]
+    first = train(compose_config("train", [*args, "trainer.max_epochs=1"]))
+    auto = train(compose_config("train", [*args, "trainer.max_epochs=2", "ckpt_path=auto"]))
+    assert auto["step"] == 2 * first["step"]
+    # As on a command line (Hydra knows the overrides): only the resume-safe ones are given.
+    again = [f"paths.output_dir={out}", "trainer.max_epochs=3", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"]
+    monkeypatch.setattr("vprlab.engine.resume.command_line_overrides", lambda: again)
+    from_file = train(compose_config("train", again))
+    assert from_file["step"] == 3 * first["step"]

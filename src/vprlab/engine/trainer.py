@@ -40,6 +40,7 @@ from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
+from vprlab.pretrained.catalog import published_model
 from vprlab.pretrained.finetune import (
     apply_published_architecture,
     load_published_weights,
@@ -60,9 +61,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
+    # train.py pretrained=<name>: the published model's backbone/aggregator; not for ckpt_path=<file>,
+    # whose stored config already holds the architecture it trained (ckpt_path=auto checks the two agree).
+    if not cfg.get("ckpt_path") or str(cfg.get("ckpt_path")) == "auto":
+        apply_published_architecture(cfg)
     # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
     cfg, resume_path, resume_state = prepare_resume(cfg)
-    apply_published_architecture(cfg)  # train.py pretrained=<name>: the published model's backbone/aggregator
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
@@ -129,6 +133,8 @@ def _train(
         history = state.get("history", [])
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
+        if (cfg.get("pretrained") or {}).get("name"):  # a fine-tuned published model keeps its method's preprocessing
+            model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
 
     elif (cfg.get("pretrained") or {}).get("name"):  # fine-tuning a published model: its released weights
         load_published_weights(model, str(cfg.pretrained.name), cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))

@@ -41,16 +41,43 @@ def published_configs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return resolve_callable(spec.configs)(spec)
 
 
+def command_line_overrides() -> list[str]:
+    """The running Hydra job's command-line overrides ([] outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover - Hydra is a dependency
+        return []
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def apply_published_architecture(cfg: DictConfig) -> DictConfig:
     """With ``cfg.pretrained.name`` set: replace ``cfg.backbone`` / ``cfg.aggregator`` by the published
     architecture (in place; returns ``cfg``). Without it: ``cfg`` unchanged."""
     pretrained = cfg.get("pretrained")
     if not pretrained or not pretrained.get("name"):
         return cfg
+    overrides = command_line_overrides()
+    groups = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] in ("backbone", "aggregator")]
+    if groups:
+        raise ConfigError(
+            f"pretrained={pretrained.name} sets the backbone and aggregator (the published architecture), so "
+            f"{', '.join(groups)} cannot choose another; drop it, or change one setting with backbone.KEY=VALUE / "
+            "aggregator.KEY=VALUE"
+        )
+    # backbone.KEY=VALUE / aggregator.KEY=VALUE from the command line apply on top of the published
+    # architecture (e.g. backbone.num_trainable_blocks=3); their values are the ones already composed.
+    kept = {}
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith(("backbone.", "aggregator.")) and not override.startswith("~"):
+            kept[key] = OmegaConf.select(cfg, key)
     backbone, aggregator = published_configs(str(pretrained.name))
     with open_dict(cfg):
         cfg.backbone = OmegaConf.create(backbone)
         cfg.aggregator = OmegaConf.create(aggregator)
+        for key, value in kept.items():
+            OmegaConf.update(cfg, key, value, force_add=True)
+            log.info("pretrained=%s: kept the command line's %s=%s", pretrained.name, key, value)
     log.info("pretrained=%s: backbone and aggregator are the published architecture (%s, %s)",
              pretrained.name, backbone["_target_"].rsplit(".", 1)[-1], aggregator["_target_"].rsplit(".", 1)[-1])
     return cfg
