@@ -43,7 +43,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
     From a vprlab checkpoint the model is rebuilt from the config stored in it (so the
     evaluate.yaml backbone/aggregator groups are ignored); otherwise from those groups,
     with weights from ``weights_path`` or, with a warning, untrained. ``pretrained=<name>``
-    selects a released BoQ model instead (``pretrained.path``: a local copy of its file).
+    selects a published model instead (any `vprlab models list` name) (``pretrained.path``: a local copy of its file).
     """
     if cfg.get("pretrained"):
         from vprlab.pretrained import load_for_evaluation
