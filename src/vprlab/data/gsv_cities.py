@@ -228,6 +228,17 @@ class GSVCitiesDataset(Dataset):
         """Label of every kept place, in place-index order."""
         return self._labels
 
+    @property
+    def place_cities(self) -> np.ndarray:
+        """Index (into :attr:`cities`) of every kept place's city, in place-index order: the places
+        of a city are consecutive and the cities come in the order of :attr:`cities`."""
+        return self._labels // self.label_stride
+
+    @property
+    def place_image_counts(self) -> np.ndarray:
+        """Number of images of every kept place, in place-index order."""
+        return np.diff(self._offsets)
+
     def place_image_paths(self, place_index: int) -> list[str]:
         lo, hi = self._offsets[place_index], self._offsets[place_index + 1]
         return [str(p) for p in self._paths[lo:hi]]

@@ -15,7 +15,7 @@ from vprlab.utils.resolvers import cpus
 # Keys of the dataset config that describe how batches are made, not the dataset itself.
 LOADER_KEYS = (
     "image_size", "places_per_batch", "num_workers", "pin_memory", "persistent_workers",
-    "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode",
+    "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode", "batch_order", "drop_last",
 )
 # What a dataset config that leaves a key out gets (a hand-written config, an older stored one): the
 # values conf/dataset/gsv_cities.yaml sets, so a missing key means what the YAML says and nothing else
@@ -25,7 +25,7 @@ LOADER_DEFAULTS = {
     # num_workers: ${vprlab.cpus:8} in the YAML, the same rule here.
     "places_per_batch": 160, "num_workers": cpus(8), "pin_memory": True, "persistent_workers": True,
     "prefetch_factor": 4, "randaugment_ops": 3, "randaugment_magnitude": 15, "fast_decode": False,
-    "decoder": "pil",
+    "decoder": "pil", "batch_order": "city", "drop_last": False,
 }
 
 
@@ -48,13 +48,15 @@ def build_train_loader(
 
     Returns ``(loader, sampler, dataset)``; the sampler's ``set_epoch``/``set_start`` make the
     order of places and the images drawn a pure function of (seed, epoch), so resuming from
-    a checkpoint continues exactly. Under DDP each of ``world_size`` ranks gets its own share
-    of the places and still builds batches of ``places_per_batch`` places. With
+    a checkpoint continues exactly. ``dataset.batch_order`` chooses city-by-city batches (the
+    GSV-Cities recipe) or one shuffle of all places; ``dataset.drop_last`` whether the epoch's last,
+    smaller batch is dropped (see :class:`~vprlab.data.samplers.PlaceSampler`). Under DDP each of
+    ``world_size`` ranks gets its own batches of ``places_per_batch`` places. With
     ``dataset.decoder=device`` the loader yields still-encoded images: the batch's
     ``.to(device)`` decodes and transforms them there (see :mod:`vprlab.data.decoding`).
     """
     from vprlab.data.decoding import check_decoder
-    from vprlab.data.samplers import PlaceSampler, collate_places
+    from vprlab.data.samplers import BATCH_ORDERS, PlaceSampler, collate_places
     from vprlab.data.transforms import train_transform
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
@@ -85,14 +87,34 @@ def build_train_loader(
             f"dataset has {len(dataset)} places with at least {dataset_cfg.get('min_img_per_place', '?')} images{per_rank}, "
             f"fewer than dataset.places_per_batch={places_per_batch}; lower places_per_batch or add cities"
         )
-    sampler = PlaceSampler(len(dataset), seed=seed, shuffle=True, num_replicas=world_size, rank=rank)
+    batch_order = loader_setting(loader_cfg, "batch_order")
+    if batch_order not in BATCH_ORDERS:
+        raise ConfigError(
+            f"dataset.batch_order={batch_order!r}; use city (places of one city per batch, the GSV-Cities "
+            f"recipe) or shuffled (all places shuffled together)"
+        )
+    drop_last = loader_setting(loader_cfg, "drop_last")
+    if not isinstance(drop_last, bool):
+        raise ConfigError(f"dataset.drop_last={drop_last!r}; use true or false")
+    city_order = batch_order == "city"
+    if city_order and not hasattr(dataset, "place_cities"):
+        raise ConfigError(
+            f"dataset.batch_order=city needs the city of every place, which {type(dataset).__name__} does not give "
+            "(a place_cities array, as GSVCitiesDataset has); set dataset.batch_order=shuffled"
+        )
+    sampler = PlaceSampler(
+        len(dataset), seed=seed, batch_order=batch_order, batch_size=places_per_batch, drop_last=drop_last,
+        cities=dataset.place_cities if city_order else None,
+        image_counts=dataset.place_image_counts if city_order else None,
+        num_replicas=world_size, rank=rank,
+    )
     num_workers = int(loader_setting(loader_cfg, "num_workers"))
     loader = DataLoader(
         dataset,
         batch_size=places_per_batch,
         sampler=sampler,
         collate_fn=collate_places,
-        drop_last=True,
+        drop_last=False,  # the sampler has already cut each rank's share into batches (its drop_last)
         num_workers=num_workers,
         pin_memory=bool(loader_setting(loader_cfg, "pin_memory")) and device_type == "cuda",
         persistent_workers=bool(loader_setting(loader_cfg, "persistent_workers")) and num_workers > 0,
