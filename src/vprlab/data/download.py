@@ -92,16 +92,17 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def check_file(path: Path, size: int | None, checksum: str | None, origin: str) -> None:
-    """A :class:`DataError` when ``path`` has another size or checksum than expected (None: not checked)."""
+def check_file(path: Path, size: int | None, checksum: str | None, origin: str, name: str | None = None) -> None:
+    """A :class:`DataError` when ``path`` (the file ``name``) has another size or checksum than expected (None: not checked)."""
+    name = name or path.name
     seen = path.stat().st_size
     if size is not None and seen != size:
-        raise DataError(f"{origin}: {path.name} has {seen} bytes where {size} are expected; the file is incomplete or another file")
+        raise DataError(f"{origin}: {name} has {seen} bytes where {size} are expected; the file is incomplete or another file")
     if checksum:
         algorithm, _, expected = checksum.partition(":")
         actual = file_digest(path, algorithm)
         if actual.lower() != expected.lower():
-            raise DataError(f"{origin}: {path.name} has {algorithm} {actual} where {expected} is published; the file is damaged or another file")
+            raise DataError(f"{origin}: {name} has {algorithm} {actual} where {expected} is published; the file is damaged or another file")
 
 
 # ----------------------------------------------------------------------------------------- transfer
@@ -159,7 +160,7 @@ def fetch_file(
         if complete:
             break
     try:
-        check_file(part, remote.size_bytes, remote.checksum, remote.url)
+        check_file(part, remote.size_bytes, remote.checksum, remote.url, remote.file_name)
     except DataError:
         part.unlink()  # a damaged file is never taken; the next run starts afresh
         raise
