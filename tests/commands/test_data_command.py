@@ -137,3 +137,18 @@ def test_unknown_dataset_names_the_catalog():
 
     with pytest.raises(ConfigError, match=r"unknown dataset 'nope'; `vprlab data list` shows them: gsv_cities, "):
         data_cmd.main(["download", "nope"])
+
+
+def test_data_doc_lists_every_catalog_entry_with_how_it_is_obtained():
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in (REPO / "docs" / "data.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for source in SOURCES:
+        assert source.name in rows, f"docs/data.md has no row for {source.name}"
+        assert rows[source.name].split()[0] == source.method, source.name
+
+
+def test_no_config_or_doc_names_the_deleted_download_scripts():
+    deleted = ("download_eynsham.py", "download_st_lucia.py", "download_nordland.py")
+    files = [*(REPO / "conf").rglob("*.yaml"), *(REPO / "docs").rglob("*.md"), REPO / "README.md"]
+    found = [f"{path.relative_to(REPO)}: {name}" for path in files for name in deleted if name in path.read_text()]
+    assert found == []
