@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vprlab.commands.benchmarks import config_node, config_root, default_data_dir
-from vprlab.data.download import FolderExistsError, download_source, human_size, staging_folder
+from vprlab.data.download import FolderExistsError, download_source, file_digest, staging_folder
 from vprlab.data.sources import SOURCES, DataSource, get_source
 from vprlab.data.verify import VerifyReport, verification_status, verify_benchmark, verify_training_set
 from vprlab.utils.errors import ConfigError, MissingFileError
@@ -129,8 +129,6 @@ def _format_target(name: str, source: DataSource) -> tuple[str, str]:
 def _merge_into(staging: Path, out: Path) -> list[str]:
     """Move the files of ``staging`` into the existing ``out``; refuses (before moving anything) when a file
     would replace one with other contents. Returns the files moved."""
-    from vprlab.data.download import file_digest
-
     clashes, moves = [], []
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         rel = path.relative_to(staging)
@@ -247,4 +245,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return {"list": _list, "download": _download, "format": _format, "verify": _verify}[args.action](args)
 
 
-__all__ = ["data_rows", "human_size", "main", "raw_dir_of", "verify_config"]
+__all__ = ["data_rows", "main", "raw_dir_of", "verify_config"]

@@ -28,7 +28,7 @@ archives; ``checksum`` stays empty until one does (the size is still checked aga
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RSYNC_SERVER = "rsync://vandaldata.polito.it/sf_xl/VPR-datasets-downloader"
 VPR_DATASETS_DOWNLOADER = "https://github.com/gmberton/VPR-datasets-downloader"
@@ -76,7 +76,6 @@ class DataSource:
     request: str = ""  # on-request sets: where to ask, which files to put where in the raw folder
     formatter: str | None = None  # the name in vprlab.data.formatters.FORMATTERS (None: nothing to format)
     notes: str = ""
-    checksum_published: bool = field(default=False)
 
     @property
     def downloadable(self) -> bool:

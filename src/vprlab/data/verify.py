@@ -23,7 +23,6 @@ modification time moved are hashed again).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -34,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from vprlab.data.benchmark import Benchmark
+from vprlab.data.download import file_digest
 from vprlab.utils.errors import DataError, MissingFileError
 from vprlab.utils.io import atomic_write_json
 from vprlab.utils.progress import progress_bar
 
 MANIFEST_NAME = ".vprlab-manifest.json"
 MANIFEST_VERSION = 1
-_CHUNK = 1 << 20
 
 
 def manifest_path(root: str | os.PathLike) -> Path:
@@ -48,11 +47,7 @@ def manifest_path(root: str | os.PathLike) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def scan_files(root: Path) -> dict[str, os.stat_result]:
