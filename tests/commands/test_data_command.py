@@ -152,3 +152,44 @@ def test_no_config_or_doc_names_the_deleted_download_scripts():
     files = [*(REPO / "conf").rglob("*.yaml"), *(REPO / "docs").rglob("*.md"), REPO / "README.md"]
     found = [f"{path.relative_to(REPO)}: {name}" for path in files for name in deleted if name in path.read_text()]
     assert found == []
+
+
+def test_download_command_fetches_from_the_catalog_url_and_names_the_next_step(tmp_path, monkeypatch, capsys):
+    import io
+    import zipfile
+    from dataclasses import replace
+
+    from local_http import LocalServer
+
+    from vprlab.data import sources
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("pitts30k-val/pitts30k_val_dbImages.npy", b"lists")
+        zf.writestr("pitts30k-val/images/000/000000_pitch1_yaw1.jpg", b"jpeg")
+    with LocalServer() as server:
+        server.files["/v0.1/pitts30k-val.zip"] = buffer.getvalue()
+        entry = sources.get_source("pitts30k_val")
+        local = replace(entry, files=(replace(entry.files[0], url=server.url("/v0.1/pitts30k-val.zip")),))
+        monkeypatch.setitem(sources._BY_NAME, "pitts30k_val", local)
+        data_dir = tmp_path / "data"
+        assert data_cmd.main(["download", "pitts30k_val", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    raw = data_dir / "raw" / "pitts30k_val"
+    assert (raw / "pitts30k-val" / "images" / "000" / "000000_pitch1_yaw1.jpg").read_bytes() == b"jpeg"
+    out = capsys.readouterr().out
+    assert f"next: vprlab data format pitts30k_val --from {raw}" in out
+    assert server.requests == [("/v0.1/pitts30k-val.zip", None)]
+
+
+def test_verify_synthetic_reads_both_configs_and_records_them(tmp_path, capsys):
+    from conftest import TINY_SYNTHETIC
+
+    from vprlab.data.synthetic import generate_synthetic
+
+    data_dir = tmp_path / "data"
+    generate_synthetic(data_dir / "synthetic", **TINY_SYNTHETIC)
+    assert data_cmd.main(["verify", "synthetic", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset/synthetic: verified (" in out and "benchmark/synthetic: verified (12 database images, 12 queries" in out
+    rows = {r["config"]: r for r in data_cmd.data_rows(str(data_dir))}
+    assert rows["dataset/synthetic"]["verified"] == rows["benchmark/synthetic"]["verified"] == "verified"

@@ -199,7 +199,8 @@ def _verify_configs(source: DataSource, configs: Sequence[str], args: argparse.N
         report = verify_config(config, args.data_dir, update=getattr(args, "update", False), progress=not args.no_progress)
         counts = (f"{report.num_db} database images, {report.num_queries} queries" if report.num_db is not None
                   else f"{report.num_images} images")
-        print(f"{config}: verified ({counts}, every image decodes); manifest {report.manifest}")
+        where = f"manifest {report.manifest}" if report.manifest else f"no manifest written ({report.root} is read-only)"
+        print(f"{config}: verified ({counts}, every image decodes); {where}")
         if report.changes:
             print(f"  recorded the new state: {report.changes.describe()}")
     return 0

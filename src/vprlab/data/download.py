@@ -360,6 +360,9 @@ def _kaggle(source: DataSource, raw_dir: Path) -> Path:
     except ImportError:
         raise MissingFileError(f"{source.name} comes from Kaggle and the kaggle package is not installed: "
                                f"`pip install kaggle` and put your API token in ~/.kaggle/kaggle.json, or {manual}") from None
+    except Exception as err:  # noqa: BLE001 - some kaggle versions authenticate on import (no kaggle.json: OSError)
+        raise DownloadError(f"the kaggle package could not start ({type(err).__name__}: {err}): put your API token in "
+                            f"~/.kaggle/kaggle.json, or {manual}") from err
     if source.size_bytes:
         check_free_space(raw_dir.parent, 2 * source.size_bytes, f"{source.name} ({source.size} as published, plus its unpacked copy)")
     downloads = _downloads_folder(raw_dir)

@@ -82,6 +82,10 @@ class DataSource:
         return self.method in ("http", "kaggle", "gdrive", "rsync")
 
 
+# The raw folder of a download holds the archive's contents as they are (or, for rsync, the server
+# folder's contents: <raw>/images/test/{database,queries}/, as VPR-datasets-downloader's datasets/<name>/).
+
+
 def _utm(name: str, title: str, configs: tuple[str, ...], **kw) -> DataSource:
     return DataSource(name=name, title=title, role="benchmark", configs=configs, formatter=name, **kw)
 
@@ -170,7 +174,8 @@ SOURCES: tuple[DataSource, ...] = (
         method="gdrive", source="https://drive.google.com/file/d/16iuk8voW65GaywNUQlWAbDt6HZzAJ_t9",
         terms="https://robotcar-dataset.robots.ox.ac.uk/ (Oxford RobotCar terms)", size="not published",
         gdrive_id="16iuk8voW65GaywNUQlWAbDt6HZzAJ_t9", formatter="svox",
-        notes="Google Drive file of VPR-datasets-downloader download_svox.py (already in its layout: svox/images/test/).",
+        notes="Google Drive file of VPR-datasets-downloader download_svox.py; unpacked, <raw>/svox/images/test/"
+              "{gallery,queries_*}/ (already in its layout).",
     ),
     DataSource(
         name="sf_landmark", title="San Francisco Landmark (Chen et al. 2011)", role="benchmark",

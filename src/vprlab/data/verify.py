@@ -224,7 +224,10 @@ def _check_against_manifest(root: Path, update: bool, progress: bool) -> tuple[d
 def _finish(report: VerifyReport, record: dict[str, Any], previous: dict[str, Any] | None, progress: bool) -> VerifyReport:
     verified = dict((previous or {}).get("verified", {}))
     verified[report.name] = record
-    report.manifest = write_manifest(report.root, verified, progress=progress, previous=previous)
+    try:
+        report.manifest = write_manifest(report.root, verified, progress=progress, previous=previous)
+    except PermissionError:  # a read-only copy (the shared real datasets): verified, but nothing recorded
+        report.manifest = None
     return report
 
 
@@ -233,6 +236,11 @@ def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False,
     from vprlab.data.benchmarks import load_benchmark
 
     params = dict(cfg)
+    if "format" not in params:  # a config that names its reader directly (benchmark/synthetic)
+        from vprlab.data.benchmark_readers import READERS
+
+        reader = str(params.pop("_target_", "")).rsplit(".", 1)[-1]
+        params["format"] = next((key for key, fn in READERS.items() if fn.__name__ == reader), None)
     root = Path(str(params["root"]))
     if not root.is_dir():
         raise MissingFileError(f"benchmark {name}: root {root} does not exist; download and format it first (`vprlab data list`)")
