@@ -270,3 +270,10 @@ def test_on_request_sets_say_where_to_ask_and_where_to_put_the_files(tmp_path):
     with pytest.raises(MissingFileError, match=r"tokyo247 cannot be downloaded by vprlab\. Ask the Tokyo 24/7 authors .*"
                                                rf"{tmp_path / 'raw'}/tokyo247/03814/"):
         download_source(get_source("tokyo247"), tmp_path / "raw")
+
+
+def test_a_set_that_cannot_be_downloaded_leaves_no_folder(tmp_path):
+    for name in ("tokyo247", "nordland", "sf_xl", "synthetic"):
+        with pytest.raises(MissingFileError):
+            download_source(get_source(name), tmp_path / "data" / "raw" / name)
+    assert list(tmp_path.iterdir()) == []

@@ -422,7 +422,6 @@ def download_source(
     raw_dir = Path(raw_dir)
     next_step = f"Format it with `vprlab data format {source.name} --from {raw_dir}`, or delete it to download again."
     refuse_existing(raw_dir, next_step)
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
     if from_file is not None:
         return _from_file(source, from_file, raw_dir)
     if source.method == "http" and source.files:
