@@ -21,6 +21,7 @@ One attempt when the network is unreachable: the error names the URL and where t
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -144,7 +145,7 @@ def fetch_file(
             complete = _transfer(remote, part, offset, progress=progress, timeout=timeout)
         except UserError:
             raise
-        except (urllib.error.URLError, OSError, ValueError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             received = (part.stat().st_size if part.is_file() else 0) - before
             if received <= 0 or attempts >= resume_attempts:
                 if received > 0 or part.is_file():
