@@ -124,12 +124,17 @@ def test_format_never_overwrites_other_contents(tmp_path, monkeypatch):
 
 
 def test_format_uses_the_catalog_formatter_of_a_config_name(tmp_path, monkeypatch):
-    calls = _fake_formatters(monkeypatch, msls_val=lambda raw, out: (out / "msls_val_dbImages.npy").parent.mkdir(parents=True))
+    def lists_only(raw, out):
+        out.mkdir()
+        np.save(out / "msls_val_dbImages.npy", np.array(["train_val/cph/database/images/a.jpg"]))
+
+    calls = _fake_formatters(monkeypatch, msls_val=lists_only)
     data_dir = tmp_path / "data"
     raw = tmp_path / "raw" / "msls_val"
     raw.mkdir(parents=True)
     assert data_cmd.main(["format", "msls_val", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"]) == 0
-    assert calls == [(raw, data_dir / ".msls.formatting")] and (data_dir / "msls").is_dir()
+    assert calls == [(raw, data_dir / ".msls.formatting")]
+    assert np.load(data_dir / "msls" / "msls_val_dbImages.npy").tolist() == ["train_val/cph/database/images/a.jpg"]
 
 
 def test_unknown_dataset_names_the_catalog():
@@ -193,3 +198,14 @@ def test_verify_synthetic_reads_both_configs_and_records_them(tmp_path, capsys):
     assert "dataset/synthetic: verified (" in out and "benchmark/synthetic: verified (12 database images, 12 queries" in out
     rows = {r["config"]: r for r in data_cmd.data_rows(str(data_dir))}
     assert rows["dataset/synthetic"]["verified"] == rows["benchmark/synthetic"]["verified"] == "verified"
+
+
+def test_a_formatter_that_writes_nothing_is_an_error_not_an_empty_dataset(tmp_path, monkeypatch):
+    from vprlab.utils.errors import DataError
+
+    _fake_formatters(monkeypatch, custom=lambda raw, out: None)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(DataError, match=r"the custom formatter wrote nothing from"):
+        data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(tmp_path / "data")])
+    assert not (tmp_path / "data" / "custom").exists() and not (tmp_path / "data" / ".custom.formatting").exists()

@@ -24,7 +24,7 @@ from vprlab.commands.benchmarks import config_node, config_root, default_data_di
 from vprlab.data.download import FolderExistsError, download_source, file_digest, staging_folder
 from vprlab.data.sources import SOURCES, DataSource, get_source
 from vprlab.data.verify import VerifyReport, verification_status, verify_benchmark, verify_training_set
-from vprlab.utils.errors import ConfigError, MissingFileError
+from vprlab.utils.errors import ConfigError, DataError, MissingFileError
 
 
 def _split(config: str) -> tuple[str, str]:
@@ -169,6 +169,10 @@ def _format(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not staging.is_dir() or not any(staging.iterdir()):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"the {formatter_name} formatter wrote nothing from {raw}; check that {raw} holds the raw data "
+                        f"of {source.name} (`vprlab data list` says what it should hold)")
     if out.exists():
         _merge_into(staging, out)
     else:
@@ -232,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--from-file", default=None, help="an archive you downloaded yourself (checked and unpacked)")
     fmt = sub.add_parser("format", parents=[common], help="raw data -> the layout the config reads, then verify")
     fmt.add_argument("name")
-    fmt.add_argument("--from", dest="raw_from", required=True, help="the raw data folder")
+    fmt.add_argument("--from", dest="raw_from", metavar="RAW", required=True, help="the raw data folder")
     fmt.add_argument("--to", default=None, help="output folder (default: the root the config reads)")
     fmt.add_argument("--no-verify", action="store_true", help="do not verify after formatting")
     verify = sub.add_parser("verify", parents=[common], help="counts, ground truth, every image decodes; writes the manifest")
