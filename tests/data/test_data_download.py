@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 import zipfile
@@ -70,13 +71,16 @@ def msls(server):
 
 
 def test_full_download_unpacks_the_release_layout_and_removes_the_archive(msls, tmp_path):
-    source, _ = msls
+    source, data = msls
     raw = download_source(source, tmp_path / "raw" / "msls_val", progress=False)
     assert raw == tmp_path / "raw" / "msls_val"
     for city in ("cph", "sf"):
         assert (raw / "msls-val" / city / "query" / "images" / f"{MSLS_KEYS[1]}.jpg").read_bytes() == _jpeg(41)
     assert np.load(raw / "msls-val" / "msls_val_dbImages.npy").tolist() == [f"cph/database/images/{MSLS_KEYS[0]}.jpg"]
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["msls_val"]  # no archive, .part or staging left
+    record = json.loads((raw / ".vprlab-download.json").read_text())
+    assert record["urls"] == [source.files[0].url]
+    assert record["archives"] == [{"file": "msls-val.zip", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
 
 
 def test_cut_transfer_is_kept_and_resumed_with_range(server, tmp_path):

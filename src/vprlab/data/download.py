@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from vprlab.data.sources import DataSource, RemoteFile
 from vprlab.utils.errors import DataError, DownloadError, MissingFileError, UserError
+from vprlab.utils.io import atomic_write_json
 from vprlab.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -287,8 +289,13 @@ def publish_folder(staging: Path, target: Path) -> Path:
     return target
 
 
-def extract_archives(archives: Sequence[Path], target: Path) -> Path:
-    """Unpack ``archives`` into a temporary sibling of ``target``, then rename it to ``target``."""
+PROVENANCE_NAME = ".vprlab-download.json"
+
+
+def extract_archives(archives: Sequence[Path], target: Path, origin: dict | None = None) -> Path:
+    """Unpack ``archives`` into a temporary sibling of ``target``, then rename it to ``target``. With
+    ``origin`` (dataset, URLs...), ``target/.vprlab-download.json`` records it with each archive's size
+    and SHA-256 (what was unpacked, for a paper's data section or a later comparison)."""
     refuse_existing(target, "Delete it to unpack again.")
     staging = staging_folder(target, "extracting")
     if staging.exists():
@@ -304,6 +311,10 @@ def extract_archives(archives: Sequence[Path], target: Path) -> Path:
                 staging.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(archive, staging / archive.name)
         staging.mkdir(parents=True, exist_ok=True)
+        if origin is not None:
+            files = [{"file": a.name, "size": a.stat().st_size, "sha256": file_digest(a)} for a in archives]
+            atomic_write_json(staging / PROVENANCE_NAME, {**origin, "archives": files,
+                                                          "unpacked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return publish_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -329,7 +340,7 @@ def _from_file(source: DataSource, file: Path, raw_dir: Path) -> Path:
     if len(source.files) == 1 and source.files[0].file_name == file.name:
         check_file(file, source.files[0].size_bytes, source.files[0].checksum, str(file))
     check_free_space(raw_dir.parent, file.stat().st_size, f"unpacking {file.name}")
-    return extract_archives([file], raw_dir)
+    return extract_archives([file], raw_dir, {"dataset": source.name, "from_file": str(file)})
 
 
 def _http(source: DataSource, raw_dir: Path, progress: bool, timeout: float) -> Path:
@@ -346,7 +357,7 @@ def _http(source: DataSource, raw_dir: Path, progress: bool, timeout: float) -> 
     if remaining:  # the archives plus their unpacked copy
         check_free_space(raw_dir.parent, 2 * remaining, f"{source.name} ({source.size} as published, plus its unpacked copy)")
     archives = [fetch_file(remote, downloads / remote.file_name, progress=progress, timeout=timeout) for remote in source.files]
-    target = extract_archives(archives, raw_dir)
+    target = extract_archives(archives, raw_dir, {"dataset": source.name, "urls": [r.url for r in source.files]})
     shutil.rmtree(downloads, ignore_errors=True)  # unpacked: the archives are no longer needed
     return target
 
@@ -375,7 +386,7 @@ def _kaggle(source: DataSource, raw_dir: Path) -> Path:
     except Exception as err:  # noqa: BLE001 - credentials, network, terms not accepted: one message
         raise DownloadError(f"kaggle could not download {source.kaggle_dataset} ({type(err).__name__}: {err}); {manual}") from err
     archives = sorted(p for p in downloads.iterdir() if not p.name.endswith(".part"))
-    target = extract_archives(archives, raw_dir)
+    target = extract_archives(archives, raw_dir, {"dataset": source.name, "kaggle": source.kaggle_dataset})
     shutil.rmtree(downloads, ignore_errors=True)
     return target
 
@@ -394,7 +405,7 @@ def _gdrive(source: DataSource, raw_dir: Path) -> Path:
         gdown.download(id=source.gdrive_id, output=str(output), quiet=False, resume=True)
     except Exception as err:  # noqa: BLE001
         raise DownloadError(f"gdown could not download {source.source} ({type(err).__name__}: {err}); {manual}") from err
-    target = extract_archives([output], raw_dir)
+    target = extract_archives([output], raw_dir, {"dataset": source.name, "gdrive_id": source.gdrive_id})
     shutil.rmtree(downloads, ignore_errors=True)
     return target
 
