@@ -4,6 +4,7 @@
     vprlab models list|download|export      released models: what there is, fetch one, export a checkpoint
     vprlab compare --models M.. --benchmarks B..  released models and checkpoints in one table, published numbers beside
     vprlab benchmarks [--data-dir DIR]      every benchmark config: format, published counts, root, present or not
+    vprlab data list|download|format|verify every dataset a config names: where from, get it, format it, verify it
     vprlab synth [--root DIR]               generate the built-in synthetic data (GSV-Cities layout + benchmark)
     vprlab resize-cache SRC DST --size N    a resized copy of GSV-Cities for faster data loading
 
@@ -26,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("vprlab.pretrained.cli", "released models: list, download, export"),
     "compare": ("vprlab.commands.compare", "models x benchmarks: one table with the published numbers"),
     "benchmarks": ("vprlab.commands.benchmarks", "benchmark configs, their counts and whether their data is here"),
+    "data": ("vprlab.commands.data", "datasets: list, download, format, verify"),
     "synth": ("vprlab.data.synthetic", "generate the built-in synthetic data"),
     "resize-cache": ("vprlab.data.resize_cache", "a resized copy of GSV-Cities for faster loading"),
 }

@@ -1,0 +1,211 @@
+"""`vprlab data list|format|verify` and the verified column of `vprlab benchmarks` (formatters faked here:
+the real ones live in vprlab.data.formatters and have their own tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vprlab.commands import data as data_cmd
+from vprlab.commands.benchmarks import benchmark_table
+from vprlab.data.download import FolderExistsError
+from vprlab.data.sources import SOURCES, config_names
+from vprlab.data.verify import MANIFEST_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(f"{p.parent.name}/{p.stem}" for group in ("dataset", "benchmark") for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def test_every_config_is_in_the_catalog():
+    missing = sorted(set(CONFIGS) - config_names())
+    assert missing == [], f"configs with no catalog entry in vprlab.data.sources: {missing}"
+
+
+def test_catalog_entries_say_how_and_where():
+    for source in SOURCES:
+        assert source.method in ("http", "kaggle", "gdrive", "rsync", "manual", "request", "synthetic", "shared", "own")
+        assert source.source and source.terms and source.size, source.name
+        if source.method == "http" and source.name != "nordland":
+            assert source.files and all(f.url.startswith("https://") for f in source.files), source.name
+        if source.method in ("request", "manual"):
+            assert "<raw>" in source.request and "vprlab data" in source.request, source.name
+        if source.method == "rsync":
+            assert source.rsync_source.startswith("rsync://vandaldata.polito.it/sf_xl/VPR-datasets-downloader/")
+
+
+def test_data_list_shows_every_config_and_exits_0(tmp_path):
+    env = {**os.environ, "VPRLAB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-m", "vprlab", "data", "list"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for config in CONFIGS:
+        row = next((line for line in lines if line.split()[1:2] == [config]), None)
+        assert row is not None, f"{config} not listed"
+    msls = next(line.split() for line in lines if line.split()[1:2] == ["benchmark/msls_val"])
+    assert msls[:6] == ["msls_val", "benchmark/msls_val", "validation", "http", "1.2", "GB"]
+    assert msls[6:] == ["no", "-", str(tmp_path / "data" / "msls")]
+    assert "terms: https://www.mapillary.com/dataset/places" in result.stdout
+
+
+def _fake_formatters(monkeypatch, **formatters) -> list:
+    calls = []
+
+    def wrap(fn):
+        def run(raw, out):
+            calls.append((Path(raw), Path(out)))
+            return fn(Path(raw), Path(out))
+        return run
+
+    module = types.ModuleType("vprlab.data.formatters")
+    module.FORMATTERS = {name: wrap(fn) for name, fn in formatters.items()}
+    monkeypatch.setitem(sys.modules, "vprlab.data.formatters", module)
+    import vprlab.data
+
+    monkeypatch.setattr(vprlab.data, "formatters", module, raising=False)
+    return calls
+
+
+def _utm_benchmark(raw: Path, out: Path) -> None:
+    """A formatter stand-in: VPR-datasets-downloader names from a raw folder of numbered images."""
+    for folder in ("database", "queries"):
+        (out / folder).mkdir(parents=True)
+        for source in sorted((raw / folder).iterdir()):
+            east = 100.0 * int(source.stem)
+            Image.open(source).save(out / folder / f"@{east:.2f}@5000.00@56@J@@@@@@@@@@@.jpg")
+
+
+def _raw(tmp_path: Path) -> Path:
+    raw = tmp_path / "raw" / "custom"
+    for folder in ("database", "queries"):
+        (raw / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(raw / folder / f"{i}.jpg")
+    return raw
+
+
+def test_format_dispatches_writes_the_config_root_and_verifies(tmp_path, monkeypatch, capsys):
+    calls = _fake_formatters(monkeypatch, custom=_utm_benchmark)
+    data_dir = tmp_path / "data"
+    raw = _raw(tmp_path)
+    assert data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(data_dir), "--no-progress"]) == 0
+    out = data_dir / "custom"
+    assert calls == [(raw, data_dir / ".custom.formatting")]  # written beside the target, then renamed
+    assert len(list((out / "database").iterdir())) == 3 and not (data_dir / ".custom.formatting").exists()
+    assert (out / MANIFEST_NAME).is_file()
+    assert "benchmark/custom: verified (3 database images, 3 queries" in capsys.readouterr().out
+
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "custom")
+    assert row["verified"] == "verified"
+    next((out / "queries").iterdir()).unlink()
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "custom")
+    assert row["verified"].startswith("changed: 1 missing: queries/@")
+    assert data_cmd.main(["verify", "custom", "--data-dir", str(data_dir), "--no-progress", "--update"]) == 0
+
+
+def test_format_never_overwrites_other_contents(tmp_path, monkeypatch):
+    _fake_formatters(monkeypatch, custom=_utm_benchmark)
+    data_dir = tmp_path / "data"
+    raw = _raw(tmp_path)
+    out = data_dir / "custom"
+    (out / "database").mkdir(parents=True)
+    clash = out / "database" / "@0.00@5000.00@56@J@@@@@@@@@@@.jpg"
+    clash.write_bytes(b"someone else's file")
+    with pytest.raises(FolderExistsError, match=r"would replace with other contents, e\.g\. database/@0\.00@5000"):
+        data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"])
+    assert clash.read_bytes() == b"someone else's file" and sorted(os.listdir(out / "database")) == [clash.name]
+
+
+def test_format_uses_the_catalog_formatter_of_a_config_name(tmp_path, monkeypatch):
+    def lists_only(raw, out):
+        out.mkdir()
+        np.save(out / "msls_val_dbImages.npy", np.array(["train_val/cph/database/images/a.jpg"]))
+
+    calls = _fake_formatters(monkeypatch, msls_val=lists_only)
+    data_dir = tmp_path / "data"
+    raw = tmp_path / "raw" / "msls_val"
+    raw.mkdir(parents=True)
+    assert data_cmd.main(["format", "msls_val", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"]) == 0
+    assert calls == [(raw, data_dir / ".msls.formatting")]
+    assert np.load(data_dir / "msls" / "msls_val_dbImages.npy").tolist() == ["train_val/cph/database/images/a.jpg"]
+
+
+def test_unknown_dataset_names_the_catalog():
+    from vprlab.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown dataset 'nope'; `vprlab data list` shows them: gsv_cities, "):
+        data_cmd.main(["download", "nope"])
+
+
+def test_data_doc_lists_every_catalog_entry_with_how_it_is_obtained():
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in (REPO / "docs" / "data.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for source in SOURCES:
+        assert source.name in rows, f"docs/data.md has no row for {source.name}"
+        assert rows[source.name].split()[0] == source.method, source.name
+
+
+def test_no_config_or_doc_names_the_deleted_download_scripts():
+    deleted = ("download_eynsham.py", "download_st_lucia.py", "download_nordland.py")
+    files = [*(REPO / "conf").rglob("*.yaml"), *(REPO / "docs").rglob("*.md"), REPO / "README.md"]
+    found = [f"{path.relative_to(REPO)}: {name}" for path in files for name in deleted if name in path.read_text()]
+    assert found == []
+
+
+def test_download_command_fetches_from_the_catalog_url_and_names_the_next_step(tmp_path, monkeypatch, capsys):
+    import io
+    import zipfile
+    from dataclasses import replace
+
+    from local_http import LocalServer
+
+    from vprlab.data import sources
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("pitts30k-val/pitts30k_val_dbImages.npy", b"lists")
+        zf.writestr("pitts30k-val/images/000/000000_pitch1_yaw1.jpg", b"jpeg")
+    with LocalServer() as server:
+        server.files["/v0.1/pitts30k-val.zip"] = buffer.getvalue()
+        entry = sources.get_source("pitts30k_val")
+        local = replace(entry, files=(replace(entry.files[0], url=server.url("/v0.1/pitts30k-val.zip")),))
+        monkeypatch.setitem(sources._BY_NAME, "pitts30k_val", local)
+        data_dir = tmp_path / "data"
+        assert data_cmd.main(["download", "pitts30k_val", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    raw = data_dir / "raw" / "pitts30k_val"
+    assert (raw / "pitts30k-val" / "images" / "000" / "000000_pitch1_yaw1.jpg").read_bytes() == b"jpeg"
+    out = capsys.readouterr().out
+    assert f"next: vprlab data format pitts30k_val --from {raw}" in out
+    assert server.requests == [("/v0.1/pitts30k-val.zip", None)]
+
+
+def test_verify_synthetic_reads_both_configs_and_records_them(tmp_path, capsys):
+    from conftest import TINY_SYNTHETIC
+
+    from vprlab.data.synthetic import generate_synthetic
+
+    data_dir = tmp_path / "data"
+    generate_synthetic(data_dir / "synthetic", **TINY_SYNTHETIC)
+    assert data_cmd.main(["verify", "synthetic", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset/synthetic: verified (" in out and "benchmark/synthetic: verified (12 database images, 12 queries" in out
+    rows = {r["config"]: r for r in data_cmd.data_rows(str(data_dir))}
+    assert rows["dataset/synthetic"]["verified"] == rows["benchmark/synthetic"]["verified"] == "verified"
+
+
+def test_a_formatter_that_writes_nothing_is_an_error_not_an_empty_dataset(tmp_path, monkeypatch):
+    from vprlab.utils.errors import DataError
+
+    _fake_formatters(monkeypatch, custom=lambda raw, out: None)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(DataError, match=r"the custom formatter wrote nothing from"):
+        data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(tmp_path / "data")])
+    assert not (tmp_path / "data" / "custom").exists() and not (tmp_path / "data" / ".custom.formatting").exists()
