@@ -71,7 +71,9 @@ def _external_configs(group: str) -> set[str]:
 def test_formatters_cover_every_config_that_reads_external_data():
     expected = _external_configs("benchmark") | _external_configs("dataset")
     assert {"msls_val", "pitts30k_test", "tokyo247", "sf_landmark", "baidu", "gsv_cities"} <= expected
-    assert set(FORMATTERS) == expected
+    # Besides the config names: "svox", the one download behind every svox_* config.
+    assert set(FORMATTERS) == expected | {"svox"}
+    assert FORMATTERS["svox"] is FORMATTERS["svox_all"] is FORMATTERS["svox_night"]
 
 
 # --------------------------------------------------------------------------- lat/lon -> UTM
@@ -482,7 +484,10 @@ def test_amstertime_pairs(tmp_path):
         FORMATTERS["amstertime"](tmp_path / "raw_amstertime", tmp_path / "out2")
 
 
-def test_sf_landmark(tmp_path):
+@pytest.mark.parametrize("poses_as", ["folder", "zip"])
+def test_sf_landmark(tmp_path, poses_as):
+    import zipfile
+
     raw = tmp_path / "raw_sf"
     db_pos = [(37.7750, -122.4190), (37.7760, -122.4180), (37.7800, -122.4100)]
     for i, (lat, lon) in enumerate(db_pos):
@@ -493,8 +498,12 @@ def test_sf_landmark(tmp_path):
     for i, (e, n) in enumerate(q_utm):
         lines.append(f"{i} q{i:04d} 0.1 0.2 0.3 0.9 {e} {n} 0")
         _image(raw / "BuildingQueryImagesCartoIDCorrected-Upright" / f"q{i:04d}.jpg")
-    (raw / "reference_poses_598").mkdir()
-    (raw / "reference_poses_598" / "reference_poses_addTM_all_598.txt").write_text("\n".join(lines) + "\n")
+    if poses_as == "folder":
+        (raw / "reference_poses_598").mkdir()
+        (raw / "reference_poses_598" / "reference_poses_addTM_all_598.txt").write_text("\n".join(lines) + "\n")
+    else:  # reference_poses_598.zip as download_san_francisco.py fetches it
+        with zipfile.ZipFile(raw / "reference_poses_598.zip", "w") as zf:
+            zf.writestr("reference_poses_598/reference_poses_addTM_all_598.txt", "\n".join(lines) + "\n")
     out = tmp_path / "san_francisco" / "images" / "test"
     assert FORMATTERS["sf_landmark"](raw, out) == FormatResult("sf_landmark", out, 3, 3)
     bench = _load("sf_landmark", out, 3, 3)
@@ -514,3 +523,73 @@ def test_gsv_cities_training_set(tmp_path):
     assert FORMATTERS["gsv_cities"](raw, out) == FormatResult("gsv_cities", out, 6, 0)
     assert (out / "Dataframes" / "Rome.csv").is_file() and len(list((out / "Images" / "Boston").iterdir())) == 3
     assert (raw / "Images" / "Rome").is_dir()  # the raw download is left as it was
+
+
+# --------------------------------------------------------------------------- releases and archives read as shipped
+
+
+def test_msls_val_from_the_openvprlab_release(tmp_path):
+    """msls-val.zip of OpenVPRLab v0.1: cph/, sf/ and three lists (paths relative to the folder)."""
+    raw = tmp_path / "raw" / "msls-val"
+    db = [f"cph/database/images/d{i}.jpg" for i in range(3)] + ["sf/database/images/d3.jpg"]
+    queries = ["cph/query/images/q0.jpg", "sf/query/images/q1.jpg"]
+    for f in db + queries:
+        _image(raw / f)
+    gt = np.empty(2, dtype=object)
+    gt[0], gt[1] = np.array([0, 2]), np.array([3])
+    np.save(raw / "msls_val_ref_image_names.npy", np.array(db))
+    np.save(raw / "msls_val_query_image_names.npy", np.array(queries))
+    np.save(raw / "msls_val_ground_truth_25m.npy", gt, allow_pickle=True)
+    out = tmp_path / "msls"
+    FORMATTERS["msls_val"](tmp_path / "raw", out)
+    bench = _load("msls_val", out, 4, 2)
+    assert [str(Path(p).relative_to(out)) for p in bench.query_paths] == queries
+    assert [p.tolist() for p in bench.positives] == [[0, 2], [3]]
+
+
+def test_pitts30k_val_from_the_openvprlab_release(tmp_path):
+    raw = tmp_path / "raw" / "pitts30k-val"
+    db = ["000/000001_pitch1_yaw1.jpg", "000/000001_pitch1_yaw2.jpg"]
+    queries = ["queries_real/000/000002_pitch1_yaw1.jpg"]
+    for f in db + queries:
+        _image(raw / f)
+    np.save(raw / "pitts30k_val_dbImages.npy", np.array(db))
+    np.save(raw / "pitts30k_val_qImages.npy", np.array(queries))
+    np.save(raw / "pitts30k_val_gt_25m.npy", np.array([[1]]))
+    out = tmp_path / "Pittsburgh"
+    FORMATTERS["pitts30k_val"](tmp_path / "raw", out)
+    bench = _load("pitts30k_val", out, 2, 1)
+    assert bench.positives[0].tolist() == [1] and Path(bench.db_paths[1]).is_file()
+    np.save(raw / "pitts30k_val_gt_25m.npy", np.array([[2]]))
+    with pytest.raises(UserError, match=r"query 0 lists a database index outside \[0, 2\)"):
+        FORMATTERS["pitts30k_val"](tmp_path / "raw", tmp_path / "P2")
+
+
+def test_archives_are_read_without_unpacking(tmp_path):
+    """AmsterTime-v1.0.zip (inside the downloaded archive) and the Tokyo query zip, read in place."""
+    import zipfile
+
+    raw = tmp_path / "raw_amstertime"
+    raw.mkdir()
+    with zipfile.ZipFile(raw / "AmsterTime-v1.0.zip", "w") as zf:
+        for pair in (1, 2):
+            for folder, ext in (("new", "png"), ("old", "jpg")):
+                buffer = _image(tmp_path / "tmp" / f"{folder}{pair}.{ext}")
+                zf.write(buffer, f"AmsterTime-v1.0/{folder}/{pair:04d}.{ext}")
+    out = tmp_path / "amstertime"
+    assert FORMATTERS["amstertime"](raw, out).num_db == 2
+    bench = _load("amstertime", out, 2, 2)
+    assert [p.tolist() for p in bench.positives] == [[0], [1]]
+    assert list(raw.iterdir()) == [raw / "AmsterTime-v1.0.zip"]  # nothing unpacked into the raw folder
+
+    raw = tmp_path / "raw_tokyo"
+    lat, lon = 35.6581, 139.7017
+    east, north = latlon_to_utm(lat, lon)[:2]
+    _write_db_struct(raw / "datasets" / "tokyo247.mat", "test", ["03814/a_012_000.jpg"],
+                     np.array([[east + 3, north]]), [], np.zeros((0, 2)))
+    _image(raw / "tokyo247" / "03814" / "a_012_000.png")
+    with zipfile.ZipFile(raw / "247query_subset_v2.zip", "w") as zf:
+        zf.write(_image(tmp_path / "tmp" / "q.jpg", size=(40, 60)), "247query_subset_v2/q1.jpg")
+        zf.writestr("247query_subset_v2/q1.csv", f"q1.jpg,{lat},{lon},x\n")
+    bench = _load("tokyo247", FORMATTERS["tokyo247"](raw, tmp_path / "tokyo").out_dir, 1, 1)
+    assert bench.positives[0].tolist() == [0] and Image.open(bench.query_paths[0]).size == (480, 720)

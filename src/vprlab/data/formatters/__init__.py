@@ -58,6 +58,7 @@ FORMATTERS: dict[str, Callable[[Path, Path], FormatResult]] = {
     "sf_landmark": format_sf_landmark,
     "sfxl_v1": format_sfxl,
     "sfxl_v2": format_sfxl,
+    "svox": format_svox,  # the download that feeds every svox_* config (vprlab data's catalog name)
     "svox_all": format_svox,
     "svox_night": format_svox,
     "svox_overcast": format_svox,

@@ -278,3 +278,115 @@ def downloader_name(
         if "@" in value or "/" in value:
             raise DataError(f"file-name field {value!r} contains '@' or '/', which the @-separated name cannot hold")
     return "@" + "@".join(fields) + "@" + extension
+
+
+# --------------------------------------------------------------------------- archives read in place
+
+
+def zip_images(archive: Path, folder: str) -> dict[str, bytes]:
+    """``{stem.suffix: bytes}`` of the images directly inside a folder named ``folder`` (at any depth)
+    of a zip archive, read without unpacking it (no member path is ever written to disk)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            found = {}
+            for info in zf.infolist():
+                parts = Path(info.filename).parts
+                if (not info.is_dir() and len(parts) >= 2 and parts[-2] == folder
+                        and not parts[-1].startswith(".") and Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES + (".csv",)):
+                    found[parts[-1]] = zf.read(info)
+            return found
+    except zipfile.BadZipFile:
+        raise DataError(f"{archive} is not a readable zip archive (damaged or incomplete download)") from None
+
+
+def zip_member(archive: Path, filename: str) -> bytes:
+    """The bytes of the member of a zip archive whose file name is ``filename`` (at any depth)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir() and Path(info.filename).name == filename:
+                    return zf.read(info)
+    except zipfile.BadZipFile:
+        raise DataError(f"{archive} is not a readable zip archive (damaged or incomplete download)") from None
+    raise MissingFileError(f"{archive} holds no {filename}; it is not the archive the source publishes")
+
+
+Source = Path | bytes  # a raw file on disk, or the bytes of an archive member
+
+
+def folder_or_zip(raw_dir: Path, folder: str, archive: str, what: str, hint: str,
+                  folders: Sequence[str] = ()) -> dict[str, Source]:
+    """``{file name: source}`` of the images (and .csv files) of ``folder``: the folder itself
+    (``raw_dir/<f>`` for ``f`` in ``(folder, *folders)``, also one level down), else the zip
+    ``archive`` (in ``raw_dir`` or one level down) read in place."""
+    for name in (folder, *folders):
+        for candidate in (raw_dir / name, *sorted(raw_dir.glob(f"*/{name}"))):
+            if candidate.is_dir():
+                return {p.name: p for p in sorted(candidate.iterdir()) if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in IMAGE_SUFFIXES + (".csv",)}
+    for candidate in (raw_dir / archive, *sorted(raw_dir.glob(f"*/{archive}"))):
+        if candidate.is_file():
+            return zip_images(candidate, folder)
+    raise MissingFileError(
+        f"raw folder {raw_dir}: expected {what}, the folder {folder}/ "
+        + (f"(or {', '.join(f + '/' for f in folders)}) " if folders else "")
+        + f"or the archive {archive}, in it or one level down; found neither ({hint})"
+    )
+
+
+def open_source(source: Source):
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def put_source(source: Source, dst: Path) -> None:
+    if isinstance(source, bytes):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(source)  # inside a staged folder: published whole or not at all
+    else:
+        place(source, dst)
+
+
+# --------------------------------------------------------------------------- lists released with the images
+
+
+def find_lists(raw_dir: Path, files: Sequence[str], folders: Sequence[str]) -> Path | None:
+    """The folder (``raw_dir`` or ``raw_dir/<f>`` for ``f`` in ``folders``) holding every one of ``files``."""
+    for root in (raw_dir, *(raw_dir / f for f in folders)):
+        if all((root / f).is_file() for f in files):
+            return root
+    return None
+
+
+def repackage_lists(
+    name: str, prefix: str, lists_root: Path, out_dir: Path, files: Sequence[str], query_index: bool,
+) -> FormatResult:
+    """A release that ships its images with ``.npy`` lists of another naming (OpenVPRLab's
+    ``msls-val.zip`` / ``pitts30k-val.zip``): ``files`` = (database list, query list, ground truth),
+    paths relative to ``lists_root``. Read safely, checked, and written as ``<prefix>_dbImages/qImages``
+    + ``gt`` (or ``qIdx`` = every query and ``pIdx`` when ``query_index``), with the images placed at
+    the same relative paths."""
+    from vprlab.utils.io import load_npy
+
+    db = [str(p) for p in load_npy(lists_root / files[0], "database list")]
+    queries = [str(p) for p in load_npy(lists_root / files[1], "query list")]
+    gt = load_npy(lists_root / files[2], "ground-truth file")
+    positives = [np.asarray(p, dtype=np.int64).reshape(-1) for p in gt]
+    if len(positives) != len(queries):
+        raise DataError(f"{lists_root / files[2]} has {len(positives)} entries for the {len(queries)} queries of "
+                        f"{files[1]}; the lists come from different releases")
+    bad = [i for i, p in enumerate(positives) if len(p) and (p.min() < 0 or p.max() >= len(db))]
+    if bad:
+        raise DataError(f"{lists_root / files[2]}: query {bad[0]} lists a database index outside [0, {len(db)})")
+    refuse_existing_lists(out_dir, prefix)
+    place_tree(lists_root, out_dir, db + queries, f"{name} images")
+    lists = {"dbImages": np.array(db), "qImages": np.array(queries)}
+    if query_index:
+        lists.update(qIdx=np.arange(len(queries), dtype=np.int64), pIdx=positives_array(positives))
+    else:
+        lists["gt"] = positives_array(positives)
+    write_npy_lists(out_dir, prefix, lists)
+    return FormatResult(name, out_dir, len(db), len(queries))

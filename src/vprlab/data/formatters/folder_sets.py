@@ -36,13 +36,17 @@ from vprlab.data.formatters._common import (
     FormatResult,
     downloader_name,
     find_layout,
+    folder_or_zip,
     image_files,
     latlon_to_utm,
+    open_source,
     place_all,
+    put_source,
     require,
     require_raw_dir,
     staged_folder,
     write_paths_file,
+    zip_member,
 )
 from vprlab.utils.errors import DataError, MissingFileError
 from vprlab.utils.progress import progress_bar
@@ -112,36 +116,43 @@ def format_sfxl(raw_dir: Path, out_dir: Path) -> FormatResult:
                           paths_file=True)
 
 
+AMSTERTIME_HINT = "the AmsterTime release: new/*.png and old/*.jpg, or AmsterTime-v1.0.zip holding them"
+
+
 def format_amstertime(raw_dir: Path, out_dir: Path) -> FormatResult:
-    """``amstertime``: ``database/`` and ``queries/``, 1,231 pairs in the released archive."""
+    """``amstertime``: ``database/`` and ``queries/``, 1,231 pairs in the released archive (read from
+    ``new/`` + ``old/`` or, not unpacked, from ``AmsterTime-v1.0.zip``)."""
     from PIL import Image
 
     raw_dir = require_raw_dir(raw_dir)
-    root = find_layout(raw_dir, ["new", "old"], ["", "AmsterTime-v1.0", "raw_data"], "the AmsterTime pairs")
-    database, queries = image_files(root / "new"), image_files(root / "old")
-    db_stems, q_stems = [p.stem for p in database], [p.stem for p in queries]
-    if db_stems != q_stems:
-        unpaired = sorted(set(db_stems) ^ set(q_stems))
-        raise DataError(f"raw folder {raw_dir}: new/ and old/ must hold the same pair names; unpaired: {unpaired[:5]}")
+    database = folder_or_zip(raw_dir, "new", "AmsterTime-v1.0.zip", "the AmsterTime database images", AMSTERTIME_HINT)
+    queries = folder_or_zip(raw_dir, "old", "AmsterTime-v1.0.zip", "the AmsterTime query images", AMSTERTIME_HINT)
+    db_by_stem = {Path(n).stem: s for n, s in database.items() if not n.endswith(".csv")}
+    q_by_stem = {Path(n).stem: s for n, s in queries.items() if not n.endswith(".csv")}
+    if sorted(db_by_stem) != sorted(q_by_stem) or not db_by_stem:
+        unpaired = sorted(set(db_by_stem) ^ set(q_by_stem))
+        raise DataError(f"raw folder {raw_dir}: new/ and old/ must hold the same pair names; "
+                        f"unpaired: {unpaired[:5] or 'no images at all'}")
     with staged_folder(out_dir) as stage:
         (stage / "database").mkdir()
         (stage / "queries").mkdir()
-        for db_path, q_path in progress_bar(list(zip(database, queries)), desc="amstertime pairs", unit="pair"):
+        for stem in progress_bar(sorted(db_by_stem), desc="amstertime pairs", unit="pair"):
             try:
-                pair = int(db_path.stem)
+                pair = int(stem)
             except ValueError:
-                raise DataError(f"raw folder {raw_dir}: {db_path.name} is not a numbered AmsterTime pair") from None
-            name = downloader_name(0, 1000 * pair, pano_id=db_path.stem)
-            with Image.open(db_path) as image:
-                image.convert("RGB").save(stage / "database" / name)
-            place_all([(q_path, stage / "queries" / name)], "")
-    return FormatResult("amstertime", Path(out_dir), len(database), len(queries))
+                raise DataError(f"raw folder {raw_dir}: {stem} is not a numbered AmsterTime pair") from None
+            name = downloader_name(0, 1000 * pair, pano_id=stem)
+            with open_source(db_by_stem[stem]) as f, Image.open(f) as image:
+                image.convert("RGB").save(stage / "database" / name, format="JPEG")
+            put_source(q_by_stem[stem], stage / "queries" / name)
+    return FormatResult("amstertime", Path(out_dir), len(db_by_stem), len(q_by_stem))
 
 
 SF_QUERY_FOLDER = "BuildingQueryImagesCartoIDCorrected-Upright"
-SF_POSES = "reference_poses_598/reference_poses_addTM_all_598.txt"
-SF_HINT = ("the extracted PCIs_*.tar database archives, BuildingQueryImagesCartoIDCorrected-Upright/ and "
-           "reference_poses_598/ (download_san_francisco.py's files)")
+SF_POSES_FILE = "reference_poses_addTM_all_598.txt"
+SF_POSES_ARCHIVE = "reference_poses_598.zip"
+SF_HINT = ("the extracted PCIs_*.tar database archives, BuildingQueryImagesCartoIDCorrected-Upright/ (or its .zip) "
+           "and reference_poses_598/ (or reference_poses_598.zip): download_san_francisco.py's files")
 
 
 def _heading_from_quaternion(x: float, y: float, w: float, z: float) -> float:
@@ -149,49 +160,62 @@ def _heading_from_quaternion(x: float, y: float, w: float, z: float) -> float:
     return (((yaw / math.pi) + 1) * 180 + 180) % 360
 
 
+def _sf_poses(raw_dir: Path) -> tuple[str, list[str]]:
+    """(where, lines) of the query pose file: reference_poses_598/<file>, or read from the zip."""
+    for path in (raw_dir / "reference_poses_598" / SF_POSES_FILE, *sorted(raw_dir.glob(f"*/{SF_POSES_FILE}"))):
+        if path.is_file():
+            return str(path), path.read_text().splitlines()
+    for archive in (raw_dir / SF_POSES_ARCHIVE, *sorted(raw_dir.glob(f"*/{SF_POSES_ARCHIVE}"))):
+        if archive.is_file():
+            return f"{archive}:{SF_POSES_FILE}", zip_member(archive, SF_POSES_FILE).decode().splitlines()
+    raise MissingFileError(f"raw folder {raw_dir}: expected the San Francisco query poses, "
+                           f"reference_poses_598/{SF_POSES_FILE} or {SF_POSES_ARCHIVE}; found neither ({SF_HINT})")
+
+
+def _sf_database_name(raw_dir: Path, path: Path) -> str:
+    fields = path.stem.split("_")
+    if len(fields) != 10:
+        raise DataError(f"raw folder {raw_dir}: {path.name} is not a San Francisco database name "
+                        "(<a>_<b>_<pano>_<lat>_<lon>_<building>_<tile>_<carto>_<heading>_<pitch>.jpg)")
+    _, _, pano, lat, lon, _, tile, _, heading, pitch = fields
+    try:
+        east, north, zone, letter = latlon_to_utm(float(lat), float(lon))
+        return downloader_name(east, north, zone, letter, float(lat), float(lon), pano_id=pano,
+                               tile_num=int(float(tile)), heading=float(heading), pitch=float(pitch))
+    except ValueError:
+        raise DataError(f"raw folder {raw_dir}: {path.name} has a non-numeric position or angle") from None
+
+
 def format_sf_landmark(raw_dir: Path, out_dir: Path) -> FormatResult:
     """``sf_landmark``: San Francisco Landmark database (UTM from each file name's lat/lon) and its
     598 queries (UTM from the reference poses)."""
     raw_dir = require_raw_dir(raw_dir)
-    poses_path = require(raw_dir, SF_POSES, "the San Francisco query poses", SF_HINT)
-    require(raw_dir, SF_QUERY_FOLDER, "the San Francisco query images", SF_HINT)
-    pairs = []
+    where, lines = _sf_poses(raw_dir)
+    queries = folder_or_zip(raw_dir, SF_QUERY_FOLDER, f"{SF_QUERY_FOLDER}.zip", "the San Francisco query images", SF_HINT)
+    database = [p for p in image_files(raw_dir, recursive=True) if SF_QUERY_FOLDER not in p.relative_to(raw_dir).parts]
+    if not database:
+        raise MissingFileError(f"raw folder {raw_dir}: no database images (extract the PCIs_*.tar archives there)")
+    pairs: list[tuple[object, str]] = [(p, "database/" + _sf_database_name(raw_dir, p)) for p in database]
+    rows = [line for line in lines[1:] if line.strip()]
+    for number, line in enumerate(rows, start=2):
+        fields = line.split(" ")
+        try:
+            image_id = fields[1]
+            x, y, w, z, east, north = (float(v) for v in fields[2:8])
+        except (IndexError, ValueError):
+            raise DataError(f"{where} line {number}: expected '<n> <image id> x y w z east north ...'") from None
+        if f"{image_id}.jpg" not in queries:
+            raise MissingFileError(f"raw folder {raw_dir}: expected the query image {SF_QUERY_FOLDER}/{image_id}.jpg "
+                                   f"that {where} line {number} places; the query download is incomplete")
+        name = downloader_name(east, north, 10, "S", pano_id=image_id, heading=_heading_from_quaternion(x, y, w, z))
+        pairs.append((queries[f"{image_id}.jpg"], "queries/" + name))
+    names = [name for _, name in pairs]
+    if len(set(names)) != len(names):
+        raise DataError(f"raw folder {raw_dir}: two images map to one file name (a database archive extracted twice?)")
     with staged_folder(out_dir) as stage:
-        database = [p for p in image_files(raw_dir, recursive=True)
-                    if SF_QUERY_FOLDER not in p.relative_to(raw_dir).parts]
-        if not database:
-            raise MissingFileError(f"raw folder {raw_dir}: no database images (extract the PCIs_*.tar archives there)")
-        for path in database:
-            fields = path.stem.split("_")
-            if len(fields) != 10:
-                raise DataError(f"raw folder {raw_dir}: {path.name} is not a San Francisco database name "
-                                "(<a>_<b>_<pano>_<lat>_<lon>_<building>_<tile>_<carto>_<heading>_<pitch>.jpg)")
-            _, _, pano, lat, lon, _, tile, _, heading, pitch = fields
-            try:
-                east, north, zone, letter = latlon_to_utm(float(lat), float(lon))
-                name = downloader_name(east, north, zone, letter, float(lat), float(lon), pano_id=pano,
-                                       tile_num=int(float(tile)), heading=float(heading), pitch=float(pitch))
-            except ValueError:
-                raise DataError(f"raw folder {raw_dir}: {path.name} has a non-numeric position or angle") from None
-            pairs.append((path, stage / "database" / name))
-        lines = [line for line in poses_path.read_text().splitlines()[1:] if line.strip()]
-        for number, line in enumerate(lines, start=2):
-            fields = line.split(" ")
-            try:
-                image_id = fields[1]
-                x, y, w, z, east, north = (float(v) for v in fields[2:8])
-            except (IndexError, ValueError):
-                raise DataError(f"{poses_path} line {number}: expected '<n> <image id> x y w z east north ...'") from None
-            source = require(raw_dir, f"{SF_QUERY_FOLDER}/{image_id}.jpg", "a San Francisco query image", SF_HINT)
-            name = downloader_name(east, north, 10, "S", pano_id=image_id,
-                                   heading=_heading_from_quaternion(x, y, w, z))
-            pairs.append((source, stage / "queries" / name))
-        num_queries = len(lines)
-        destinations = [dst for _, dst in pairs]
-        if len(set(destinations)) != len(destinations):
-            raise DataError(f"raw folder {raw_dir}: two images map to one file name (a database archive extracted twice?)")
-        place_all(pairs, "sf_landmark images")
-    return FormatResult("sf_landmark", Path(out_dir), len(pairs) - num_queries, num_queries)
+        for source, name in progress_bar(pairs, desc="sf_landmark images", unit="img"):
+            put_source(source, stage / name)
+    return FormatResult("sf_landmark", Path(out_dir), len(database), len(rows))
 
 
 def format_gsv_cities(raw_dir: Path, out_dir: Path) -> FormatResult:

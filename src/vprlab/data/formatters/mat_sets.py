@@ -12,12 +12,14 @@ folder holds ``000/``...``010/`` (database), ``queries_real/`` and ``datasets/pi
 same tree). Output: the GSV-Cities lists ``<name>_{dbImages,qImages,gt}.npy`` with the paths of
 ``dbImageFns`` and ``queries_real/`` + ``qImageFns`` (the released lists name images exactly so),
 positives = database images within ``posDistThr`` of the query, and the listed images under the
-same relative paths.
+same relative paths. OpenVPRLab's ``pitts30k-val.zip`` (images with ``pitts30k_val_{dbImages,qImages,gt_25m}.npy``)
+is taken as it is, its lists renamed to the ones the config reads.
 
 Tokyo 24/7 (database from the authors, queries ``247query_subset_v2.zip`` from
 https://data.ciirc.cvut.cz/public/projects/2015netVLAD/Tokyo247/queries/): the raw folder holds
 ``datasets/tokyo247.mat``, ``tokyo247/03814/`` ... ``03829/`` (database PNGs; the .mat names them
-.jpg) and ``247query_subset_v2/`` (``<id>.jpg`` + ``<id>.csv``, first line ``pano_id,lat,lon,...``).
+.jpg) and the queries, ``<id>.jpg`` + ``<id>.csv`` (first line ``pano_id,lat,lon,...``), in
+``247query_subset_v2/`` or ``queries/``, or the zip ``247query_subset_v2.zip`` itself (read in place).
 As VPR-datasets-downloader's ``format_tokyo247.py`` does, database PNGs are saved as JPEG, queries
 resized to 480 pixels on the short side, and names carry the UTM of the .mat (database) or of the
 csv's lat/lon (queries).
@@ -34,20 +36,24 @@ from vprlab.data.benchmark_readers import positives_within_radius
 from vprlab.data.formatters._common import (
     FormatResult,
     downloader_name,
+    find_lists,
+    folder_or_zip,
     latlon_to_utm,
+    open_source,
     place_tree,
     positives_array,
     refuse_existing_lists,
+    repackage_lists,
     require,
     require_raw_dir,
     staged_folder,
     write_npy_lists,
 )
-from vprlab.utils.errors import DataError
+from vprlab.utils.errors import DataError, MissingFileError
 from vprlab.utils.progress import progress_bar
 
 PITTS_HINT = "the Pittsburgh images (000/ ... and queries_real/) and datasets/<split>.mat from the authors"
-TOKYO_HINT = "datasets/tokyo247.mat, tokyo247/038XX/ (database) and 247query_subset_v2/ (queries)"
+TOKYO_HINT = "datasets/tokyo247.mat, tokyo247/038XX/ (database) and 247query_subset_v2/ or its .zip (queries)"
 TOKYO_QUERY_SIZE = 480  # short side, as format_tokyo247.py resizes the queries
 DB_STRUCT_FIELDS = ("dbImageFns", "utmDb", "qImageFns", "utmQ")
 
@@ -91,8 +97,14 @@ def read_db_struct(path: Path) -> dict[str, object]:
 
 def _format_pittsburgh(name: str, mat_name: str, raw_dir: Path, out_dir: Path) -> FormatResult:
     raw_dir, out_dir = require_raw_dir(raw_dir), Path(out_dir)
+    released = (f"{name}_dbImages.npy", f"{name}_qImages.npy", f"{name}_gt_25m.npy")
+    release = find_lists(raw_dir, released, (name.replace("_", "-"),))
+    if release is not None and not (raw_dir / "datasets" / mat_name).is_file():
+        return repackage_lists(name, name, release, out_dir, released, query_index=False)
     refuse_existing_lists(out_dir, name)
-    struct = read_db_struct(require(raw_dir, f"datasets/{mat_name}", "the Pittsburgh split file", PITTS_HINT))
+    struct = read_db_struct(require(
+        raw_dir, f"datasets/{mat_name}", "the Pittsburgh split file",
+        PITTS_HINT + f" (or OpenVPRLab's {name.replace('_', '-')} release: {', '.join(released)} with the images)"))
     db = list(struct["db"])
     queries = [f"queries_real/{q}" for q in struct["q"]]
     positives = positives_within_radius(struct["utm_db"], struct["utm_q"], struct["pos_dist_thr"])
@@ -132,12 +144,13 @@ def _resize_short_side(image, size: int):
     return image.resize(new, Image.BILINEAR)
 
 
-def _tokyo_query(csv_path: Path) -> tuple[str, float, float]:
-    fields = csv_path.read_text().splitlines()[0].split(",") if csv_path.read_text().strip() else []
+def _tokyo_query(text: str, where: str) -> tuple[str, float, float]:
+    lines = text.splitlines()
+    fields = lines[0].split(",") if lines else []
     try:
         return fields[0].replace(".jpg", ""), float(fields[1]), float(fields[2])
     except (IndexError, ValueError):
-        raise DataError(f"{csv_path}: the first line should be 'pano_id,lat,lon,...'; got {fields[:3]}") from None
+        raise DataError(f"{where}: the first line should be 'pano_id,lat,lon,...'; got {fields[:3]}") from None
 
 
 def format_tokyo247(raw_dir: Path, out_dir: Path) -> FormatResult:
@@ -148,10 +161,15 @@ def format_tokyo247(raw_dir: Path, out_dir: Path) -> FormatResult:
     struct = read_db_struct(require(raw_dir, "datasets/tokyo247.mat", "the Tokyo 24/7 dbStruct", TOKYO_HINT))
     sources = [require(raw_dir, f"tokyo247/{Path(f).with_suffix('.png')}", "a Tokyo 24/7 database image", TOKYO_HINT)
                for f in struct["db"]]
-    query_dir = require(raw_dir, "247query_subset_v2", "the Tokyo 24/7 query folder", TOKYO_HINT)
-    query_images = sorted(p for p in query_dir.glob("*.jpg") if not p.name.startswith("."))
+    query_files = folder_or_zip(raw_dir, "247query_subset_v2", "247query_subset_v2.zip", "the Tokyo 24/7 queries",
+                                TOKYO_HINT, folders=("queries",))
+    query_images = sorted(n for n in query_files if n.lower().endswith(".jpg"))
     if not query_images:
-        raise DataError(f"raw folder {raw_dir}: {query_dir} holds no .jpg queries")
+        raise DataError(f"raw folder {raw_dir}: the Tokyo 24/7 query folder holds no .jpg queries")
+    for name in query_images:
+        if Path(name).with_suffix(".csv").name not in query_files:
+            raise MissingFileError(f"raw folder {raw_dir}: expected {Path(name).with_suffix('.csv').name}, the "
+                                   f"position file of the query {name}, next to it ({TOKYO_HINT})")
     with staged_folder(out_dir) as stage:
         (stage / "database").mkdir()
         (stage / "queries").mkdir()
@@ -159,11 +177,12 @@ def format_tokyo247(raw_dir: Path, out_dir: Path) -> FormatResult:
                                                          desc="tokyo247 database", unit="img"):
             with Image.open(src) as image:
                 image.convert("RGB").save(stage / "database" / _tokyo_db_name(filename, east, north))
-        for src in progress_bar(query_images, desc="tokyo247 queries", unit="img"):
-            pano, lat, lon = _tokyo_query(require(raw_dir, src.with_suffix(".csv").relative_to(raw_dir),
-                                                  "the position file of a Tokyo 24/7 query", TOKYO_HINT))
+        for name in progress_bar(query_images, desc="tokyo247 queries", unit="img"):
+            csv_source = query_files[str(Path(name).with_suffix(".csv"))]
+            text = csv_source.decode() if isinstance(csv_source, bytes) else csv_source.read_text()
+            pano, lat, lon = _tokyo_query(text, f"{raw_dir}: {Path(name).with_suffix('.csv')}")
             east, north, zone, letter = latlon_to_utm(lat, lon)
-            with Image.open(src) as image:
+            with open_source(query_files[name]) as f, Image.open(f) as image:
                 _resize_short_side(image.convert("RGB"), TOKYO_QUERY_SIZE).save(
                     stage / "queries" / downloader_name(east, north, zone, letter, lat, lon, pano_id=pano))
         num_db = len(list((stage / "database").iterdir()))

@@ -30,11 +30,13 @@ from vprlab.data.benchmark_readers import positives_within_radius
 from vprlab.data.formatters._common import (
     FormatResult,
     downloader_name,
+    find_lists,
     image_files,
     place_all,
     place_tree,
     positives_array,
     refuse_existing_lists,
+    repackage_lists,
     require,
     require_raw_dir,
     staged_folder,
@@ -140,10 +142,23 @@ def official_selection(raw_dir: Path) -> dict[str, object]:
     return {"dbImages": db_images, "qImages": q_images, "qIdx": q_index, "pIdx": positives}
 
 
+OPENVPRLAB_FILES = ("msls_val_ref_image_names.npy", "msls_val_query_image_names.npy", "msls_val_ground_truth_25m.npy")
+
+
 def format_msls_val(raw_dir: Path, out_dir: Path) -> FormatResult:
     """``msls_val``: ``msls_val_{dbImages,qImages,qIdx,pIdx}.npy`` in ``out_dir`` and the listed
-    images under ``out_dir/train_val/`` (hard links of the raw files where possible)."""
+    images (hard links of the raw files where possible). From the raw MSLS download
+    (``train_val/``: the official selection is computed) or from OpenVPRLab's ``msls-val.zip``
+    (``cph/``, ``sf/`` and its three lists, taken as they are)."""
     raw_dir, out_dir = require_raw_dir(raw_dir), Path(out_dir)
+    release = find_lists(raw_dir, OPENVPRLAB_FILES, ("msls-val", "msls_val"))
+    if release is not None and not (raw_dir / "train_val").is_dir():
+        return repackage_lists("msls_val", "msls_val", release, out_dir, OPENVPRLAB_FILES, query_index=True)
+    if not (raw_dir / "train_val").is_dir():
+        raise MissingFileError(
+            f"raw folder {raw_dir}: expected the MSLS download (train_val/<city>/{{query,database}}/) or OpenVPRLab's "
+            f"msls-val release ({', '.join(OPENVPRLAB_FILES)} next to cph/ and sf/); found neither"
+        )
     refuse_existing_lists(out_dir, "msls_val")
     sel = official_selection(raw_dir)
     place_tree(raw_dir, out_dir, [*sel["dbImages"], *sel["qImages"]], "msls_val images")
