@@ -354,10 +354,10 @@ def test_nordland_refuses_a_gap(tmp_path):
 
 
 def test_sped(tmp_path):
-    raw = tmp_path / "SPEDTEST"
+    raw = tmp_path / "raw" / "SPEDTEST"  # as SPEDTEST.zip unpacks
     _vpr_bench(raw, 5, 5)
     out = tmp_path / "SPED"
-    FORMATTERS["sped"](raw, out)
+    FORMATTERS["sped"](tmp_path / "raw", out)
     bench = _load("sped", out, 5, 5)
     assert [p.tolist() for p in bench.positives] == [[j] for j in range(5)]
     _image(raw / "query" / "0000005.jpg")

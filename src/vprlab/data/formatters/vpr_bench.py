@@ -1,6 +1,7 @@
 """VPR-Bench sets read through GSV-Cities-style ``.npy`` lists: Nordland* and SPED.
 
-Raw input: the dataset folder of the VPR-Bench download (https://github.com/MubarizZaffar/VPR-Bench,
+Raw input (the folder itself, or its parent as the zips unpack: ``Nordland/``, ``SPEDTEST/``): the
+dataset folder of the VPR-Bench download (https://github.com/MubarizZaffar/VPR-Bench,
 files at https://surfdrive.surf.nl/files/index.php/s/sbZRXzYe3l0v67W), holding ``ref/`` and
 ``query/`` with images numbered ``0000000.jpg``, ``0000001.jpg``, ... (7 digits, consecutive).
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from vprlab.data.formatters._common import (
     FormatResult,
+    find_layout,
     image_files,
     place_tree,
     positives_array,
@@ -63,6 +65,9 @@ def _numbered_images(raw_dir: Path, folder: str) -> list[str]:
 
 def _format(name: str, prefix: str, raw_dir: Path, out_dir: Path, positives_of) -> FormatResult:
     raw_dir, out_dir = require_raw_dir(raw_dir), Path(out_dir)
+    # The zips hold Nordland/{ref,query} or SPEDTEST/{ref,query}: accept the folder or its parent.
+    raw_dir = find_layout(raw_dir, ["ref", "query"],
+                          ["", *sorted(p.name for p in raw_dir.iterdir() if p.is_dir())], "the VPR-Bench folders")
     refuse_existing_lists(out_dir, prefix)
     db, queries = _numbered_images(raw_dir, "ref"), _numbered_images(raw_dir, "query")
     positives = positives_of(len(db), len(queries), raw_dir)
