@@ -295,6 +295,9 @@ def zip_images(archive: Path, folder: str) -> dict[str, bytes]:
                 parts = Path(info.filename).parts
                 if (not info.is_dir() and len(parts) >= 2 and parts[-2] == folder
                         and not parts[-1].startswith(".") and Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES + (".csv",)):
+                    if parts[-1] in found:
+                        raise DataError(f"{archive} holds {parts[-1]} in two folders named {folder}/; "
+                                        "it is not the archive the source publishes")
                     found[parts[-1]] = zf.read(info)
             return found
     except zipfile.BadZipFile:

@@ -16,6 +16,10 @@ queries alike (18,871 database images, 747 queries); a query counts (``qIdx``) w
 image of its city lies within 25 m in the ``postprocessed.csv`` UTM coordinates (740 of the 747),
 and ``pIdx`` lists those database images. The released GSV-Cities lists have the same shape:
 ``msls_val_qImages.npy`` 747 entries, ``msls_val_qIdx.npy`` 740.
+
+OpenVPRLab's ``msls-val.zip`` (``cph/``, ``sf/`` and ``msls_val_{ref_image_names,query_image_names,
+ground_truth_25m}.npy``, the 740 queries already selected) is also accepted for ``msls_val``: its lists
+are checked and renamed to the ones the config reads.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def read_split(raw_dir: Path, city: str, folder: str) -> _Split:
         city=city, folder=folder, keys=keys, utm=utm, lat=lat, lon=lon,
         pano=_flag(_column(raw_path, raw, raw_cols, "pano"), raw_path, "pano"),
         in_all=_flag(_column(sub_path, sub, sub_cols, "all"), sub_path, "all"),
-        night=list(_flag(_column(post_path, post, post_cols, "night"), post_path, "night")),
+        night=[v == "True" for v in _column(post_path, post, post_cols, "night")],  # only names the file
         view=_column(post_path, post, post_cols, "view_direction"),
     )
 
