@@ -85,6 +85,8 @@ def test_latlon_to_utm_matches_the_published_example_and_ground_distances():
     assert (zone, letter) == (32, "U")
     assert east == pytest.approx(395201.3103811303, abs=1e-3) and north == pytest.approx(5673135.241182375, abs=1e-3)
     assert latlon_to_utm(-33.9, 151.2)[2:] == (56, "H") and latlon_to_utm(35.68, 139.76)[2:] == (54, "S")
+    # The UTM grid's exceptions: south-west Norway is zone 32V, Svalbard uses zones 31/33/35/37 X.
+    assert latlon_to_utm(60.0, 5.0)[2:] == (32, "V") and latlon_to_utm(78.0, 15.0)[2:] == (33, "X")
     # A small step on the WGS84 ellipsoid (local radii of curvature), times the UTM point scale
     # k0 (1 + x^2 / 2R^2) at the point's distance x from the central meridian.
     a_axis, e2 = 6378137.0, 0.00669438
@@ -191,7 +193,8 @@ def test_msls_val_all_queries(msls_raw, tmp_path):
     assert sorted(key(p) for p in bench.db_paths) == sorted(db_keys)
     assert _positive_names(bench, key) == positives
     night = [p for p in bench.query_paths if key(p) == "cphq2"][0]
-    assert _field(night, 14) == "night_forward_cph" and _field(night, 3) == "33" and _field(night, 4) == "U"  # Copenhagen: 55.68 N is band U (48-56 N)
+    # Copenhagen: zone 33, and 55.68 N is in band U (48-56 N).
+    assert _field(night, 14) == "night_forward_cph" and _field(night, 3) == "33" and _field(night, 4) == "U"
 
 
 def test_msls_challenge(msls_raw, tmp_path):
@@ -287,7 +290,8 @@ def test_pittsburgh_splits_share_one_root(pittsburgh_raw, tmp_path):
 def test_pittsburgh_missing_mat_and_image(pittsburgh_raw, tmp_path):
     raw, splits = pittsburgh_raw
     (raw / "datasets" / "pitts250k_test.mat").unlink()
-    with pytest.raises(UserError, match=r"raw folder .*raw_pitts: expected the Pittsburgh split file at .*datasets/pitts250k_test\.mat"):
+    expected = r"raw folder .*raw_pitts: expected the Pittsburgh split file at .*datasets/pitts250k_test\.mat"
+    with pytest.raises(UserError, match=expected):
         FORMATTERS["pitts250k_test"](raw, tmp_path / "P")
     (raw / splits["pitts30k_val"][0][0]).unlink()
     with pytest.raises(UserError, match="listed images do not exist"):

@@ -226,7 +226,7 @@ def utm_zone(latitude: float, longitude: float) -> tuple[int, str]:
     if 56 <= latitude < 64 and 3 <= longitude < 12:
         number = 32
     elif 72 <= latitude <= 84 and longitude >= 0:
-        number = 31 if longitude < 9 else 33 if longitude < 21 else 35 if longitude < 33 else 37 if longitude < 42 else None
+        number = next((zone for zone, edge in ((31, 9), (33, 21), (35, 33), (37, 42)) if longitude < edge), None)
     else:
         number = None
     if number is None:
@@ -245,7 +245,8 @@ def latlon_to_utm(latitude: float, longitude: float) -> tuple[float, float, int,
     a = cos * ((math.radians(longitude) - central + math.pi) % (2 * math.pi) - math.pi)
     n = _R / math.sqrt(1 - _E2 * sin * sin)
     m = _R * (_M1 * lat - _M2 * math.sin(2 * lat) + _M3 * math.sin(4 * lat) - _M4 * math.sin(6 * lat))
-    easting = _K0 * n * (a + a**3 / 6 * (1 - t2 + c) + a**5 / 120 * (5 - 18 * t2 + t2 * t2 + 72 * c - 58 * _EP2)) + 500000
+    easting = 500000 + _K0 * n * (a + a**3 / 6 * (1 - t2 + c)
+                                  + a**5 / 120 * (5 - 18 * t2 + t2 * t2 + 72 * c - 58 * _EP2))
     northing = _K0 * (m + n * tan * (a**2 / 2 + a**4 / 24 * (5 - t2 + 9 * c + 4 * c * c)
                                      + a**6 / 720 * (61 - 58 * t2 + t2 * t2 + 600 * c - 330 * _EP2)))
     if latitude < 0:
@@ -293,8 +294,8 @@ def zip_images(archive: Path, folder: str) -> dict[str, bytes]:
             found = {}
             for info in zf.infolist():
                 parts = Path(info.filename).parts
-                if (not info.is_dir() and len(parts) >= 2 and parts[-2] == folder
-                        and not parts[-1].startswith(".") and Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES + (".csv",)):
+                wanted = Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES + (".csv",) if parts else False
+                if not info.is_dir() and len(parts) >= 2 and parts[-2] == folder and not parts[-1].startswith(".") and wanted:
                     if parts[-1] in found:
                         raise DataError(f"{archive} holds {parts[-1]} in two folders named {folder}/; "
                                         "it is not the archive the source publishes")
