@@ -597,3 +597,24 @@ def test_archives_are_read_without_unpacking(tmp_path):
         zf.writestr("247query_subset_v2/q1.csv", f"q1.jpg,{lat},{lon},x\n")
     bench = _load("tokyo247", FORMATTERS["tokyo247"](raw, tmp_path / "tokyo").out_dir, 1, 1)
     assert bench.positives[0].tolist() == [0] and Image.open(bench.query_paths[0]).size == (480, 720)
+
+
+def test_missing_raw_layouts_name_what_was_expected(tmp_path):
+    raw = tmp_path / "empty"
+    raw.mkdir()
+    with pytest.raises(UserError, match=r"raw folder .*empty: expected the MSLS download .* or OpenVPRLab's msls-val"):
+        FORMATTERS["msls_val"](raw, tmp_path / "o1")
+    with pytest.raises(UserError, match=r"raw folder .*empty: expected the VPR-Bench folders, folders ref/, query/"):
+        FORMATTERS["nordland"](raw, tmp_path / "o2")
+    with pytest.raises(UserError, match=r"raw folder .*empty: expected .*new/ or the archive AmsterTime-v1.0.zip"):
+        FORMATTERS["amstertime"](raw, tmp_path / "o3")
+    with pytest.raises(UserError, match=r"raw folder .*empty: expected the San Francisco query poses, reference_poses"):
+        FORMATTERS["sf_landmark"](raw, tmp_path / "o4")
+    raw = tmp_path / "tokyo"
+    _write_db_struct(raw / "datasets" / "tokyo247.mat", "test", ["03814/a_012_000.jpg"], np.array([[1.0, 2.0]]),
+                     [], np.zeros((0, 2)))
+    _image(raw / "tokyo247" / "03814" / "a_012_000.png")
+    _image(raw / "queries" / "q7.jpg")  # its q7.csv (the position) is missing
+    with pytest.raises(UserError, match=r"raw folder .*tokyo: expected q7.csv, the position file of the query q7.jpg"):
+        FORMATTERS["tokyo247"](raw, tmp_path / "o5")
+    assert not any(p.name.startswith(".o") for p in tmp_path.iterdir())  # no staging folder left behind
