@@ -129,7 +129,10 @@ def place(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
-    except OSError:
+    except FileExistsError:
+        raise DataError(f"{src} and another raw image map to the same output file {dst.name}; the raw folder "
+                        "holds one image twice (an archive extracted twice?)") from None
+    except OSError:  # another file system, or links not allowed there
         shutil.copy2(src, dst)
 
 
