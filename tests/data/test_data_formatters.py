@@ -618,3 +618,23 @@ def test_missing_raw_layouts_name_what_was_expected(tmp_path):
     with pytest.raises(UserError, match=r"raw folder .*tokyo: expected q7.csv, the position file of the query q7.jpg"):
         FORMATTERS["tokyo247"](raw, tmp_path / "o5")
     assert not any(p.name.startswith(".o") for p in tmp_path.iterdir())  # no staging folder left behind
+
+
+def test_images_are_hard_linked_or_copied_across_file_systems(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from vprlab.data.formatters import _common
+
+    raw = tmp_path / "SPEDTEST"
+    _vpr_bench(raw, 2, 2)
+    FORMATTERS["sped"](raw, tmp_path / "linked")
+    assert os.stat(tmp_path / "linked" / "ref" / "0000000.jpg").st_ino == os.stat(raw / "ref" / "0000000.jpg").st_ino
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(_common.os, "link", cross_device)
+    FORMATTERS["sped"](raw, tmp_path / "copied")
+    copied, original = tmp_path / "copied" / "ref" / "0000001.jpg", raw / "ref" / "0000001.jpg"
+    assert copied.read_bytes() == original.read_bytes() and os.stat(copied).st_ino != os.stat(original).st_ino
