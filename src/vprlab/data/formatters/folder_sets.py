@@ -13,14 +13,13 @@ Already in that layout when obtained (placed as they are, every name checked):
 Formatted here from the source's own files, as VPR-datasets-downloader's scripts do:
 
 - AmsterTime (``download_amstertime.py``): ``new/<pair>.png`` (database, saved as JPEG) and
-  ``old/<pair>.jpg`` (queries); the pairs have no positions, so pair ``k`` is placed at the mock
+  ``old/<pair>.jpg`` (queries), or ``AmsterTime-v1.0.zip`` holding them, read in place; the pairs have no positions, so pair ``k`` is placed at the mock
   UTM position east 0, north ``1000 k``: both images of a pair at one point, pairs 1 km apart;
-- SPED in this layout is not needed (``sped`` reads the VPR-Bench folders, see vpr_bench);
 - San Francisco Landmark (``download_san_francisco.py``): database images named
   ``<a>_<b>_<pano>_<lat>_<lon>_<building>_<tile>_<carto>_<heading>_<pitch>.jpg`` anywhere under the raw
   folder (the extracted ``PCIs_*.tar`` archives), the 598 queries in
-  ``BuildingQueryImagesCartoIDCorrected-Upright/<id>.jpg`` with their UTM (zone 10S) in
-  ``reference_poses_598/reference_poses_addTM_all_598.txt``.
+  ``BuildingQueryImagesCartoIDCorrected-Upright/<id>.jpg`` (or its zip) with their UTM (zone 10S) in
+  ``reference_poses_598/reference_poses_addTM_all_598.txt`` (or ``reference_poses_598.zip``).
 - GSV-Cities (training set, the Kaggle download): ``Dataframes/<City>.csv`` + ``Images/<City>/``,
   placed as they are.
 """
