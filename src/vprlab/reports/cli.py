@@ -17,7 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from vprlab.evaluation.results import markdown_table
+from vprlab.evaluation.results import (
+    mark_subsets,
+    markdown_table,
+    recall_columns,
+    subset_footnote,
+)
 from vprlab.reports.collect import EPOCH_RULES, collect_runs
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
@@ -92,8 +97,9 @@ def _report(args, runs, out: Path) -> dict[str, Path]:
     if args.kind == "collect":
         columns = [c for c in SUMMARY_COLUMNS if c in runs.columns]
         columns += [c for c in runs.attrs.get("config_keys", []) if c not in columns]
+        records, notes = mark_subsets(runs.to_dict("records"), recall_columns(runs.to_dict("records")), ".1f")
         paths = {"csv": out / "runs.csv",
-                 "markdown": atomic_write_text(out / "runs.md", markdown_table(runs.to_dict("records"), columns, ".1f"))}
+                 "markdown": atomic_write_text(out / "runs.md", markdown_table(records, columns, ".1f") + subset_footnote(notes))}
     elif args.kind == "sweep":
         paths = sweep_report(runs, out, rows=args.rows, cols=args.cols, benchmark=args.benchmark)
     elif args.kind == "compare":
