@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="aggregator.num_layers", help="sweep: heatmap rows")
     parser.add_argument("--cols", default="aggregator.num_queries", help="sweep: heatmap columns")
     parser.add_argument("--by", nargs="+", default=["aggregator"], help="compare/seeds: the columns that name a setting")
-    parser.add_argument("--model", default="boq_resnet50", help="paper: boq_resnet50 or boq_dinov2")
+    parser.add_argument("--model", default=None,
+                        help="paper: whose published numbers to compare with, boq_resnet50 or boq_dinov2 (default: the paper "
+                             "model of the released model the runs evaluated, e.g. by a reproduce_boq_* recipe, else "
+                             "boq_resnet50); it picks the paper's rows, not the runs (--where does)")
     parser.add_argument("--epoch", choices=sorted(EPOCH_RULES), default="last",
                         help="which evaluation of each training run is reported: last (default) or best (by trainer.monitor)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",

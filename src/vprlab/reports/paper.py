@@ -246,7 +246,7 @@ def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resne
                           for k in ks if f"R@{k}" in part.columns}
             ours[name]["n"] = len(part)
             notes = [n for n in dict.fromkeys(subset_note(r) for r in part.to_dict("records")) if n]
-            ours[name]["subset"] = "; ".join(notes) or None
+            ours[name]["subset"] = "\n".join(notes) or None
     rows = []
     for paper in published:
         name = paper["benchmark"]
@@ -289,7 +289,7 @@ def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper")
         cells += [_cell(record.get(c), sign=c.startswith("Δ")) + (dagger if c.startswith("ours") and not pd.isna(record.get(c)) else "")
                   for c in columns[1:]]
         lines.append(" & ".join(cells) + r" \\")
-    notes = [_text_of(r.get("subset")) for r in table.to_dict("records") if _text_of(r.get("subset"))]
+    notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
     if notes:
         caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with the paper): "
                     + "; ".join(n.replace("_", r"\_") for n in notes) + ".")
@@ -314,17 +314,43 @@ def _measured_by(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def paper_model_of(runs: pd.DataFrame) -> str | None:
+    """The paper model (``boq_resnet50`` / ``boq_dinov2``) of the released BoQ model that every row of
+    ``runs`` evaluated (evaluate.py ``pretrained=`` / the reproduce_boq_* recipes); None when a row has
+    another model (a training run, a checkpoint) or the rows hold several."""
+    if "model" not in runs.columns or runs["model"].isna().any() or not len(runs):
+        return None
+    paper_rows, found = load_paper_results(), set()
+    for name in runs["model"].astype(str).unique():
+        try:
+            found.add(_resolve_model(name, paper_rows))
+        except ValueError:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
 def paper_report(
-    runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10),
+    runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str | None = None, ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, Path]:
+    """``paper_<model>.md`` / ``.csv`` / ``.tex``: the paper's table for ``model`` next to the runs. ``model``
+    picks the paper's rows, never the runs (``--where`` does): None takes the paper model of the released
+    model the runs evaluated (:func:`paper_model_of`), else ``boq_resnet50``; a ``model`` that differs from
+    the released model the runs evaluated is an error, since the table would set one model against another's
+    published numbers."""
     runs = pd.DataFrame(list(runs)) if not isinstance(runs, pd.DataFrame) else runs
+    evaluated = paper_model_of(runs[runs["benchmark"].notna()] if "benchmark" in runs.columns else runs)
+    model = _resolve_model(model, load_paper_results()) if model else evaluated or "boq_resnet50"
+    if evaluated and evaluated != model:
+        names = ", ".join(sorted(runs["model"].astype(str).unique()))
+        raise ValueError(f"--model {model}: the runs evaluated {names}, whose paper numbers are {evaluated}'s; pass "
+                         f"--model {evaluated} (or leave --model out), or select other runs with --where")
     table = paper_table(runs, model=model, ks=ks)
     measured = table[[c for c in table.columns if c.startswith("ours")]].notna().any(axis=1).sum()
     caption = f"Recall@N (\\%) of {model.replace('_', '-')}: the BoQ paper vs.\\ our runs ({measured} benchmarks measured)."
     markdown_rows = [{k: (str(v).replace("*", "\\*") if k == "benchmark" else "-" if pd.isna(v) else str(int(v)) if k == "n"
                           else _cell(v, sign=k.startswith("Δ")) + (SUBSET_MARK if k.startswith("ours") and _text_of(r.get("subset")) else ""))
                       for k, v in r.items() if k != "subset"} for r in table.to_dict("records")]
-    notes = [_text_of(r.get("subset")) for r in table.to_dict("records") if _text_of(r.get("subset"))]
+    notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
     markdown = (
         f"# BoQ paper vs measured ({model})\n\nPaper numbers from the BoQ README "
         "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper; ours = mean over "

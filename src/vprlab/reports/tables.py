@@ -131,7 +131,7 @@ def settings_table(
         row["n"] = len(part)
         row["seeds"] = ",".join(_text(s) for s in part["seed"]) if "seed" in part.columns else "-"
         notes = [n for n in dict.fromkeys(subset_note(r) for r in part.to_dict("records")) if n]
-        row["subset"] = "; ".join(notes) or None  # other image counts than published: marked in every table
+        row["subset"] = "\n".join(notes) or None  # other image counts than published: marked in every table
         if "setting" in part.columns:
             row["setting"] = part["setting"].iloc[0]
         out.append(row)
@@ -198,7 +198,7 @@ def subset_notes_of(table: pd.DataFrame) -> str:
     """The Markdown under a table whose ``subset`` column names benchmarks with other image counts."""
     if "subset" not in table.columns:
         return ""
-    return subset_footnote([n for v in table["subset"] if isinstance(v, str) and v for n in v.split("; ")])
+    return subset_footnote([n for v in table["subset"] if isinstance(v, str) and v for n in v.split("\n")])
 
 
 def _rows(table: pd.DataFrame) -> list[dict[str, Any]]:
