@@ -24,6 +24,7 @@ from vprlab.commands.compare import (
     published_for,
 )
 from vprlab.commands.evaluate import run_evaluation
+from vprlab.data.benchmark import BenchmarkCountWarning
 from vprlab.engine.checkpoint import save_checkpoint
 from vprlab.models.vpr_model import build_model
 
@@ -263,7 +264,9 @@ def test_labels_and_subset_marks_flow_into_every_output(models, tiny_synthetic, 
     argv = ["--models", f"mine={models['gem']}", str(models["exported"]), "boq_resnet50_16384",
             "--weights", f"boq_resnet50_16384={renamed}", "--benchmarks", "synthetic", "--out", str(tmp_path / "out"),
             "--override", *_overrides(data_dir, cache), *published_counts]
-    assert main(argv) == 0
+    with pytest.warns(BenchmarkCountWarning, match=r"benchmark 'synthetic' has \d+ database images") as caught:
+        assert main(argv) == 0
+    assert {Path(w.filename).name for w in caught if w.category is BenchmarkCountWarning} == {"test_compare.py"}  # the caller
     printed = capsys.readouterr().out
     rows = {r["model"]: r for r in _read_csv(tmp_path / "out" / "comparison.csv") if r["status"] == "ok"}
     assert set(rows) == {"mine", "boq_tiny_release", "boq_resnet50_16384 (boq_finetuned.pth)"}
