@@ -26,6 +26,7 @@ positive database indices of every query.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -78,7 +79,7 @@ def check_counts(
 
 
 # Frames of these packages are never the place a benchmark was asked for (Hydra instantiates configs).
-_LIBRARY_DIRS = tuple(str(Path(m.__file__).resolve().parent) for m in (sys.modules["vprlab"],) if getattr(m, "__file__", None))
+_VPRLAB_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 _LIBRARY_PACKAGES = ("hydra", "omegaconf")
 
 
@@ -88,7 +89,7 @@ def _caller_stacklevel() -> int:
     frame, level = sys._getframe(1), 1  # level 1 = the caller of warnings.warn (check_counts)
     while frame is not None:
         filename = str(Path(frame.f_code.co_filename).resolve()) if not frame.f_code.co_filename.startswith("<") else ""
-        inside = filename.startswith(_LIBRARY_DIRS) or any(f"/{p}/" in filename.replace("\\", "/") for p in _LIBRARY_PACKAGES)
+        inside = filename.startswith(_VPRLAB_DIR) or any(f"/{p}/" in filename.replace("\\", "/") for p in _LIBRARY_PACKAGES)
         if filename and not inside:
             return level
         frame, level = frame.f_back, level + 1
