@@ -24,6 +24,7 @@ from vprlab.commands.compare import (
     published_for,
 )
 from vprlab.commands.evaluate import run_evaluation
+from vprlab.data.benchmark import BenchmarkCountWarning
 from vprlab.engine.checkpoint import save_checkpoint
 from vprlab.models.vpr_model import build_model
 
@@ -246,3 +247,77 @@ def test_published_models_of_other_methods_with_their_own_preprocessing(tiny_syn
     cfg = compose_config("evaluate", [*overrides, "pretrained=cosplace_resnet18_32", f"pretrained.path={cosplace}",
                                       "benchmark=[synthetic]", f"paths.output_dir={tmp_path / 'eval'}", "cache=false"])
     assert run_evaluation(cfg)["synthetic"]["R@1"] == pytest.approx(float(ok["R@1"]))
+
+
+def test_labels_and_subset_marks_flow_into_every_output(models, tiny_synthetic, tmp_path, capsys):
+    """issue 21 items 1, 3 and 11: LABEL=SOURCE names a model in every output; a published name with
+    another weights file than the release's is labelled with that file; a benchmark evaluated on other
+    counts than published is marked in the Markdown, CSV, LaTeX and plot legend, and named below."""
+    import shutil
+
+    renamed = tmp_path / "boq_finetuned.pth"
+    shutil.copy(models["released"], renamed)
+    data_dir, cache = tiny_synthetic.root.parent, tmp_path / "cache"
+    published_counts = ["benchmark.synthetic._target_=vprlab.data.benchmarks.load_benchmark", "+benchmark.synthetic.format=npy",
+                        "+benchmark.synthetic.prefix=synthetic", "+benchmark.synthetic.expected_num_db=1549",
+                        "+benchmark.synthetic.expected_num_queries=1464"]
+    argv = ["--models", f"mine={models['gem']}", str(models["exported"]), "boq_resnet50_16384",
+            "--weights", f"boq_resnet50_16384={renamed}", "--benchmarks", "synthetic", "--out", str(tmp_path / "out"),
+            "--override", *_overrides(data_dir, cache), *published_counts]
+    with pytest.warns(BenchmarkCountWarning, match=r"benchmark 'synthetic' has \d+ database images") as caught:
+        assert main(argv) == 0
+    assert {Path(w.filename).name for w in caught if w.category is BenchmarkCountWarning} == {"test_compare.py"}  # the caller
+    printed = capsys.readouterr().out
+    rows = {r["model"]: r for r in _read_csv(tmp_path / "out" / "comparison.csv") if r["status"] == "ok"}
+    assert set(rows) == {"mine", "boq_tiny_release", "boq_resnet50_16384 (boq_finetuned.pth)"}
+    assert rows["mine"]["source"] == str(models["gem"])
+    num_db, num_queries = rows["mine"]["num_db"], rows["mine"]["num_queries"]
+    note = f"synthetic: evaluated on {num_db} database images and {num_queries} queries; published: 1,549 and 1,464"
+    assert all(r["subset"] == note and r["expected_num_db"] == "1549" for r in rows.values())
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    mine_line = next(line for line in markdown.splitlines() if line.startswith("| mine | synthetic |"))
+    assert f"| {float(rows['mine']['R@1']):.1f}†" in mine_line and note in markdown
+    assert "| boq_resnet50_16384 (boq_finetuned.pth) | synthetic |" in markdown
+    latex = (tmp_path / "out" / "comparison.tex").read_text()
+    assert f"mine & synthetic & 256 &" in latex and f"{float(rows['mine']['R@1']):.1f}$^\\dagger$" in latex
+    assert "Not the published benchmark" in latex
+    assert note in printed
+    # A label used twice, and a path with '=' in a folder name (Hydra job folders) that is not a label.
+    assert main(["--models", f"a={models['gem']}", f"a={models['mixvpr']}", "--benchmarks", "synthetic",
+                 "--out", str(tmp_path / "dup"), "--override", *_overrides(data_dir, cache)]) == 2
+    assert "the labels ['a'] are given to more than one model" in capsys.readouterr().err
+    assert compare.split_label("multiruns/t/aggregator=gem/checkpoints/best.ckpt") == (None, "multiruns/t/aggregator=gem/checkpoints/best.ckpt")
+    assert compare.split_label("mine=runs/x/best.ckpt") == ("mine", "runs/x/best.ckpt")
+
+
+def _overlap(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+@pytest.mark.parametrize("length", [40, 70])
+def test_plot_stays_readable_with_long_names_and_labels_every_size(length):
+    """issue 21 item 9: with 40-character (and longer) run names the legend lies inside the figure, no two
+    tick labels of an axis overlap, and the size axis labels the 128 and 512 points."""
+    names = [f"outputs/train/runs/2026-01-0{i}_10-00-00/{'x' * 40}"[:length] for i in range(1, 6)]
+    assert all(len(n) == length for n in names)
+    rows = []
+    for i, (name, dim, speed) in enumerate(zip(names, (128, 512, 4096, 8448, 16384), (3.1, 7.9, 12.4, 55.0, 140.0))):
+        for bench in ("pitts30k_test", "real_nordland64"):
+            rows.append({"model": name, "benchmark": bench, "R@1": 40.0 + i, "descriptor_dim": dim, "img_per_s": speed})
+    fig = compare.comparison_figure(compare.Comparison(rows, [], (1, 5, 10), "cpu", "test"))
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, (box, inside)
+    size_axis, speed_axis = fig.axes
+    for ax in (size_axis, speed_axis):
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 3 and not _overlap([t.get_window_extent(renderer) for t in labels]), [t.get_text() for t in labels]
+        for artist in ax.get_xticklabels():  # inside the figure too
+            extent = artist.get_window_extent(renderer)
+            assert inside.x0 <= extent.x0 and extent.x1 <= inside.x1
+    assert {"128", "512"} <= {t.get_text() for t in size_axis.get_xticklabels()}
+    for ax in (size_axis, speed_axis):  # no minor-tick labels (2x10^1 ...) that could overlap the major ones
+        assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))

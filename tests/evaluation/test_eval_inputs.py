@@ -92,3 +92,43 @@ def test_benchmarks_listing_says_present_and_complete(tiny_synthetic, tmp_path):
     assert rows["synthetic"]["status"] == "complete"
     assert rows["pitts30k_test"]["status"] == "missing" or "PITTS30K_ROOT" in __import__("os").environ
     assert all(rows[name]["env"] for name in rows)
+
+
+def test_skip_missing_with_nothing_here_writes_the_skipped_rows_and_paper_table_then_exits_2(tmp_path, monkeypatch):
+    """issue 21 item 5: no benchmark present. No model is loaded; results files list each skipped benchmark
+    and why, the paper table marks them skipped, and the error names what is missing and how to get it
+    without suggesting a benchmark that is itself missing; evaluate.py exits 2 (a user error)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from vprlab.utils.errors import MissingFileError
+
+    _never_load(monkeypatch)
+    for env in ("PITTS30K_ROOT", "ST_LUCIA_ROOT"):
+        monkeypatch.delenv(env, raising=False)
+    overrides = ["benchmark=[pitts30k_test,st_lucia]", "skip_missing=true", "compare_with_paper=boq_resnet50"]
+    with pytest.raises(MissingFileError) as caught:
+        run_evaluation(_cfg(tmp_path / "nodata", tmp_path, *overrides))
+    message = str(caught.value)
+    assert "none of the 2 selected benchmarks is here" in message and "pass e.g. benchmark=[pitts30k_test]" not in message
+    assert "  - pitts30k_test: benchmark root" in message and "PITTS30K_ROOT" in message
+    assert "  - st_lucia: benchmark root" in message and "ST_LUCIA_ROOT" in message
+    rows = {r["benchmark"]: r for r in read_results(tmp_path)}
+    assert set(rows) == {"pitts30k_test", "st_lucia"}
+    assert all(r["status"].startswith("skipped: data missing (benchmark root") and r["model"] == "resnet18-GeM-untrained"
+               for r in rows.values())
+    paper = (tmp_path / "paper_comparison_boq_resnet50.md").read_text()
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in paper.splitlines() if line.startswith("| ")}
+    assert "| skipped | 92.4 |" in lines["pitts30k_test"] and "| skipped |" in lines["st_lucia"]
+    assert "- st_lucia: data missing (benchmark root" in paper
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *overrides, *TINY_MODEL, f"paths.data_dir={tmp_path / 'nodata'}",
+         f"paths.output_dir={tmp_path / 'cli'}", f"paths.log_dir={tmp_path / 'cli'}"],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "none of the 2 selected benchmarks is here" in result.stderr
+    assert {r["benchmark"] for r in read_results(tmp_path / "cli")} == {"pitts30k_test", "st_lucia"}

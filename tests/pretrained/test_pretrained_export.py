@@ -137,3 +137,45 @@ def test_export_records_what_serving_needs_and_loading_uses_it(tmp_path, monkeyp
     with caplog.at_level("WARNING"):
         assert load_pretrained(out)[0].backbone.eval_image_size != (96, 128)
     assert "was written for other weights" in caplog.text
+
+
+def test_a_fine_tuned_published_model_exports_with_its_sidecar_and_loads_by_path(tmp_path, capsys, monkeypatch) -> None:
+    """issue 21 item 3: every export loads back by path. A checkpoint fine-tuned from CosPlace exports in
+    CosPlace's layout with a .vprlab.json naming the published model; load_pretrained(path) and
+    `vprlab compare --models path` rebuild it (CosPlace preprocessing, same descriptors), named by the file."""
+    from vprlab.commands.compare import load_compare_model
+    from vprlab.pretrained import published_model
+    from vprlab.pretrained.load import read_export_sidecar, sidecar_path
+    from vprlab.pretrained.registry import resolve_callable
+
+    spec = published_model("cosplace_resnet18_32")
+    torch.manual_seed(0)
+    model = spec.build_model().eval()
+    with torch.no_grad():
+        model.aggregator.fc.weight.mul_(3.0)  # "fine-tuned": not the initial weights
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": {"pretrained": {"name": spec.name}, "seed": 3}, "epoch": 1})
+    out = tmp_path / "mine.pth"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {sidecar_path(out)}" in printed and f"vprlab.load_pretrained({str(out)!r})" in printed
+    record = read_export_sidecar(out)
+    assert record["published_model"] == spec.name and record["training_config"]["seed"] == 3
+    assert list(torch.load(out, weights_only=True)) == list(resolve_callable(spec.export)(model.state_dict(), spec))  # CosPlace's keys
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    calls = forbid_network(monkeypatch)
+    loaded, transform = load_pretrained(out)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.eval_preprocessing == spec.preprocessing
+    compared = load_compare_model(str(out))
+    assert compared.name == "mine" and compared.kind == "weights file"
+    with torch.no_grad():
+        torch.testing.assert_close(compared.model(x), model(x))
+    assert calls == []
+    # Without the sidecar the message says how to load such a file, instead of only "not a BoQ model".
+    sidecar_path(out).unlink()
+    with pytest.raises(ValueError, match=r"no mine\.vprlab\.json naming the published model.*load_pretrained\(<name>, weights="):
+        load_pretrained(out)

@@ -1,8 +1,13 @@
 """`vprlab compare`: several models (released names, vprlab checkpoints, or both) on several
 benchmarks, into one table with each method's published numbers and the difference.
 
-    vprlab compare --models boq_resnet50_16384 outputs/train/runs/<run>/checkpoints/best.ckpt \\
+    vprlab compare --models boq_resnet50_16384 mine=outputs/train/runs/<run>/checkpoints/best.ckpt \\
                    --benchmarks pitts30k_test real_nordland64 [--weights NAME=PATH ...] [--out DIR]
+
+A model is named in every table and plot by ``LABEL=`` when given (``mine=.../best.ckpt``), else by
+its published name, by ``<run>/<checkpoint stem>`` for a checkpoint and by the file's stem for another
+weights file; a published name with ``--weights`` of another file than the release's is named
+``<name> (<file name>)``, so a fine-tuned copy never looks like the published model.
 
 Every (model, benchmark) cell goes through the same steps as ``evaluate.py`` (same loader, same
 eval transform, same descriptor cache and cache keys, same search and recall), so a cell equals what
@@ -55,7 +60,12 @@ from vprlab.evaluation.protocol import (
     make_transform_for,
     run_benchmark,
 )
-from vprlab.evaluation.results import markdown_table
+from vprlab.evaluation.results import (
+    SUBSET_MARK,
+    markdown_table,
+    subset_footnote,
+    subset_note,
+)
 from vprlab.models.fusion import fold_batchnorm as fold_batchnorm_into_convs
 from vprlab.reports.paper import paper_benchmark
 from vprlab.utils.device import Precision, resolve_device
@@ -111,7 +121,11 @@ def load_compare_model(source: str, weights: str | Path | None = None, allow_uns
     if is_released(source):
         from vprlab.pretrained import load_for_evaluation
 
+        from vprlab.pretrained import published_model
+
         model, name, weights_hash = load_for_evaluation(source, weights, allow_unsafe_pickle)
+        if weights is not None and Path(weights).name != published_model(source).file_name:
+            name = f"{name} ({Path(weights).name})"  # maybe fine-tuned: never shown as the published model itself
         return LoadedModel(model, name, weights_hash, make_transform_for(model), _released_names()[1](source), "released")
     if weights is not None:
         raise ValueError(f"--weights {source}=...: {source!r} is not a released model name; only released names take a weights file")
@@ -212,11 +226,24 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
 
-def _model_spec(item: Any) -> tuple[str, str | None]:
+def split_label(item: str) -> tuple[str | None, str]:
+    """``"mine=runs/x/best.ckpt"`` -> ``("mine", "runs/x/best.ckpt")``; an item that is a released name or
+    an existing file, or whose part before the first ``=`` holds a path separator (a Hydra job folder
+    such as ``multiruns/t/aggregator=gem/...``), has no label: ``(None, item)``."""
+    label, sep, source = item.partition("=")
+    if not sep or is_released(item) or Path(item).expanduser().exists() or "/" in label or "\\" in label or not label.strip():
+        return None, item
+    return label.strip(), source
+
+
+def _model_spec(item: Any) -> tuple[str | None, str, str | None]:
+    """(display label or None, source, weights) of one ``models`` item."""
     if isinstance(item, (tuple, list)):
         source, weights = item
-        return str(source), None if weights is None else str(weights)
-    return str(item), None
+        label, source = split_label(str(source))
+        return label, source, None if weights is None else str(weights)
+    label, source = split_label(str(item))
+    return label, source, None
 
 
 def compare_models(
@@ -241,18 +268,23 @@ def compare_models(
     """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
     benchmarks from their configs and calls this).
 
-    ``models``: released names or file paths (or ``(name, weights path)`` pairs); ``weights`` maps a
-    released name to a local copy of its file. ``benchmarks``: :class:`~vprlab.data.benchmark.Benchmark`
+    ``models``: released names or file paths, each optionally as ``LABEL=SOURCE`` (the name in every
+    table and plot), or ``(source, weights path)`` pairs; ``weights`` maps a released name to a local
+    copy of its file. ``benchmarks``: :class:`~vprlab.data.benchmark.Benchmark`
     values, or :class:`MissingBenchmark` for one that is not on disk (skipped and listed).
     ``cache_dir``: the descriptor cache (evaluate.py's keys; None: no cache). One model is in memory at
     a time. Returns the rows (one per evaluated cell, with the published numbers and differences) and
     the skipped cells with their reasons."""
     weights = dict(weights or {})
     specs = [_model_spec(m) for m in models]
-    specs = [(source, w if w is not None else weights.get(source)) for source, w in specs]
-    unknown = sorted(set(weights) - {s for s, _ in specs})
+    specs = [(label, source, w if w is not None else weights.get(source)) for label, source, w in specs]
+    unknown = sorted(set(weights) - {s for _, s, _ in specs})
     if unknown:
-        raise ValueError(f"weights given for {unknown}, which are not among the models {[s for s, _ in specs]}")
+        raise ValueError(f"weights given for {unknown}, which are not among the models {[s for _, s, _ in specs]}")
+    labels = [label for label, _, _ in specs if label]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"--models: the labels {sorted({x for x in labels if labels.count(x) > 1})} are given to more than one "
+                         "model; each LABEL= must name one model")
     present = [b for b in benchmarks if not isinstance(b, MissingBenchmark)]
     check_unique_names(present)
     ks = tuple(sorted(int(k) for k in ks))
@@ -264,15 +296,16 @@ def compare_models(
     skipped = [Skipped("*", b.name, b.reason) for b in benchmarks if isinstance(b, MissingBenchmark)]
     # Check every file before any model is loaded, so all missing ones are listed at once.
     runnable = []
-    for source, w in specs:
+    for label, source, w in specs:
         reason = missing_weights(source, w)
         if reason:
-            skipped.append(Skipped(source, "*", reason))
+            skipped.append(Skipped(label or source, "*", reason))
         else:
-            runnable.append((source, w))
+            runnable.append((label, source, w))
 
     rows: list[dict[str, Any]] = []
-    for source, w in runnable:
+    names: dict[str, str] = {}
+    for label, source, w in runnable:
         if not present:
             break
         try:
@@ -281,8 +314,13 @@ def compare_models(
             if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
                 raise
             reason = str(err).split(". ")[0]
-            skipped.append(Skipped(source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
+            skipped.append(Skipped(label or source, "*", f"{reason}; give a local copy with --weights {source}=PATH"))
             continue
+        name = label or loaded.name
+        if name in names:
+            raise ValueError(f"--models: {names[name]!r} and {source!r} would both be called {name!r} in the tables; "
+                             f"name them with LABEL=, e.g. --models a={names[name]} b={source}")
+        names[name] = source
         model = loaded.model.to(dev).eval()
         if fold_batchnorm:  # as evaluate.py: BatchNorm folded into its convolution (models/fusion.py)
             fold_batchnorm_into_convs(model)
@@ -297,11 +335,14 @@ def compare_models(
             )
             metrics = run.metrics
             row: dict[str, Any] = {
-                "model": loaded.name, "source": source, "kind": loaded.kind, "checkpoint_hash": loaded.weights_hash,
+                "model": name, "source": source, "kind": loaded.kind, "checkpoint_hash": loaded.weights_hash,
                 "benchmark": bench.name, "image_size": "native" if size is None else "x".join(str(v) for v in size),
                 "descriptor_dim": int(metrics["descriptor_dim"]),
                 "num_queries": metrics["num_queries"], "num_db": metrics["num_db"],
+                "expected_num_queries": getattr(bench, "expected_num_queries", None),
+                "expected_num_db": getattr(bench, "expected_num_db", None),
             }
+            row["subset"] = subset_note(row)
             row.update({f"R@{k}": metrics.get(f"R@{k}") for k in ks})
             pub = published_for(published_rows, loaded.published_key, bench.name)
             for k in ks:
@@ -332,13 +373,16 @@ def _num(value: Any, digits: int = 1, sign: bool = False) -> str:
 
 
 def table_rows(result: Comparison, ks: Sequence[int] | None = None) -> list[dict[str, str]]:
-    """The printed table: model, benchmark, dim, img/s, R@k, then published R@k and difference."""
+    """The printed table: model, benchmark, dim, img/s, R@k, then published R@k and difference. Measured
+    cells of a benchmark evaluated on another number of images than it is published with end in
+    :data:`SUBSET_MARK` (:func:`subset_notes` says which)."""
     ks = tuple(ks or [k for k in result.ks if k <= 10])
     out = []
     for row in result.rows:
+        mark = SUBSET_MARK if row.get("subset") else ""
         line = {"model": row["model"], "benchmark": row["benchmark"], "dim": str(row["descriptor_dim"]),
                 "size": row["image_size"], "img/s": _num(row["img_per_s"], 0)}
-        line.update({f"R@{k}": _num(row[f"R@{k}"]) for k in ks})
+        line.update({f"R@{k}": _num(row[f"R@{k}"]) + mark for k in ks})
         line.update({f"paper R@{k}": _num(row[f"published R@{k}"]) for k in ks})
         line.update({f"Δ R@{k}": _num(row[f"diff R@{k}"], sign=True) for k in ks})
         out.append(line)
@@ -355,6 +399,11 @@ def skipped_lines(result: Comparison) -> list[str]:
     return lines
 
 
+def subset_notes(result: Comparison) -> list[str]:
+    """One line per benchmark evaluated on another number of images than it is published with."""
+    return list(dict.fromkeys(r["subset"] for r in result.rows if r.get("subset")))
+
+
 SKIP_RULE = ("Skipped cells (missing benchmark data or weights file) are not evaluated and not counted; "
              "every other cell is evaluated as usual.")
 
@@ -365,6 +414,7 @@ def comparison_markdown(result: Comparison, title: str = "Model comparison", com
     if command:
         parts.append(f"Made by `{command}`.\n\n")
     parts.append(markdown_table(rows, list(rows[0]) if rows else ["model", "benchmark"]) if rows else "(no cell evaluated)\n")
+    parts.append(subset_footnote(subset_notes(result)))
     parts.append(
         f"\nRecall@N in percent; paper: the published number ({result.published_source}, with the source of each "
         f"number), Δ: measured minus published; '-': not published. img/s: database + query images per second "
@@ -396,13 +446,17 @@ def comparison_latex(result: Comparison) -> str:
     for row in result.rows:
         cells = [_latex_escape(str(row["model"])), _latex_escape(str(row["benchmark"])), str(row["descriptor_dim"]), _num(row["img_per_s"], 0)]
         for k in ks:
-            cell = _num(row[f"R@{k}"])
+            cell = _num(row[f"R@{k}"]) + (r"$^\dagger$" if row.get("subset") else "")
             if row[f"published R@{k}"] is not None:
                 cell += f" ({_num(row[f'published R@{k}'])}, {_num(row[f'diff R@{k}'], sign=True)})"
             cells.append(cell)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = "Recall@N (\\%); in parentheses: published number and measured minus published."
+    notes = subset_notes(result)
+    if notes:
+        caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
+                    + "; ".join(_latex_escape(n) for n in notes) + ".")
     if result.skipped:
         caption += " Skipped: " + "; ".join(_latex_escape(line) for line in skipped_lines(result)) + "."
     return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
@@ -411,7 +465,7 @@ def comparison_latex(result: Comparison) -> str:
 def comparison_csv(result: Comparison) -> str:
     """Every evaluated cell with all its numbers, then one ``skipped`` line per skipped model or benchmark."""
     columns = ["status", "model", "source", "kind", "checkpoint_hash", "benchmark", "image_size", "descriptor_dim",
-               "num_queries", "num_db", *[f"R@{k}" for k in result.ks], *[f"published R@{k}" for k in result.ks],
+               "num_queries", "num_db", "expected_num_queries", "expected_num_db", "subset", *[f"R@{k}" for k in result.ks], *[f"published R@{k}" for k in result.ks],
                *[f"diff R@{k}" for k in result.ks], "published source", "img_per_s", "speed measured", "reason"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -423,9 +477,87 @@ def comparison_csv(result: Comparison) -> str:
     return buffer.getvalue()
 
 
+def _tick_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _readable_log_ticks(ax: Any, ticks: Sequence[float], renderer: Any) -> list[float]:
+    """Label the log x axis at ``ticks`` only (no minor labels), dropping a tick whose label would touch the
+    one before it; returns the ticks kept."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    low, high = ax.get_xlim()
+    ticks = sorted({float(t) for t in ticks if low <= t <= high})
+    ax.set_xticks(ticks, [_tick_text(t) for t in ticks])
+    ax.figure.canvas.draw()  # tick labels are placed when drawn
+    kept, last = [], None
+    for tick, label in zip(ticks, ax.get_xticklabels()):
+        box = label.get_window_extent(renderer)
+        if last is None or box.x0 > last.x1 + 3:
+            kept.append(tick)
+            last = box
+    ax.set_xticks(kept, [_tick_text(t) for t in kept])
+    return kept
+
+
+def _nice_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 values between ``low`` and ``high`` (a log axis' candidates)."""
+    out, decade = [], 10.0 ** math.floor(math.log10(low))
+    while decade <= high:
+        out += [m * decade for m in (1, 2, 5) if low <= m * decade <= high]
+        decade *= 10
+    return out
+
+
+def _fit_legend(fig: Any, handles: list, renderer: Any, fontsize: int = 8) -> Any:
+    """A legend under the axes that lies inside the figure: as many columns (at most 4) as fit its
+    width, labels wrapped when one column is still too wide; the figure grows to hold its height."""
+    import textwrap
+
+    width = fig.bbox.width * 0.96
+    labels = [h.get_label() for h in handles]
+    for ncol in range(min(4, len(handles)), 0, -1):
+        legend = fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+        fig.canvas.draw()
+        box = legend.get_window_extent(renderer)
+        if box.width <= width:
+            break
+        legend.remove()
+    else:  # one column is too wide: wrap the labels to the figure's width
+        chars = max(12, int(max(len(x) for x in labels) * width / box.width) - 2)
+        for handle, label in zip(handles, labels):
+            handle.set_label("\n".join(textwrap.wrap(label, chars, break_long_words=True, break_on_hyphens=False)))
+        legend = fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=fontsize, frameon=False)
+        fig.canvas.draw()
+        box = legend.get_window_extent(renderer)
+    needed = box.height / fig.dpi + 0.15  # inches under the axes for the legend
+    w, h = fig.get_size_inches()
+    if needed > 0.4 * h:  # keep the axes readable: a taller figure instead of squeezed plots
+        fig.set_size_inches(w, h + needed - 0.4 * h)
+    return legend, needed / fig.get_size_inches()[1]
+
+
 def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
+    """:func:`comparison_figure` saved to ``path`` (None when no cell has a recall)."""
+    fig = comparison_figure(result)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def comparison_figure(result: Comparison) -> Any:
     """R@1 against descriptor size and against extraction speed, one point per evaluated cell
-    (colour: benchmark, marker: model)."""
+    (colour: benchmark, marker: model). Both x axes are logarithmic with labels at the descriptor
+    sizes present and at 1-2-5 speeds, never overlapping; the legend is sized to stay inside the figure
+    however long the model names. None when no cell has a recall."""
     rows = [r for r in result.rows if r.get("R@1") is not None]
     if not rows:
         return None
@@ -439,29 +571,38 @@ def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
     markers = "os^Dv<>pP*Xh"
     colors = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    renderer = fig.canvas.get_renderer()
+    ticks: list[list[float]] = []
     for ax, key, label in ((axes[0], "descriptor_dim", "descriptor size (dimensions)"),
                            (axes[1], "img_per_s", f"extraction speed (images/s, {result.device})")):
+        xs = []
         for r in rows:
             x = float(r[key])
             if not math.isfinite(x) or x <= 0:
                 continue
+            xs.append(x)
             ax.scatter(x, r["R@1"], marker=markers[models.index(r["model"]) % len(markers)],
                        color=colors(benchmarks.index(r["benchmark"]) % 10), s=50)
         ax.set_xscale("log")
+        if xs:
+            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        ticks.append(sorted(set(xs)) if key == "descriptor_dim" else _nice_ticks(*ax.get_xlim()) if xs else [])
         ax.set_xlabel(label)
         ax.set_ylabel("R@1 (%)")
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], marker=markers[i % len(markers)], color="gray", linestyle="", label=m) for i, m in enumerate(models)]
-    handles += [plt.Line2D([], [], marker="o", color=colors(i % 10), linestyle="", label=b) for i, b in enumerate(benchmarks)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    subsets = {r["benchmark"] for r in rows if r.get("subset")}
+    handles += [plt.Line2D([], [], marker="o", color=colors(i % 10), linestyle="",
+                           label=f"{b}{SUBSET_MARK} (not the published image counts)" if b in subsets else b)
+                for i, b in enumerate(benchmarks)]
     fig.suptitle("R@1 against descriptor size and extraction speed")
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) // 4), 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _, bottom = _fit_legend(fig, handles, renderer)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    for ax, candidates in zip(axes, ticks):  # after the layout: label widths are measured where they are drawn
+        if candidates:
+            _readable_log_ticks(ax, candidates, renderer)
+    return fig
 
 
 def write_comparison(result: Comparison, out_dir: str | Path, stem: str = "comparison", command: str | None = None) -> dict[str, Path]:
@@ -525,7 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Evaluate released models and/or vprlab checkpoints on benchmarks into one table "
                     "(Markdown, CSV, LaTeX, plot) with the published numbers and the differences.",
     )
-    parser.add_argument("--models", nargs="+", required=True, help="released names (vprlab models list) and/or .ckpt / weights files")
+    parser.add_argument("--models", nargs="+", required=True, metavar="[LABEL=]MODEL",
+                        help="released names (vprlab models list) and/or .ckpt / weights files; LABEL= names one in every "
+                             "table and plot (mine=outputs/train/runs/<run>/checkpoints/best.ckpt)")
     parser.add_argument("--benchmarks", nargs="+", required=True, help="benchmark config names (vprlab benchmarks)")
     parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="a local copy of a released model's file")
     parser.add_argument("--out", default="outputs/compare", help="folder for comparison.md/.csv/.tex/.png (default: outputs/compare)")
@@ -554,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     paths = write_comparison(result, args.out, command=" ".join(["vprlab compare", *argv]))
     print(markdown_table(table_rows(result)) if result.rows else "no cell evaluated")
+    for note in subset_notes(result):
+        print(f"{SUBSET_MARK} {note} (not comparable with published numbers)")
     for line in skipped_lines(result):
         print(f"skipped: {line}")
     if result.skipped:

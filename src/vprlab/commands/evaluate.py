@@ -25,7 +25,12 @@ from vprlab.evaluation.protocol import (
     make_transform_for,
     run_benchmark,
 )
-from vprlab.evaluation.results import print_recall_table, read_results, write_results
+from vprlab.evaluation.results import (
+    benchmark_counts,
+    print_recall_table,
+    read_results,
+    write_results,
+)
 from vprlab.models.fusion import fold_batchnorm
 from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.utils.device import Precision, resolve_device
@@ -64,13 +69,12 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
             from vprlab.pretrained import published_model
 
             model.eval_preprocessing = published_model(train_cfg.pretrained.name).preprocessing
-        name = f"{Path(cfg.ckpt_path).parent.parent.name}/{Path(cfg.ckpt_path).stem}"
-        return model, name, file_hash(cfg.ckpt_path)
+        return model, evaluation_name(cfg), file_hash(cfg.ckpt_path)
     backbone_cfg = OmegaConf.create(OmegaConf.to_container(cfg.backbone, resolve=True))
     if cfg.get("weights_path"):
         backbone_cfg.pretrained = False
     model = build_model(backbone_cfg, cfg.aggregator)
-    name = f"{backbone_cfg.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
+    name = evaluation_name(cfg)
     if cfg.get("weights_path"):
         weights = read_state_dict(cfg.weights_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
         own = model.state_dict()
@@ -92,7 +96,7 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
             )
         return model, name, file_hash(cfg.weights_path)
     log.warning("no ckpt_path or weights_path given: evaluating an untrained model")
-    return model, name + "-untrained", state_dict_hash(model.state_dict())
+    return model, name, state_dict_hash(model.state_dict())
 
 
 def _size_text(size: Any) -> str:
@@ -228,10 +232,58 @@ def check_inputs(cfg: DictConfig) -> tuple[list, list[dict[str, str]]]:
             f"`vprlab benchmarks` lists every benchmark, its root and whether it is here; docs/evaluation.md says where to "
             f"download each.{advice}"
         )
-    if not benchmarks:
-        raise ConfigError("no benchmark selected" + (" that is present" if missing else "")
-                         + "; pass e.g. benchmark=[pitts30k_test] (see conf/benchmark/)")
-    return benchmarks, missing
+    if not benchmarks and not missing:
+        raise ConfigError("no benchmark selected; pass benchmark=[<name>,...] with names from `vprlab benchmarks` "
+                          "(it lists every benchmark config and whether its data is here)")
+    return benchmarks, missing  # no benchmark but missing ones: skip_missing=true with nothing here
+
+
+def _write_rows(cfg: DictConfig, rows: list[dict], skipped: Sequence[dict], name: str, weights_hash: str | None,
+                ks: Sequence[int]) -> None:
+    """results.csv / .json / .md with a row per skipped benchmark (unless the results file already holds a
+    real result for that model and benchmark), and the paper comparison with the skipped rows marked."""
+    rows = list(rows)
+    if skipped:
+        print(f"skipped (data missing, skip_missing=true): {', '.join(e['benchmark'] for e in skipped)}")
+        earlier = {(str(r.get("model")), str(r.get("benchmark"))) for r in read_results(cfg.results_dir)}
+        rows += [{"model": name, "checkpoint_hash": weights_hash, "benchmark": e["benchmark"],
+                  "status": f"skipped: data missing ({e['reason']})"}
+                 for e in skipped if (name, e["benchmark"]) not in earlier]
+    paths = write_results(rows, cfg.results_dir)
+    print(f"results: {paths.csv}  {paths.json}  {paths.markdown}")
+    if cfg.get("compare_with_paper"):
+        from vprlab.reports.paper import compare_with_paper
+
+        skipped_rows = [{"benchmark": e["benchmark"], "status": f"skipped: data missing ({e['reason']})"} for e in skipped]
+        compare_with_paper([r for r in rows if r.get("status") == "evaluated"] + skipped_rows, cfg.compare_with_paper,
+                           ks=ks, out_dir=cfg.results_dir)
+
+
+def evaluation_name(cfg: DictConfig) -> str:
+    """The name evaluate.py gives the model in its results rows, known without loading it."""
+    if cfg.get("pretrained"):
+        from vprlab.pretrained.load import display_name
+
+        return display_name(str(cfg.pretrained.name), cfg.pretrained.get("protocol"))
+    if cfg.get("ckpt_path"):
+        return f"{Path(cfg.ckpt_path).parent.parent.name}/{Path(cfg.ckpt_path).stem}"
+    name = f"{cfg.backbone.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
+    return name if cfg.get("weights_path") else name + "-untrained"
+
+
+def _nothing_present(cfg: DictConfig, skipped: Sequence[dict]) -> None:
+    """skip_missing=true and none of the selected benchmarks is here: no model is loaded; the skipped rows
+    (and the paper table, with every row marked skipped) are written, then a MissingFileError (exit 2)
+    names each missing benchmark and how to get it."""
+    _write_rows(cfg, [], skipped, evaluation_name(cfg), None, tuple(int(k) for k in cfg.recall_ks))
+    listing = "\n".join(f"  - {e['benchmark']}: {e['reason']}" for e in skipped)
+    raise MissingFileError(
+        f"skip_missing=true, but none of the {len(skipped)} selected benchmarks is here, so nothing was evaluated "
+        f"(the results files in {cfg.results_dir} list each as skipped):\n{listing}\n"
+        "`vprlab benchmarks` lists every benchmark, its root and whether it is here; docs/evaluation.md says where "
+        "to download each. Point paths.data_dir (or the benchmark's environment variable) at the data, or select "
+        "benchmarks that are here with benchmark=[...]"
+    )
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
@@ -247,6 +299,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     benchmarks, skipped = check_inputs(cfg)
     for entry in skipped:
         log.warning("skip_missing=true: skipping benchmark %s: %s", entry["benchmark"], entry["reason"])
+    if not benchmarks:
+        _nothing_present(cfg, skipped)
     check_unique_names(benchmarks)
     device = resolve_device(str(cfg.device))
     precision = Precision.from_config(cfg.precision or "32", device)
@@ -276,7 +330,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
         metrics[bench.name] = run.metrics
         rows.append({
             "model": name, "checkpoint_hash": weights_hash, "benchmark": bench.name, "image_size": _size_text(size),
-            "descriptor_dim": run.metrics["descriptor_dim"], **run.metrics, "queries_without_positive": bench.queries_without_positive,
+            "descriptor_dim": run.metrics["descriptor_dim"], **benchmark_counts(bench), **run.metrics, "queries_without_positive": bench.queries_without_positive,
             "from_cache": run.descriptors.from_cache, "protocol": bench.protocol, "precision": precision.name,
             "backbone": type(model.backbone).__name__, "aggregator": type(model.aggregator).__name__.lower(),
             "status": "evaluated",
@@ -288,19 +342,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     print_recall_table(rows, title=f"Recall@N (%) of {name}")
     for note in _notes(rows):
         print(note)
-    if skipped:
-        print(f"skipped (data missing, skip_missing=true): {', '.join(e['benchmark'] for e in skipped)}")
-        # A row that says so, unless the results file already holds a real result for that model and benchmark.
-        earlier = {(str(r.get("model")), str(r.get("benchmark"))) for r in read_results(cfg.results_dir)}
-        rows += [{"model": name, "checkpoint_hash": weights_hash, "benchmark": e["benchmark"],
-                  "status": f"skipped: data missing ({e['reason']})"}
-                 for e in skipped if (name, e["benchmark"]) not in earlier]
-    paths = write_results(rows, cfg.results_dir)
-    print(f"results: {paths.csv}  {paths.json}  {paths.markdown}")
-    if cfg.get("compare_with_paper"):
-        from vprlab.reports.paper import compare_with_paper
-
-        compare_with_paper([r for r in rows if r.get("status") == "evaluated"], cfg.compare_with_paper, ks=ks, out_dir=cfg.results_dir)
+    _write_rows(cfg, rows, skipped, name, weights_hash, ks)
     for path in extra_files:
         print(f"wrote {path}")
     return metrics

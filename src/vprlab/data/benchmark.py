@@ -33,7 +33,8 @@ class Benchmark:
     ``has_ground_truth=False`` marks a benchmark scored elsewhere (MSLS challenge): its
     positives are empty, recall is not computed, and ``submission_format`` names the
     predictions file to write instead. ``protocol`` is a one-line description of how
-    positives are defined, for reports.
+    positives are defined, for reports. ``expected_num_db`` / ``expected_num_queries``: the counts
+    the benchmark is published with (None: unknown), so results and tables can flag a subset.
     """
 
     name: str
@@ -45,6 +46,8 @@ class Benchmark:
     has_ground_truth: bool = True
     submission_format: str | None = None
     protocol: str = ""
+    expected_num_db: int | None = None
+    expected_num_queries: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.positives) != len(self.query_paths):

@@ -26,8 +26,11 @@ positive database indices of every query.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -70,8 +73,27 @@ def check_counts(
     )
     if strict:
         raise DataError(message + ", or strict_counts=false to only warn")
-    warnings.warn(message + " (strict_counts=true turns this into an error)", BenchmarkCountWarning, stacklevel=3)
+    warnings.warn(message + " (strict_counts=true turns this into an error)", BenchmarkCountWarning,
+                  stacklevel=_caller_stacklevel())
     return problems
+
+
+# Frames of these packages are never the place a benchmark was asked for (Hydra instantiates configs).
+_VPRLAB_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+_LIBRARY_PACKAGES = ("hydra", "omegaconf")
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside vprlab, Hydra and OmegaConf: the user's script or
+    evaluate.py / train.py, so a warning names the line that asked for the benchmark, not Hydra's."""
+    frame, level = sys._getframe(1), 1  # level 1 = the caller of warnings.warn (check_counts)
+    while frame is not None:
+        filename = str(Path(frame.f_code.co_filename).resolve()) if not frame.f_code.co_filename.startswith("<") else ""
+        inside = filename.startswith(_VPRLAB_DIR) or any(f"/{p}/" in filename.replace("\\", "/") for p in _LIBRARY_PACKAGES)
+        if filename and not inside:
+            return level
+        frame, level = frame.f_back, level + 1
+    return 2
 
 
 def load_benchmark(cfg: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Benchmark:
@@ -97,6 +119,8 @@ def load_benchmark(cfg: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Be
     if isinstance(params.get("image_size"), (list, tuple)):
         params["image_size"] = tuple(params["image_size"])
     benchmark = READERS[fmt](**params)
+    for key in ("expected_num_db", "expected_num_queries"):  # kept on the value: results flag a subset
+        setattr(benchmark, key, None if common[key] is None else int(common[key]))
     check_counts(
         benchmark,
         expected_num_db=common["expected_num_db"],

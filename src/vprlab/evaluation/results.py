@@ -28,6 +28,11 @@ from vprlab.utils.io import atomic_write_json, atomic_write_text
 
 RESULT_KEY = ("model", "benchmark")
 _RECALL_COLUMN = re.compile(r"^R@(\d+)$")
+# A cell measured on another number of images than the benchmark is published with.
+SUBSET_MARK = "†"
+# (what, measured count columns, published count column): training runs log the queries as num_eval_queries.
+_COUNTS = (("database images", ("num_db",), "expected_num_db"),
+           ("queries", ("num_queries", "num_eval_queries"), "expected_num_queries"))
 
 
 class ResultPaths(NamedTuple):
@@ -69,12 +74,16 @@ def print_recall_table(
 ) -> Table:
     """One line per (model, benchmark), one column per R@k. Returns the rich Table it printed."""
     columns = [key for key in RESULT_KEY if any(key in row for row in rows)] + recall_columns(rows)
-    table = Table(title=title)
+    marked, notes = mark_subsets(rows, recall_columns(rows), float_format)
+    table = Table(title=title, caption=f"{SUBSET_MARK} not the published benchmark (below)" if notes else None)
     for column in columns:
         table.add_column(column, justify="left" if column in RESULT_KEY else "right")
-    for row in rows:
+    for row in marked:
         table.add_row(*(_format(row.get(column), float_format) for column in columns))
-    (console or make_console()).print(table)
+    console = console or make_console()
+    console.print(table)
+    for note in notes:
+        console.print(f"{SUBSET_MARK} {note} (not comparable with published numbers)", markup=False)
     return table
 
 
@@ -89,6 +98,66 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, f
         cells = (_format(row.get(column), float_format).replace("|", "\\|") for column in columns)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _count(value: Any) -> int | None:
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def benchmark_counts(benchmark: Any) -> dict[str, int | None]:
+    """The counts a result row records: measured (``num_db``, ``num_queries``) and published
+    (``expected_num_db``, ``expected_num_queries``; None when the benchmark config gives none)."""
+    return {"num_db": benchmark.num_db, "num_queries": benchmark.num_queries,
+            "expected_num_db": getattr(benchmark, "expected_num_db", None),
+            "expected_num_queries": getattr(benchmark, "expected_num_queries", None)}
+
+
+def subset_note(row: dict) -> str | None:
+    """One line when ``row`` was measured on another number of images than its benchmark is
+    published with (``num_db`` / ``num_queries`` against ``expected_num_db`` / ``expected_num_queries``),
+    e.g. "st_lucia: 20 database images and 10 queries; published: 1,549 and 1,464"; None otherwise."""
+    measured, published, differs = [], [], False
+    for what, columns, expected_column in _COUNTS:
+        seen = next((_count(row.get(c)) for c in columns if _count(row.get(c)) is not None), None)
+        expected = _count(row.get(expected_column))
+        if seen is None or expected is None:
+            continue
+        measured.append(f"{seen:,} {what}")
+        published.append(f"{expected:,}")
+        differs = differs or seen != expected
+    if not differs:
+        return None
+    return f"{row.get('benchmark')}: evaluated on {' and '.join(measured)}; published: {' and '.join(published)}"
+
+
+def subset_footnote(notes: Sequence[str]) -> str:
+    """The text under a table with marked cells (Markdown; empty when nothing is marked)."""
+    notes = list(dict.fromkeys(n for n in notes if n))
+    if not notes:
+        return ""
+    return (f"\n{SUBSET_MARK} Not the published benchmark: evaluated on another number of images than it is published "
+            "with, so these numbers are not comparable with published ones:\n\n" + "".join(f"- {n}\n" for n in notes))
+
+
+def mark_subsets(rows: Sequence[dict], columns: Sequence[str], float_format: str = ".2f") -> tuple[list[dict], list[str]]:
+    """Copies of ``rows`` whose ``columns`` cells carry :data:`SUBSET_MARK` where the row is a subset
+    (:func:`subset_note`; numbers formatted with ``float_format``), and the notes of the marked rows."""
+    out, notes = [], []
+    for row in rows:
+        note = subset_note(row)
+        row = dict(row)
+        if note:
+            notes.append(note)
+            for column in columns:
+                if column in row:
+                    row[column] = _format(row[column], float_format) + SUBSET_MARK
+        out.append(row)
+    return out, list(dict.fromkeys(notes))
 
 
 def _parse_csv_value(text: str) -> Any:
@@ -172,7 +241,8 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = 
         merged = merge_rows(read_results(out_dir, stem), rows)
         json_path = atomic_write_json(out_dir / f"{stem}.json", merged)
         csv_path = atomic_write_text(out_dir / f"{stem}.csv", _to_csv(merged))
-        md_path = atomic_write_text(out_dir / f"{stem}.md", markdown_table(merged))
+        marked, notes = mark_subsets(merged, recall_columns(merged))
+        md_path = atomic_write_text(out_dir / f"{stem}.md", markdown_table(marked, ordered_columns(merged)) + subset_footnote(notes))
     return ResultPaths(csv=csv_path, json=json_path, markdown=md_path)
 
 

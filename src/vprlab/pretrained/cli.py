@@ -85,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export" and (args.name or _fine_tuned_from(args.ckpt, args.allow_unsafe_pickle)):
             out, spec = export_published(args.ckpt, args.out, args.name, allow_unsafe_pickle=args.allow_unsafe_pickle)
             print(f"wrote {out}: {spec.method} {spec.backbone} {spec.descriptor_dim}-d in the layout of {spec.file_name}")
-            print(f"load it with vprlab.load_pretrained({spec.name!r}, weights={str(out)!r})")
+            print(f"wrote {sidecar_path(out)}: the published model it belongs to, its eval preprocessing and the training config")
+            print(f"load it with vprlab.load_pretrained({str(out)!r}) (or {spec.name!r}, weights=...), "
+                  f"vprlab compare --models {out}, or evaluate.py pretrained={spec.name} pretrained.path={out}")
         elif args.command == "export":
             out, architecture = export_release(args.ckpt, args.out, allow_unsafe_pickle=args.allow_unsafe_pickle)
             print(f"wrote {out}: {architecture.describe()}")

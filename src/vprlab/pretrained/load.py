@@ -185,6 +185,32 @@ def _sidecar_size(path: Path) -> tuple[int, int] | None:
     return tuple(int(v) for v in record["eval_image_size"])  # type: ignore[return-value]
 
 
+def display_name(name_or_path: str | Path, protocol: str | None = None) -> str:
+    """The name results and tables give a model: the canonical published name (aliases resolved), or the
+    stem of a weights file given by path; ``@<protocol>`` when evaluated under another protocol."""
+    key = str(name_or_path)
+    if is_published(key):
+        name = published_model(key).name
+    elif key in RELEASED_MODELS or key in _ALIASES:
+        name = released_model(key).name
+    else:
+        name = Path(key).stem
+    return f"{name}@{protocol}" if protocol not in (None, "", "original") else name
+
+
+def _published_name(name_or_path: str | Path) -> str:
+    """The published model ``name_or_path`` is, or (a file exported by `vprlab models export`) was
+    fine-tuned from; a ConfigError for a file without that record."""
+    key = str(name_or_path)
+    if is_published(key):
+        return published_model(key).name
+    record = read_export_sidecar(key) if Path(key).expanduser().is_file() else None
+    if record and record.get("published_model"):
+        return str(record["published_model"])
+    raise ConfigError(f"{key!r} is not a published model, nor a file exported from one (no {sidecar_path(key).name} "
+                      "naming its published model); an evaluation protocol applies to published models only")
+
+
 def _resolve(
     name_or_path: str | Path, weights: str | Path | None, image_size: Any, model_class: type[VPRModel],
     allow_unsafe_pickle: bool = False,
@@ -200,7 +226,7 @@ def _resolve(
         model, path = load_published(spec.name, weights, allow_unsafe_pickle=allow_unsafe_pickle)
         if size is not None:
             model.eval_preprocessing = model.eval_preprocessing.resized(size)
-        return model, path, spec.name
+        return model, path, display_name(key)
     if key in RELEASED_MODELS or key in _ALIASES:
         spec = released_model(key)
         path = Path(weights).expanduser() if weights is not None else release_file(spec.name)
@@ -208,7 +234,7 @@ def _resolve(
         model = architecture.build(model_class)
         state = _read_release_state(path, allow_unsafe_pickle and weights is not None)
         load_release_state_dict(model, state, f"weights file {str(path)!r}", f"the released {spec.name} ({architecture.describe()})")
-        return model, path, spec.name
+        return model, path, display_name(key)
     if weights is not None:  # weights= is a local copy of a released model's file: name that model
         raise ConfigError(f"unknown released model {key!r} (given weights={str(weights)!r}); choose one of {sorted(PUBLISHED_MODELS)}")
     path = Path(key).expanduser()
@@ -217,14 +243,28 @@ def _resolve(
             f"{key!r} is neither a released model (`vprlab models list` shows them: {', '.join(sorted(PUBLISHED_MODELS))}) "
             "nor an existing weights file"
         )
+    record = read_export_sidecar(path)
+    if record is not None and record.get("published_model"):  # exported from a fine-tuned published model
+        model, _ = load_published(str(record["published_model"]), path, allow_unsafe_pickle=allow_unsafe_pickle)
+        log.info("%s: a %s in its released layout (from %s)", path, record["published_model"], sidecar_path(path).name)
+        if size is not None:
+            model.eval_preprocessing = model.eval_preprocessing.resized(size)
+        return model, path, display_name(path)
     state = _read_release_state(path, allow_unsafe_pickle)
+    if "aggregator.proj_c.weight" not in state:
+        raise ConfigError(
+            f"weights file {str(path)!r} is not a BoQ model (no aggregator.proj_c weights) and has no {sidecar_path(path).name} naming the published "
+            "model it belongs to. For a file in a published model's layout pass that model: "
+            f"load_pretrained(<name>, weights={str(path)!r}) (vprlab compare: --models <name> --weights <name>={path}); "
+            "for a fine-tuned checkpoint, export it with `vprlab models export CKPT OUT.pth`, which writes the sidecar"
+        )
     architecture = _published(infer_architecture(state, f"weights file {str(path)!r}"))
     size = size or _sidecar_size(path)
     if size is not None:
         architecture = replace(architecture, eval_image_size=size)
     model = architecture.build(model_class)
     load_release_state_dict(model, state, f"weights file {str(path)!r}", architecture.describe())
-    return model, path, path.stem
+    return model, path, display_name(path)
 
 
 def load_pretrained(
@@ -262,10 +302,10 @@ def load_pretrained(
     if device is not None:
         model.to(device)
     prep = getattr(model, "eval_preprocessing", None)
-    if prep is not None or protocol not in (None, "", "original"):
-        name = published_model(str(name_or_path)).name  # a protocol needs a published name
-        prep = eval_preprocessing(name, protocol, image_size)
+    if protocol not in (None, "", "original"):
+        prep = eval_preprocessing(_published_name(name_or_path), protocol, image_size)  # a protocol needs a published model
         model.eval_preprocessing = prep
+    if prep is not None:
         return model, prep.transform()
     transform = eval_transform(model.backbone.eval_image_size, mean=model.backbone.mean, std=model.backbone.std)
     return model, transform
@@ -279,11 +319,10 @@ def load_for_evaluation(
     that of ``protocol`` when given), which evaluation uses instead of the backbone's size."""
     from vprlab.utils.weights import file_hash
 
-    model, weights_path, display_name = _resolve(name, path, None, VPRModel, allow_unsafe_pickle)
+    model, weights_path, _ = _resolve(name, path, None, VPRModel, allow_unsafe_pickle)
     if protocol not in (None, "", "original"):
-        model.eval_preprocessing = eval_preprocessing(display_name, protocol)
-        display_name = f"{display_name}@{protocol}"
-    return model.eval(), display_name, file_hash(weights_path)
+        model.eval_preprocessing = eval_preprocessing(_published_name(name), protocol)
+    return model.eval(), display_name(name, protocol), file_hash(weights_path)
 
 
 # ------------------------------------------------------------------------------------ torch.hub
@@ -357,22 +396,23 @@ def write_export_sidecar(
     from dataclasses import asdict
 
     from vprlab.utils.images import as_hw
-    from vprlab.utils.io import atomic_write_json
-    from vprlab.utils.weights import file_hash
 
     size = ((training_config or {}).get("backbone") or {}).get("eval_image_size") or architecture.eval_image_size
     size = list(as_hw(size)) if size is not None else None
-    record = {
-        "format": SIDECAR_FORMAT,
-        "weights_file": weights_path.name,
-        "weights_hash": file_hash(weights_path),
+    return _write_sidecar(weights_path, {
         "architecture": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(architecture).items()},
         "eval_image_size": size,
         "transform": {"steps": ["to_tensor", "resize", "normalize"], "image_size": size, "interpolation": "bicubic",
                       "antialias": True, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "training_config": training_config,
-        "exported_from": {"path": str(source), "hash": file_hash(source)},
-    }
+    }, training_config, source)
+
+
+def _write_sidecar(weights_path: Path, fields: dict[str, Any], training_config: dict[str, Any] | None, source: Path) -> Path:
+    from vprlab.utils.io import atomic_write_json
+    from vprlab.utils.weights import file_hash
+
+    record = {"format": SIDECAR_FORMAT, "weights_file": weights_path.name, "weights_hash": file_hash(weights_path), **fields,
+              "training_config": training_config, "exported_from": {"path": str(source), "hash": file_hash(source)}}
     return atomic_write_json(sidecar_path(weights_path), record)
 
 
@@ -497,7 +537,10 @@ def export_published(
     """Write the weights of ``ckpt_path`` (a checkpoint of ``train.py pretrained=<name>``, or a state dict
     with the model's own keys; ``name`` defaults to the checkpoint's ``pretrained.name``) in the released
     file's layout (e.g. ``backbone.N.*`` / ``aggregation.*`` for CosPlace), so the original code and
-    ``load_pretrained(name, weights=out_path)`` load it. The weights are loaded strictly first."""
+    ``load_pretrained(name, weights=out_path)`` load it, and the sidecar ``<stem>.vprlab.json`` naming
+    the published model (its evaluation preprocessing and the training config), so
+    ``load_pretrained(out_path)`` and ``vprlab compare --models out_path`` load it by path too. The
+    weights are loaded strictly first."""
     from vprlab.pretrained.registry import resolve_callable
     from vprlab.utils.io import atomic_torch_save
 
@@ -512,4 +555,11 @@ def export_published(
     load_published_state(model, read_state_dict(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle), spec, f"checkpoint {str(ckpt_path)!r}")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     release = resolve_callable(spec.export)(state, spec)
-    return atomic_torch_save(release, Path(out_path).expanduser()), spec
+    out = atomic_torch_save(release, Path(out_path).expanduser())
+    prep = spec.preprocessing
+    _write_sidecar(out, {
+        "published_model": spec.name, "method": spec.method, "descriptor_dim": spec.descriptor_dim,
+        "eval_image_size": None if prep.size is None else list(prep.size),
+        "transform": {"preprocessing": prep.describe(), "mean": [float(v) for v in prep.mean], "std": [float(v) for v in prep.std]},
+    }, _training_config(ckpt_path, allow_unsafe_pickle), ckpt_path)
+    return out, spec

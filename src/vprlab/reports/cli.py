@@ -17,7 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from vprlab.evaluation.results import markdown_table
+from vprlab.evaluation.results import (
+    mark_subsets,
+    markdown_table,
+    recall_columns,
+    subset_footnote,
+)
 from vprlab.reports.collect import EPOCH_RULES, collect_runs
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
@@ -61,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="aggregator.num_layers", help="sweep: heatmap rows")
     parser.add_argument("--cols", default="aggregator.num_queries", help="sweep: heatmap columns")
     parser.add_argument("--by", nargs="+", default=["aggregator"], help="compare/seeds: the columns that name a setting")
-    parser.add_argument("--model", default="boq_resnet50", help="paper: boq_resnet50 or boq_dinov2")
+    parser.add_argument("--model", default=None,
+                        help="paper: whose published numbers to compare with, boq_resnet50 or boq_dinov2 (default: the paper "
+                             "model of the released model the runs evaluated, e.g. by a reproduce_boq_* recipe, else "
+                             "boq_resnet50); it picks the paper's rows, not the runs (--where does)")
     parser.add_argument("--epoch", choices=sorted(EPOCH_RULES), default="last",
                         help="which evaluation of each training run is reported: last (default) or best (by trainer.monitor)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -92,8 +100,9 @@ def _report(args, runs, out: Path) -> dict[str, Path]:
     if args.kind == "collect":
         columns = [c for c in SUMMARY_COLUMNS if c in runs.columns]
         columns += [c for c in runs.attrs.get("config_keys", []) if c not in columns]
+        records, notes = mark_subsets(runs.to_dict("records"), recall_columns(runs.to_dict("records")), ".1f")
         paths = {"csv": out / "runs.csv",
-                 "markdown": atomic_write_text(out / "runs.md", markdown_table(runs.to_dict("records"), columns, ".1f"))}
+                 "markdown": atomic_write_text(out / "runs.md", markdown_table(records, columns, ".1f") + subset_footnote(notes))}
     elif args.kind == "sweep":
         paths = sweep_report(runs, out, rows=args.rows, cols=args.cols, benchmark=args.benchmark)
     elif args.kind == "compare":

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 _RECALL = re.compile(r"^(?P<bench>.+)/(?P<metric>R@\d+)$")
 # Per-benchmark values that the trainer logs next to the recalls.
-_BENCH_EXTRAS = {"descriptor_dim": "descriptor_dim", "extract_img_per_s": "eval_img_per_s", "num_queries": "num_eval_queries"}
+_BENCH_EXTRAS = {"descriptor_dim": "descriptor_dim", "extract_img_per_s": "eval_img_per_s", "num_queries": "num_eval_queries",
+                 "num_db": "num_db"}
 # Aggregator settings worth a column of their own even when they do not vary.
 AGGREGATOR_KEYS = ("num_layers", "num_queries", "proj_channels", "row_dim", "num_clusters", "out_channels", "p")
 EPOCH_RULES = {
@@ -238,6 +239,13 @@ def _offline_wandb(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def _published_counts(config: dict[str, Any], bench: str) -> dict[str, Any]:
+    """The published image counts of benchmark ``bench`` in a training run's config (for subset flags)."""
+    nodes = config.get("benchmark") or {}
+    node = next((n for k, n in nodes.items() if isinstance(n, dict) and (n.get("name") or k) == bench), None) if isinstance(nodes, dict) else None
+    return {k: node.get(k) for k in ("expected_num_db", "expected_num_queries") if node and node.get(k) is not None}
+
+
 def _monitor(config: dict[str, Any]) -> str | None:
     monitor = (config.get("trainer") or {}).get("monitor")
     if monitor:
@@ -276,7 +284,7 @@ def read_run(folder: str | Path, root: str | Path | None = None, use_wandb: bool
         train_base = {**base, "kind": "train", "setting": setting, "_config": flat, "epoch_rule": epoch}
         if chosen is not None:
             for bench, values in chosen["metrics"].items():
-                rows.append({**train_base, "benchmark": bench, "epoch": chosen["epoch"], **values})
+                rows.append({**train_base, "benchmark": bench, "epoch": chosen["epoch"], **_published_counts(config, bench), **values})
         else:  # started, but never evaluated (or diverged before the first evaluation)
             rows.append({**train_base, "benchmark": None})
         max_epochs = base.get("max_epochs")

@@ -23,7 +23,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from vprlab.evaluation.results import markdown_table
+from vprlab.evaluation.results import (
+    SUBSET_MARK,
+    markdown_table,
+    subset_footnote,
+    subset_note,
+)
 from vprlab.reports.tables import _settings, _write, config_keys, epoch_statement
 from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_text
@@ -114,8 +119,11 @@ def compare_with_paper(
     """Print our R@k next to the paper's for ``model`` (``boq_resnet50`` / ``boq_dinov2``, or a released
     model name) and return one row per benchmark with ``R@k``, ``paper R@k`` and ``delta R@k``.
 
-    ``rows`` are result rows as run_evaluation writes them (``benchmark`` + ``R@k``). Benchmarks the
-    paper does not report get "-"; paper benchmarks that were not evaluated are listed below the table.
+    ``rows`` are result rows as run_evaluation writes them (``benchmark`` + ``R@k``, and the measured and
+    published image counts). Benchmarks the paper does not report get "-"; paper benchmarks that were not
+    evaluated are listed below the table. A benchmark evaluated on other image counts than published is
+    marked with :data:`SUBSET_MARK` and named under the table; a row whose ``status`` says ``skipped``
+    (evaluate.py ``skip_missing=true``) is shown as skipped with its reason.
     With ``out_dir`` the same table is written to ``<out_dir>/paper_comparison_<model>.md``.
     """
     paper_rows = load_paper_results(paper_path)
@@ -125,7 +133,8 @@ def compare_with_paper(
     for row in rows:
         paper_name = paper_benchmark(str(row["benchmark"]))
         paper = published.get(paper_name) if paper_name else None
-        entry: dict[str, Any] = {"benchmark": row["benchmark"], "paper benchmark": paper_name if paper else None}
+        entry: dict[str, Any] = {"benchmark": row["benchmark"], "paper benchmark": paper_name if paper else None,
+                                 "subset": subset_note(row), "skipped": _skip_reason(row)}
         for k in ks:
             ours, theirs = row.get(f"R@{k}"), (paper or {}).get(f"R@{k}")
             entry[f"R@{k}"] = ours
@@ -142,12 +151,17 @@ def compare_with_paper(
     for k in ks:
         table.add_column(f"R@{k}", justify="right")
     for entry in comparison:
-        cells = [
-            f"{_fmt(entry[f'R@{k}'])} / {_fmt(entry[f'paper R@{k}'])} ({_fmt(entry[f'delta R@{k}'], sign=True)})" for k in ks
-        ]
+        if entry["skipped"]:
+            cells = [f"skipped / {_fmt(entry[f'paper R@{k}'])}" for k in ks]
+        else:
+            mark = SUBSET_MARK if entry["subset"] else ""
+            cells = [f"{_fmt(entry[f'R@{k}'])}{mark} / {_fmt(entry[f'paper R@{k}'])} ({_fmt(entry[f'delta R@{k}'], sign=True)})"
+                     for k in ks]
         table.add_row(str(entry["benchmark"]), entry["paper benchmark"] or "-", *cells)
     console = console or make_console()
     console.print(table)
+    for line in _notes_below(comparison):
+        console.print(line, markup=False)
     if not_run:
         console.print(f"paper benchmarks not evaluated here: {', '.join(not_run)}")
     if out_dir is not None:
@@ -157,14 +171,35 @@ def compare_with_paper(
     return comparison
 
 
+def _skip_reason(row: dict) -> str | None:
+    status = str(row.get("status") or "")
+    return status.partition("skipped: ")[2] or "skipped" if status.startswith("skipped") else None
+
+
+def _notes_below(comparison: Sequence[dict]) -> list[str]:
+    """Plain-text lines under the printed table: subsets and skipped benchmarks."""
+    lines = [f"{SUBSET_MARK} {e['subset']} (not comparable with the paper's numbers)" for e in comparison if e.get("subset")]
+    lines += [f"skipped: {e['benchmark']}: {e['skipped']}" for e in comparison if e.get("skipped")]
+    return lines
+
+
 def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int], not_run: Sequence[str] = ()) -> str:
     header = ["benchmark", "paper"] + [label for k in ks for label in (f"R@{k}", f"paper R@{k}", f"Δ R@{k}")]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for entry in comparison:
         cells = [str(entry["benchmark"]), (entry["paper benchmark"] or "-").replace("*", "\\*")]
+        mark = SUBSET_MARK if entry.get("subset") else ""
         for k in ks:
-            cells += [_fmt(entry[f"R@{k}"]), _fmt(entry[f"paper R@{k}"]), _fmt(entry[f"delta R@{k}"], sign=True)]
+            ours = "skipped" if entry.get("skipped") else _fmt(entry[f"R@{k}"]) + mark
+            cells += [ours, _fmt(entry[f"paper R@{k}"]), _fmt(entry[f"delta R@{k}"], sign=True)]
         lines.append("| " + " | ".join(cells) + " |")
+    footnote = subset_footnote([e["subset"] for e in comparison if e.get("subset")])
+    if footnote:
+        lines.append(footnote.rstrip("\n").replace("*", "\\*"))
+    skipped = [e for e in comparison if e.get("skipped")]
+    if skipped:
+        lines += ["", "Skipped (`skip_missing=true`: the data is not here; not evaluated, not counted):", ""]
+        lines += [f"- {e['benchmark']}: {e['skipped']}" for e in skipped]
     if not_run:
         lines += ["", "Paper benchmarks not evaluated here: " + ", ".join(n.replace("*", "\\*") for n in not_run) + "."]
     return "\n".join(lines) + "\n"
@@ -196,7 +231,8 @@ def _one_setting(measured: pd.DataFrame) -> pd.DataFrame:
 def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
     """Every benchmark of the paper for ``model``: paper R@k, ours (mean over the seeds of one setting;
     rows of several settings are an error) and ours - paper. Measured benchmarks the paper does not
-    report are appended with empty paper cells. ``n``: runs averaged per benchmark."""
+    report are appended with empty paper cells. ``n``: runs averaged per benchmark; ``subset``: why a
+    benchmark's numbers are not the published protocol's (other image counts), else empty."""
     measured = pd.DataFrame(list(measured)) if not isinstance(measured, pd.DataFrame) else measured
     published = [row for row in load_paper_results() if row["model"] == model]
     if not published:
@@ -209,6 +245,8 @@ def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resne
             ours[name] = {f"R@{k}": pd.to_numeric(part[f"R@{k}"], errors="coerce").mean()
                           for k in ks if f"R@{k}" in part.columns}
             ours[name]["n"] = len(part)
+            notes = [n for n in dict.fromkeys(subset_note(r) for r in part.to_dict("records")) if n]
+            ours[name]["subset"] = "\n".join(notes) or None
     rows = []
     for paper in published:
         name = paper["benchmark"]
@@ -219,11 +257,17 @@ def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resne
             row[f"ours R@{k}"] = mine
             row[f"Δ R@{k}"] = mine - theirs if mine is not None and not math.isnan(mine) else None
         row["n"] = ours.get(name, {}).get("n")
+        row["subset"] = ours.get(name, {}).get("subset")
         rows.append(row)
     for name, values in ours.items():
         if not any(r["benchmark"] == name for r in rows):
-            rows.append({"benchmark": name, **{f"ours R@{k}": values.get(f"R@{k}") for k in ks}, "n": values.get("n")})
+            rows.append({"benchmark": name, **{f"ours R@{k}": values.get(f"R@{k}") for k in ks}, "n": values.get("n"),
+                         "subset": values.get("subset")})
     return pd.DataFrame(rows)
+
+
+def _text_of(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _cell(value: Any, sign: bool = False) -> str:
@@ -233,15 +277,22 @@ def _cell(value: Any, sign: bool = False) -> str:
 
 
 def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper") -> str:
-    """A booktabs table; ``-`` where a number is missing."""
-    columns = [c for c in table.columns if c != "n"]
+    """A booktabs table; ``-`` where a number is missing; measured cells of a subset marked with a dagger
+    and named in the caption."""
+    columns = [c for c in table.columns if c not in ("n", "subset")]
     header = " & ".join(c.replace("Δ", r"$\Delta$").replace("@", "@") for c in columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
              r"\toprule", header + r" \\", r"\midrule"]
     for record in table.to_dict("records"):
         cells = [str(record["benchmark"]).replace("*", r"$^*$").replace("_", r"\_")]
-        cells += [_cell(record.get(c), sign=c.startswith("Δ")) for c in columns[1:]]
+        dagger = r"$^\dagger$" if _text_of(record.get("subset")) else ""
+        cells += [_cell(record.get(c), sign=c.startswith("Δ")) + (dagger if c.startswith("ours") and not pd.isna(record.get(c)) else "")
+                  for c in columns[1:]]
         lines.append(" & ".join(cells) + r" \\")
+    notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
+    if notes:
+        caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with the paper): "
+                    + "; ".join(n.replace("_", r"\_") for n in notes) + ".")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -263,21 +314,50 @@ def _measured_by(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def paper_model_of(runs: pd.DataFrame) -> str | None:
+    """The paper model (``boq_resnet50`` / ``boq_dinov2``) of the released BoQ model that every row of
+    ``runs`` evaluated (evaluate.py ``pretrained=`` / the reproduce_boq_* recipes); None when a row has
+    another model (a training run, a checkpoint) or the rows hold several."""
+    if "model" not in runs.columns or runs["model"].isna().any() or not len(runs):
+        return None
+    paper_rows, found = load_paper_results(), set()
+    for name in runs["model"].astype(str).unique():
+        try:
+            found.add(_resolve_model(name, paper_rows))
+        except ValueError:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
 def paper_report(
-    runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str = "boq_resnet50", ks: Sequence[int] = (1, 5, 10),
+    runs: pd.DataFrame | Sequence[dict], out_dir: str | Path, *, model: str | None = None, ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, Path]:
+    """``paper_<model>.md`` / ``.csv`` / ``.tex``: the paper's table for ``model`` next to the runs. ``model``
+    picks the paper's rows, never the runs (``--where`` does): None takes the paper model of the released
+    model the runs evaluated (:func:`paper_model_of`), else ``boq_resnet50``; a ``model`` that differs from
+    the released model the runs evaluated is an error, since the table would set one model against another's
+    published numbers."""
     runs = pd.DataFrame(list(runs)) if not isinstance(runs, pd.DataFrame) else runs
+    evaluated = paper_model_of(runs[runs["benchmark"].notna()] if "benchmark" in runs.columns else runs)
+    model = _resolve_model(model, load_paper_results()) if model else evaluated or "boq_resnet50"
+    if evaluated and evaluated != model:
+        names = ", ".join(sorted(runs["model"].astype(str).unique()))
+        raise ValueError(f"--model {model}: the runs evaluated {names}, whose paper numbers are {evaluated}'s; pass "
+                         f"--model {evaluated} (or leave --model out), or select other runs with --where")
     table = paper_table(runs, model=model, ks=ks)
     measured = table[[c for c in table.columns if c.startswith("ours")]].notna().any(axis=1).sum()
     caption = f"Recall@N (\\%) of {model.replace('_', '-')}: the BoQ paper vs.\\ our runs ({measured} benchmarks measured)."
     markdown_rows = [{k: (str(v).replace("*", "\\*") if k == "benchmark" else "-" if pd.isna(v) else str(int(v)) if k == "n"
-                          else _cell(v, sign=k.startswith("Δ"))) for k, v in r.items()} for r in table.to_dict("records")]
+                          else _cell(v, sign=k.startswith("Δ")) + (SUBSET_MARK if k.startswith("ours") and _text_of(r.get("subset")) else ""))
+                      for k, v in r.items() if k != "subset"} for r in table.to_dict("records")]
+    notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
     markdown = (
         f"# BoQ paper vs measured ({model})\n\nPaper numbers from the BoQ README "
         "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper; ours = mean over "
         "the n runs of one setting (they differ in nothing but the seed).\n\n"
         + "".join(f"{line}\n\n" for line in _measured_by(runs))
-        + markdown_table(markdown_rows, list(table.columns))
+        + markdown_table(markdown_rows, [c for c in table.columns if c != "subset"])
+        + subset_footnote(notes).replace("*", "\\*")
     )
     out_dir = Path(out_dir)
     paths = _write(out_dir, f"paper_{model}", markdown, table)

@@ -22,7 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from vprlab.evaluation.results import markdown_table
+from vprlab.evaluation.results import (
+    SUBSET_MARK,
+    markdown_table,
+    subset_footnote,
+    subset_note,
+)
 from vprlab.reports.collect import EPOCH_RULES, IDENTITY_COLUMNS
 from vprlab.utils.io import atomic_write_text
 
@@ -125,6 +130,8 @@ def settings_table(
             row[column] = values.mean() if len(values) else float("nan")
         row["n"] = len(part)
         row["seeds"] = ",".join(_text(s) for s in part["seed"]) if "seed" in part.columns else "-"
+        notes = [n for n in dict.fromkeys(subset_note(r) for r in part.to_dict("records")) if n]
+        row["subset"] = "\n".join(notes) or None  # other image counts than published: marked in every table
         if "setting" in part.columns:
             row["setting"] = part["setting"].iloc[0]
         out.append(row)
@@ -149,10 +156,12 @@ def mean_std(
 
 
 def format_mean_std(table: pd.DataFrame, metrics: Sequence[str] = RECALLS, digits: int = 1) -> pd.DataFrame:
-    """``R@1`` cells as ``"85.3 ± 1.2"`` where more than one seed was averaged, ``"85.3"`` otherwise."""
+    """``R@1`` cells as ``"85.3 ± 1.2"`` where more than one seed was averaged, ``"85.3"`` otherwise;
+    followed by :data:`SUBSET_MARK` where the row's ``subset`` says it is not the published benchmark."""
     attrs = dict(table.attrs)
     table = table.copy()
     count = table["n"] if "n" in table.columns else table.get("seeds")
+    subset = table["subset"].map(lambda v: SUBSET_MARK if isinstance(v, str) and v else "") if "subset" in table.columns else None
     for m in metrics:
         if m not in table.columns:
             continue
@@ -165,6 +174,8 @@ def format_mean_std(table: pd.DataFrame, metrics: Sequence[str] = RECALLS, digit
                 cells.append(f"{value:.{digits}f} ± {std.iloc[i]:.{digits}f}")
             else:
                 cells.append(f"{value:.{digits}f}")
+            if subset is not None and cells[-1] != "-":
+                cells[-1] += subset.iloc[i]
         table[m] = cells
         table = table.drop(columns=[f"{m} std"], errors="ignore")
     table.attrs.update(attrs)
@@ -181,6 +192,13 @@ def epoch_statement(runs: pd.DataFrame) -> str:
         else:
             parts.append("evaluate.py rows report the evaluated checkpoint")
     return ("Reported epoch: " + "; ".join(parts) + ".") if parts else ""
+
+
+def subset_notes_of(table: pd.DataFrame) -> str:
+    """The Markdown under a table whose ``subset`` column names benchmarks with other image counts."""
+    if "subset" not in table.columns:
+        return ""
+    return subset_footnote([n for v in table["subset"] if isinstance(v, str) and v for n in v.split("\n")])
 
 
 def _rows(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -254,6 +272,7 @@ def sweep_report(
     grid = table.pivot(index=rows, columns=cols, values=metric).sort_index(key=_order).sort_index(axis=1, key=_order)
     std = table.pivot(index=rows, columns=cols, values=f"{metric} std").reindex_like(grid)
     count = table.pivot(index=rows, columns=cols, values="n").reindex_like(grid)
+    subset = table.pivot(index=rows, columns=cols, values="subset").reindex_like(grid) if "subset" in table else None
     dims = table.pivot(index=rows, columns=cols, values="descriptor_dim").reindex_like(grid) if "descriptor_dim" in table else None
     speed = table.pivot(index=rows, columns=cols, values="train_img_per_s").reindex_like(grid) if "train_img_per_s" in table else None
     epoch_text = epoch_statement(data)
@@ -274,6 +293,8 @@ def sweep_report(
                 continue
             n = int(count.iloc[i, j])
             label = f"{value:.1f} ± {std.iloc[i, j]:.1f}" if n > 1 else f"{value:.1f}"
+            if subset is not None and isinstance(subset.iloc[i, j], str) and subset.iloc[i, j]:
+                label += SUBSET_MARK
             label += f"\nn={n}"
             if dims is not None and not math.isnan(dims.iloc[i, j]):
                 label += f", {int(dims.iloc[i, j])}-d"
@@ -303,7 +324,7 @@ def sweep_report(
     markdown = (
         f"# {title}\n\n" + "\n\n".join(n for n in notes if n) + "\n\n"
         f"![{metric} heatmap]({png.name})\n\n"
-        + markdown_table(_rows(shown), columns, float_format=".1f")
+        + markdown_table(_rows(shown), columns, float_format=".1f") + subset_notes_of(table)
     )
     return {**_write(out_dir, "report", markdown, table), "png": png}
 
@@ -340,7 +361,9 @@ def compare_report(
         if part.empty:
             continue
         err = part["R@1 std"] if "R@1 std" in part else None
-        ax.errorbar(part["descriptor_dim"], part["R@1"], yerr=err, fmt="o", capsize=3, label=str(bench))
+        marked = "subset" in part and part["subset"].map(lambda v: isinstance(v, str) and bool(v)).any()
+        ax.errorbar(part["descriptor_dim"], part["R@1"], yerr=err, fmt="o", capsize=3,
+                    label=f"{bench}{SUBSET_MARK} (not the published image counts)" if marked else str(bench))
         seen_at: dict[float, int] = {}
         for _, row in part.iterrows():
             name = " ".join(_text(row[c]) if c in by else f"{c.rsplit('.', 1)[-1]}={_text(row[c])}" for c in label_columns)
@@ -360,7 +383,7 @@ def compare_report(
     benches = ", ".join(map(str, table["benchmark"].unique()))
     ax.set_title(f"{title}: R@1 on {benches}" + (f"\nepoch: {rule}" if rule else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    if table["benchmark"].nunique() > 1:
+    if table["benchmark"].nunique() > 1 or ("subset" in table and table["subset"].notna().any()):
         ax.legend(fontsize=8)
     fig.tight_layout()
     out_dir = Path(out_dir)
@@ -375,7 +398,7 @@ def compare_report(
         f"{', '.join(by)} are shown as columns). {epoch_statement(data)} Parameters of the whole model; training and "
         f"evaluation throughput in images per second. {memory_statement(data)}\n\n"
         f"![R@1 against descriptor dimension]({png.name})\n\n"
-        + markdown_table(_rows(shown), columns, float_format=".1f")
+        + markdown_table(_rows(shown), columns, float_format=".1f") + subset_notes_of(table)
     )
     return {**_write(out_dir, "report", markdown, table), "png": png}
 
@@ -391,5 +414,6 @@ def seeds_report(runs: pd.DataFrame, out_dir: str | Path, *, by: Sequence[str] =
         "# Mean ± std over seeds\n\nOne row per setting: runs are averaged only when their resolved configs differ in "
         f"nothing but the seed (n = how many); config keys that differ between rows of the same {', '.join(by)} are "
         f"shown as columns. {epoch_statement(data)}\n\n" + markdown_table(_rows(shown), columns, float_format=".1f")
+        + subset_notes_of(table)
     )
     return _write(Path(out_dir), "seeds", markdown, table)
