@@ -16,7 +16,7 @@ from PIL import Image
 from vprlab.commands import data as data_cmd
 from vprlab.commands.benchmarks import benchmark_table
 from vprlab.data.download import FolderExistsError
-from vprlab.data.sources import SOURCES, config_names
+from vprlab.data.sources import SF_LANDMARK_POSES, SOURCES, config_names, get_source
 from vprlab.data.verify import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,16 +24,38 @@ CONFIGS = sorted(f"{p.parent.name}/{p.stem}" for group in ("dataset", "benchmark
 
 
 def test_every_config_is_in_the_catalog():
+    assert {"benchmark/sf_landmark", "benchmark/baidu", "benchmark/tokyo247", "dataset/gsv_cities"} <= set(CONFIGS)
     missing = sorted(set(CONFIGS) - config_names())
     assert missing == [], f"configs with no catalog entry in vprlab.data.sources: {missing}"
+
+
+def test_the_catalog_names_each_formatter_and_every_formatter_is_a_config():
+    from vprlab.data.formatters import FORMATTERS
+
+    named = {source.name: source.formatter for source in SOURCES if source.formatter}
+    assert {name: f for name, f in named.items() if f not in FORMATTERS} == {}
+    assert named["svox"] == "svox_all" and named["sf_xl"] == "sfxl_v1" and named["msls"] == "msls_val_all"
+    # no alias: every formatter key is the name of a config the catalog covers (one name, in one place)
+    assert set(FORMATTERS) - {config.split("/", 1)[1] for config in config_names()} == set()
+
+
+def test_sf_landmark_downloads_the_query_poses_its_formatter_reads():
+    from vprlab.data.formatters.folder_sets import SF_POSES_ARCHIVE
+
+    files = {f.file_name: f for f in get_source("sf_landmark").files}
+    assert files[SF_POSES_ARCHIVE].url == "http://www.ok.sc.e.titech.ac.jp/~torii/project/vlocalization/icons/reference_poses_598.zip"
+    assert files[SF_POSES_ARCHIVE].extract and "BuildingQueryImagesCartoIDCorrected-Upright.zip" in files
+    assert len([name for name in files if name.startswith("PCIs_")]) == 139
 
 
 def test_catalog_entries_say_how_and_where():
     for source in SOURCES:
         assert source.method in ("http", "kaggle", "gdrive", "rsync", "manual", "request", "synthetic", "shared", "own")
         assert source.source and source.terms and source.size, source.name
-        if source.method == "http" and source.name != "nordland":
-            assert source.files and all(f.url.startswith("https://") for f in source.files), source.name
+        if source.method == "http":
+            assert source.files, source.name
+        for remote in source.files:  # https, except the SF-Landmark query poses (served over http only)
+            assert remote.url.startswith("https://") or remote.url == SF_LANDMARK_POSES, remote.url
         if source.method in ("request", "manual"):
             assert "<raw>" in source.request and "vprlab data" in source.request, source.name
         if source.method == "rsync":

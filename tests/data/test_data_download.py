@@ -271,13 +271,37 @@ def test_rsync_sets_run_the_documented_command_or_print_it(tmp_path, monkeypatch
 
 
 def test_on_request_sets_say_where_to_ask_and_where_to_put_the_files(tmp_path):
-    with pytest.raises(MissingFileError, match=r"tokyo247 cannot be downloaded by vprlab\. Ask the Tokyo 24/7 authors .*"
-                                               rf"{tmp_path / 'raw'}/tokyo247/03814/"):
-        download_source(get_source("tokyo247"), tmp_path / "raw")
+    with pytest.raises(MissingFileError, match=r"pitts30k_test cannot be downloaded by vprlab\. Ask the authors of NetVLAD .*"
+                                               rf"{tmp_path / 'raw'}/queries_real/ .*{tmp_path / 'raw'}/datasets/"):
+        download_source(get_source("pitts30k_test"), tmp_path / "raw")
+
+
+def test_tokyo247_fetches_its_public_queries_kept_zipped_and_names_the_files_on_request(tmp_path, monkeypatch, capsys):
+    from vprlab.commands import data as data_cmd
+    from vprlab.data import sources
+
+    query_zip = io.BytesIO()
+    with zipfile.ZipFile(query_zip, "w") as zf:
+        zf.writestr("247query_subset_v2/00001.jpg", b"jpeg")
+        zf.writestr("247query_subset_v2/00001.csv", "00001.jpg,35.6,139.7\n")
+    entry = sources.get_source("tokyo247")
+    assert entry.method == "request" and [f.url for f in entry.files] == [sources.TOKYO247_QUERIES]
+    with LocalServer() as server:
+        server.files["/Tokyo247/queries/247query_subset_v2.zip"] = query_zip.getvalue()
+        local = replace(entry, files=(replace(entry.files[0], url=server.url("/Tokyo247/queries/247query_subset_v2.zip")),))
+        monkeypatch.setitem(sources._BY_NAME, "tokyo247", local)
+        assert data_cmd.main(["download", "tokyo247", "--data-dir", str(tmp_path), "--no-progress"]) == 0
+    raw = tmp_path / "raw" / "tokyo247"
+    assert (raw / "247query_subset_v2.zip").read_bytes() == query_zip.getvalue()  # read in place by the formatter
+    assert not (raw / "247query_subset_v2").exists()
+    out = capsys.readouterr().out
+    assert "ask the Tokyo 24/7 authors for the link" in out
+    assert f"{raw}/tokyo247/03814/ ... {raw}/tokyo247/03829/" in out and f"{raw}/datasets/tokyo247.mat" in out
+    assert f"`vprlab data format tokyo247 --from {raw}`" in out
 
 
 def test_a_set_that_cannot_be_downloaded_leaves_no_folder(tmp_path):
-    for name in ("tokyo247", "nordland", "sf_xl", "synthetic"):
+    for name in ("pitts30k_test", "nordland", "sf_xl", "synthetic"):
         with pytest.raises(MissingFileError):
             download_source(get_source(name), tmp_path / "data" / "raw" / name)
     assert list(tmp_path.iterdir()) == []

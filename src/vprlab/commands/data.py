@@ -101,7 +101,9 @@ def _download(args: argparse.Namespace) -> int:
     target = download_source(source, raw, from_file=Path(args.from_file) if args.from_file else None,
                              progress=not args.no_progress)
     print(f"{source.name}: raw data in {target}")
-    if source.formatter:
+    if source.request:  # only part of it is public: say what else to put where
+        print(f"the rest comes on request or by hand: {source.request.replace('<raw>', str(target))}")
+    elif source.formatter:
         print(f"next: vprlab data format {source.name} --from {target}")
     return 0
 
