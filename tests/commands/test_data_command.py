@@ -231,3 +231,53 @@ def test_a_formatter_that_writes_nothing_is_an_error_not_an_empty_dataset(tmp_pa
     with pytest.raises(DataError, match=r"the custom formatter wrote nothing from"):
         data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(tmp_path / "data")])
     assert not (tmp_path / "data" / "custom").exists() and not (tmp_path / "data" / ".custom.formatting").exists()
+
+
+def _corridor_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shared folder holding the real corridor set (as a shared folder can be writable)."""
+    import shutil
+
+    shared = tmp_path / "shared"
+    shutil.copytree(REPO.parent / "shared" / "data" / "real" / "corridor_vprbench", shared / "data" / "real" / "corridor_vprbench")
+    return shared
+
+
+def test_verify_never_writes_into_the_shared_data_even_when_writable(tmp_path, monkeypatch, capsys):
+    shared = _corridor_copy(tmp_path)
+    root = shared / "data" / "real" / "corridor_vprbench"
+    before = sorted(p.relative_to(shared) for p in shared.rglob("*"))
+    monkeypatch.setenv("VPRLAB_SHARED_DIR", str(shared))
+    data_dir = tmp_path / "data"
+    assert data_cmd.main(["verify", "real_corridor", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert sorted(p.relative_to(shared) for p in shared.rglob("*")) == before  # nothing written there
+    stored = list((data_dir / ".vprlab-manifests").glob("corridor_vprbench-*.json"))
+    assert len(stored) == 1
+    out = capsys.readouterr().out
+    assert f"benchmark/real_corridor: verified (111 database images, 111 queries, every image decodes); manifest {stored[0]}" in out
+    assert "kept outside the root" in out
+    import json
+
+    manifest = json.loads(stored[0].read_text())
+    assert "real_corridor" in manifest["verified"] and "gt.csv" in manifest["files"]
+    rows = {r["config"]: r for r in data_cmd.data_rows(str(data_dir))}
+    assert rows["benchmark/real_corridor"]["verified"] == "verified"
+    assert rows["benchmark/real_gardenspoint"]["verified"] == "-"  # not in the copy
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "real_corridor")
+    assert row["verified"] == "verified"
+    # a change in the shared copy is still noticed through the manifest kept outside it
+    image = sorted((root / "queries").iterdir())[0]
+    image.write_bytes(image.read_bytes() + b"\0")
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "real_corridor")
+    assert row["verified"] == f"changed: 1 changed: queries/{image.name}"
+
+
+def test_verify_of_the_read_only_shared_data_writes_only_into_the_data_dir(tmp_path, monkeypatch):
+    shared = REPO.parent / "shared"
+    if not (shared / "data" / "real" / "gardenspoint_sample10").is_dir():
+        pytest.skip("no shared folder next to the checkout")
+    monkeypatch.delenv("VPRLAB_SHARED_DIR", raising=False)
+    monkeypatch.delenv("VPRLAB_ROOT", raising=False)
+    data_dir = tmp_path / "data"
+    assert data_cmd.main(["verify", "real_gardenspoint", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert not (shared / "data" / "real" / "gardenspoint_sample10" / MANIFEST_NAME).exists()
+    assert [p.name.split("-")[0] for p in (data_dir / ".vprlab-manifests").iterdir()] == ["gardenspoint_sample10"]
