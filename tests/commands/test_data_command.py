@@ -281,3 +281,17 @@ def test_verify_of_the_read_only_shared_data_writes_only_into_the_data_dir(tmp_p
     assert data_cmd.main(["verify", "real_gardenspoint", "--data-dir", str(data_dir), "--no-progress"]) == 0
     assert not (shared / "data" / "real" / "gardenspoint_sample10" / MANIFEST_NAME).exists()
     assert [p.name.split("-")[0] for p in (data_dir / ".vprlab-manifests").iterdir()] == ["gardenspoint_sample10"]
+
+
+def test_format_of_a_catalog_name_uses_the_formatter_the_catalog_names(tmp_path, monkeypatch):
+    def gallery_only(raw, out):
+        (out / "gallery").mkdir(parents=True)
+        (out / "gallery" / "a.txt").write_text("a")
+
+    calls = _fake_formatters(monkeypatch, svox_all=gallery_only)  # no "svox" key: the catalog says svox_all
+    data_dir = tmp_path / "data"
+    raw = tmp_path / "raw" / "svox"
+    raw.mkdir(parents=True)
+    assert data_cmd.main(["format", "svox", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"]) == 0
+    assert calls == [(raw, data_dir / "svox" / "images" / ".test.formatting")]
+    assert (data_dir / "svox" / "images" / "test" / "gallery" / "a.txt").read_text() == "a"
