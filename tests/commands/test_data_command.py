@@ -295,3 +295,15 @@ def test_format_of_a_catalog_name_uses_the_formatter_the_catalog_names(tmp_path,
     assert data_cmd.main(["format", "svox", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"]) == 0
     assert calls == [(raw, data_dir / "svox" / "images" / ".test.formatting")]
     assert (data_dir / "svox" / "images" / "test" / "gallery" / "a.txt").read_text() == "a"
+
+
+def test_data_doc_names_every_set_given_on_request_and_an_example_per_route():
+    text = (REPO / "docs" / "data.md").read_text()
+    paragraph = text.split("Need a request to their authors:", 1)[1].split("\n\n", 1)[0]
+    for source in SOURCES:
+        if source.method == "request":
+            assert all(f"`{config.split('/', 1)[1]}`" in paragraph for config in source.configs), source.name
+    examples = text.split("## From nothing to a verified benchmark: two commands", 1)[1].split("\n## ", 1)[0]
+    for method in ("http", "rsync", "kaggle", "manual", "request"):  # each route: a set of it formatted
+        assert any(f"vprlab data format {s.name} --from" in examples for s in SOURCES if s.method == method), method
+    assert "[data_formats.md](data_formats.md)" in text
