@@ -3,8 +3,10 @@ the connection halfway through a response, and records every request's path and 
 
 from __future__ import annotations
 
+import io
 import re
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -70,3 +72,12 @@ class LocalServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive (in memory) holding ``members`` (name -> content), to serve or write."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return buffer.getvalue()

@@ -16,7 +16,7 @@ from PIL import Image
 from vprlab.commands import data as data_cmd
 from vprlab.commands.benchmarks import benchmark_table
 from vprlab.data.download import FolderExistsError
-from vprlab.data.sources import SOURCES, config_names
+from vprlab.data.sources import SF_LANDMARK_POSES, SOURCES, config_names, get_source
 from vprlab.data.verify import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,16 +24,38 @@ CONFIGS = sorted(f"{p.parent.name}/{p.stem}" for group in ("dataset", "benchmark
 
 
 def test_every_config_is_in_the_catalog():
+    assert {"benchmark/sf_landmark", "benchmark/baidu", "benchmark/tokyo247", "dataset/gsv_cities"} <= set(CONFIGS)
     missing = sorted(set(CONFIGS) - config_names())
     assert missing == [], f"configs with no catalog entry in vprlab.data.sources: {missing}"
+
+
+def test_the_catalog_names_each_formatter_and_every_formatter_is_a_config():
+    from vprlab.data.formatters import FORMATTERS
+
+    named = {source.name: source.formatter for source in SOURCES if source.formatter}
+    assert {name: f for name, f in named.items() if f not in FORMATTERS} == {}
+    assert named["svox"] == "svox_all" and named["sf_xl"] == "sfxl_v1" and named["msls"] == "msls_val_all"
+    # no alias: every formatter key is the name of a config the catalog covers (one name, in one place)
+    assert set(FORMATTERS) - {config.split("/", 1)[1] for config in config_names()} == set()
+
+
+def test_sf_landmark_downloads_the_query_poses_its_formatter_reads():
+    from vprlab.data.formatters.folder_sets import SF_POSES_ARCHIVE
+
+    files = {f.file_name: f for f in get_source("sf_landmark").files}
+    assert files[SF_POSES_ARCHIVE].url == "http://www.ok.sc.e.titech.ac.jp/~torii/project/vlocalization/icons/reference_poses_598.zip"
+    assert files[SF_POSES_ARCHIVE].extract and "BuildingQueryImagesCartoIDCorrected-Upright.zip" in files
+    assert len([name for name in files if name.startswith("PCIs_")]) == 139
 
 
 def test_catalog_entries_say_how_and_where():
     for source in SOURCES:
         assert source.method in ("http", "kaggle", "gdrive", "rsync", "manual", "request", "synthetic", "shared", "own")
         assert source.source and source.terms and source.size, source.name
-        if source.method == "http" and source.name != "nordland":
-            assert source.files and all(f.url.startswith("https://") for f in source.files), source.name
+        if source.method == "http":
+            assert source.files, source.name
+        for remote in source.files:  # https, except the SF-Landmark query poses (served over http only)
+            assert remote.url.startswith("https://") or remote.url == SF_LANDMARK_POSES, remote.url
         if source.method in ("request", "manual"):
             assert "<raw>" in source.request and "vprlab data" in source.request, source.name
         if source.method == "rsync":
@@ -209,3 +231,79 @@ def test_a_formatter_that_writes_nothing_is_an_error_not_an_empty_dataset(tmp_pa
     with pytest.raises(DataError, match=r"the custom formatter wrote nothing from"):
         data_cmd.main(["format", "custom", "--from", str(raw), "--data-dir", str(tmp_path / "data")])
     assert not (tmp_path / "data" / "custom").exists() and not (tmp_path / "data" / ".custom.formatting").exists()
+
+
+def _corridor_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shared folder holding the real corridor set (as a shared folder can be writable)."""
+    import shutil
+
+    shared = tmp_path / "shared"
+    shutil.copytree(REPO.parent / "shared" / "data" / "real" / "corridor_vprbench", shared / "data" / "real" / "corridor_vprbench")
+    return shared
+
+
+def test_verify_never_writes_into_the_shared_data_even_when_writable(tmp_path, monkeypatch, capsys):
+    shared = _corridor_copy(tmp_path)
+    root = shared / "data" / "real" / "corridor_vprbench"
+    before = sorted(p.relative_to(shared) for p in shared.rglob("*"))
+    monkeypatch.setenv("VPRLAB_SHARED_DIR", str(shared))
+    data_dir = tmp_path / "data"
+    assert data_cmd.main(["verify", "real_corridor", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert sorted(p.relative_to(shared) for p in shared.rglob("*")) == before  # nothing written there
+    stored = list((data_dir / ".vprlab-manifests").glob("corridor_vprbench-*.json"))
+    assert len(stored) == 1
+    out = capsys.readouterr().out
+    assert f"benchmark/real_corridor: verified (111 database images, 111 queries, every image decodes); manifest {stored[0]}" in out
+    assert "kept outside the root" in out
+    import json
+
+    manifest = json.loads(stored[0].read_text())
+    assert "real_corridor" in manifest["verified"] and "gt.csv" in manifest["files"]
+    rows = {r["config"]: r for r in data_cmd.data_rows(str(data_dir))}
+    assert rows["benchmark/real_corridor"]["verified"] == "verified"
+    assert rows["benchmark/real_gardenspoint"]["verified"] == "-"  # not in the copy
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "real_corridor")
+    assert row["verified"] == "verified"
+    # a change in the shared copy is still noticed through the manifest kept outside it
+    image = sorted((root / "queries").iterdir())[0]
+    image.write_bytes(image.read_bytes() + b"\0")
+    row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "real_corridor")
+    assert row["verified"] == f"changed: 1 changed: queries/{image.name}"
+
+
+def test_verify_of_the_read_only_shared_data_writes_only_into_the_data_dir(tmp_path, monkeypatch):
+    shared = REPO.parent / "shared"
+    if not (shared / "data" / "real" / "gardenspoint_sample10").is_dir():
+        pytest.skip("no shared folder next to the checkout")
+    monkeypatch.delenv("VPRLAB_SHARED_DIR", raising=False)
+    monkeypatch.delenv("VPRLAB_ROOT", raising=False)
+    data_dir = tmp_path / "data"
+    assert data_cmd.main(["verify", "real_gardenspoint", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert not (shared / "data" / "real" / "gardenspoint_sample10" / MANIFEST_NAME).exists()
+    assert [p.name.split("-")[0] for p in (data_dir / ".vprlab-manifests").iterdir()] == ["gardenspoint_sample10"]
+
+
+def test_format_of_a_catalog_name_uses_the_formatter_the_catalog_names(tmp_path, monkeypatch):
+    def gallery_only(raw, out):
+        (out / "gallery").mkdir(parents=True)
+        (out / "gallery" / "a.txt").write_text("a")
+
+    calls = _fake_formatters(monkeypatch, svox_all=gallery_only)  # no "svox" key: the catalog says svox_all
+    data_dir = tmp_path / "data"
+    raw = tmp_path / "raw" / "svox"
+    raw.mkdir(parents=True)
+    assert data_cmd.main(["format", "svox", "--from", str(raw), "--data-dir", str(data_dir), "--no-verify"]) == 0
+    assert calls == [(raw, data_dir / "svox" / "images" / ".test.formatting")]
+    assert (data_dir / "svox" / "images" / "test" / "gallery" / "a.txt").read_text() == "a"
+
+
+def test_data_doc_names_every_set_given_on_request_and_an_example_per_route():
+    text = (REPO / "docs" / "data.md").read_text()
+    paragraph = text.split("Need a request to their authors:", 1)[1].split("\n\n", 1)[0]
+    for source in SOURCES:
+        if source.method == "request":
+            assert all(f"`{config.split('/', 1)[1]}`" in paragraph for config in source.configs), source.name
+    examples = text.split("## From nothing to a verified benchmark: two commands", 1)[1].split("\n## ", 1)[0]
+    for method in ("http", "rsync", "kaggle", "manual", "request"):  # each route: a set of it formatted
+        assert any(f"vprlab data format {s.name} --from" in examples for s in SOURCES if s.method == method), method
+    assert "[data_formats.md](data_formats.md)" in text

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_gsv_tree import write_gsv_tree
-from local_http import LocalServer
+from local_http import LocalServer, zip_bytes
 from PIL import Image
 
 from vprlab.data import download as dl
@@ -168,17 +168,9 @@ def test_offline_is_one_attempt_naming_the_url_and_the_place_for_the_file(tmp_pa
         fetch_file(remote, dest, progress=False)
 
 
-def _zip_with(names: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, content in names.items():
-            zf.writestr(name, content)
-    return buffer.getvalue()
-
-
 def test_an_archive_member_escaping_the_target_is_refused(tmp_path):
     archive = tmp_path / "evil.zip"
-    archive.write_bytes(_zip_with({"SPEDTEST/ref/00001.jpg": _jpeg(), "SPEDTEST/../../escaped.txt": b"x"}))
+    archive.write_bytes(zip_bytes({"SPEDTEST/ref/00001.jpg": _jpeg(), "SPEDTEST/../../escaped.txt": b"x"}))
     target = tmp_path / "out" / "sped"
     target.parent.mkdir()
     with pytest.raises(DataError, match=r"leaves the target folder, e\.g\. 'SPEDTEST/\.\./\.\./escaped\.txt'"):
@@ -187,7 +179,7 @@ def test_an_archive_member_escaping_the_target_is_refused(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # the staging folder is gone too
 
     absolute = tmp_path / "abs.zip"
-    absolute.write_bytes(_zip_with({"/etc/vprlab-test": b"x"}))
+    absolute.write_bytes(zip_bytes({"/etc/vprlab-test": b"x"}))
     assert unsafe_members(absolute) == ["/etc/vprlab-test"]
 
 
@@ -271,13 +263,34 @@ def test_rsync_sets_run_the_documented_command_or_print_it(tmp_path, monkeypatch
 
 
 def test_on_request_sets_say_where_to_ask_and_where_to_put_the_files(tmp_path):
-    with pytest.raises(MissingFileError, match=r"tokyo247 cannot be downloaded by vprlab\. Ask the Tokyo 24/7 authors .*"
-                                               rf"{tmp_path / 'raw'}/tokyo247/03814/"):
-        download_source(get_source("tokyo247"), tmp_path / "raw")
+    with pytest.raises(MissingFileError, match=r"pitts30k_test cannot be downloaded by vprlab\. Ask the authors of NetVLAD .*"
+                                               rf"{tmp_path / 'raw'}/queries_real/ .*{tmp_path / 'raw'}/datasets/"):
+        download_source(get_source("pitts30k_test"), tmp_path / "raw")
+
+
+def test_tokyo247_fetches_its_public_queries_kept_zipped_and_names_the_files_on_request(tmp_path, monkeypatch, capsys):
+    from vprlab.commands import data as data_cmd
+    from vprlab.data import sources
+
+    query_zip = zip_bytes({"247query_subset_v2/00001.jpg": b"jpeg", "247query_subset_v2/00001.csv": b"00001.jpg,35.6,139.7\n"})
+    entry = sources.get_source("tokyo247")
+    assert entry.method == "request" and [f.url for f in entry.files] == [sources.TOKYO247_QUERIES]
+    with LocalServer() as server:
+        server.files["/Tokyo247/queries/247query_subset_v2.zip"] = query_zip
+        local = replace(entry, files=(replace(entry.files[0], url=server.url("/Tokyo247/queries/247query_subset_v2.zip")),))
+        monkeypatch.setitem(sources._BY_NAME, "tokyo247", local)
+        assert data_cmd.main(["download", "tokyo247", "--data-dir", str(tmp_path), "--no-progress"]) == 0
+    raw = tmp_path / "raw" / "tokyo247"
+    assert (raw / "247query_subset_v2.zip").read_bytes() == query_zip  # read in place by the formatter
+    assert not (raw / "247query_subset_v2").exists()
+    out = capsys.readouterr().out
+    assert "ask the Tokyo 24/7 authors for the link" in out
+    assert f"{raw}/tokyo247/03814/ ... {raw}/tokyo247/03829/" in out and f"{raw}/datasets/tokyo247.mat" in out
+    assert f"`vprlab data format tokyo247 --from {raw}`" in out
 
 
 def test_a_set_that_cannot_be_downloaded_leaves_no_folder(tmp_path):
-    for name in ("tokyo247", "nordland", "sf_xl", "synthetic"):
+    for name in ("pitts30k_test", "nordland", "sf_xl", "synthetic"):
         with pytest.raises(MissingFileError):
             download_source(get_source(name), tmp_path / "data" / "raw" / name)
     assert list(tmp_path.iterdir()) == []

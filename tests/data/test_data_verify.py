@@ -158,3 +158,29 @@ def test_training_set_every_listed_image_decodes(tmp_path):
     (root / MANIFEST_NAME).unlink()
     with pytest.raises(DataError, match=rf"{victim}: missing"):
         verify_training_set("gsv_cities", root, ["London", "Boston"], progress=False)
+
+
+def test_manifests_of_shared_or_unwritable_roots_are_kept_in_the_data_dir(tmp_path, monkeypatch):
+    import hashlib
+
+    from vprlab.data import verify as verify_mod
+
+    shared, data_dir = tmp_path / "shared", tmp_path / "data"
+    inside, own = shared / "data" / "real" / "corridor", tmp_path / "mine"
+    inside.mkdir(parents=True)
+    own.mkdir()
+    assert verify_mod.manifest_store(own, data_dir, [shared]) is None
+    assert verify_mod.manifest_path(own) == own / MANIFEST_NAME
+    store = verify_mod.manifest_store(inside, data_dir, [shared])
+    assert store == data_dir / ".vprlab-manifests"
+    digest = hashlib.sha256(str(inside.resolve()).encode()).hexdigest()[:12]
+    assert verify_mod.manifest_path(inside, store) == store / f"corridor-{digest}.json"
+    monkeypatch.setattr(verify_mod.os, "access", lambda path, mode: Path(path) != own.resolve())
+    assert verify_mod.manifest_store(own, data_dir, [shared]) == store  # a folder this user cannot write
+
+    root = write_utm_benchmark(tmp_path / "st_lucia")
+    kept = verify_mod.manifest_path(root, store)
+    report = verify_benchmark("st_lucia", st_lucia_cfg(root), progress=False, manifest=kept)
+    assert report.manifest == kept and not (root / MANIFEST_NAME).exists()
+    assert verification_status(root, "st_lucia", kept) == "verified"
+    assert verification_status(root, "st_lucia") == "unverified"  # nothing in the root itself

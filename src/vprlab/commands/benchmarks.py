@@ -77,6 +77,21 @@ def config_node(group: str, name: str, data_dir: str | Path):
     return OmegaConf.merge({"paths": paths, "strict_counts": False}, {"b": spec}).b, spec
 
 
+def shared_dir() -> Path:
+    """The shared reference data the ``real_*`` configs read, as they resolve it: $VPRLAB_SHARED_DIR, else
+    <root_dir>/../shared (root_dir: $VPRLAB_ROOT, else the checkout)."""
+    root_dir = os.environ.get("VPRLAB_ROOT", str(repo_conf_dir().parent))
+    return Path(os.environ.get("VPRLAB_SHARED_DIR") or Path(root_dir) / ".." / "shared")
+
+
+def manifest_of(root: str | Path, data_dir: str | Path) -> Path:
+    """Where `vprlab data verify` keeps the manifest of ``root``: in it, except for the shared reference data
+    and read-only roots (vprlab never writes into them), whose manifests live in ``<data_dir>/.vprlab-manifests``."""
+    from vprlab.data.verify import manifest_path, manifest_store
+
+    return manifest_path(root, manifest_store(root, data_dir, [shared_dir()]))
+
+
 def config_root(group: str, name: str, data_dir: str | Path) -> str:
     """The root folder config ``<group>/<name>`` reads (env variables and paths.data_dir resolved)."""
     node, spec = config_node(group, name, data_dir)
@@ -109,7 +124,7 @@ def benchmark_table(data_dir: str | Path, check: bool = True) -> list[dict[str, 
             "name": str(name), "format": str(fmt),
             "db": str(spec.get("expected_num_db") or "-"), "queries": str(spec.get("expected_num_queries") or "-"),
             "root": root, "env": env.group(1) if env else "-", "present": "yes" if present else "no", "status": status,
-            "verified": verification_status(root, name) if present else "-",
+            "verified": verification_status(root, name, manifest_of(root, data_dir)) if present else "-",
         })
     return rows
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vprlab.commands.benchmarks import config_node, config_root, default_data_dir
+from vprlab.commands.benchmarks import config_node, config_root, default_data_dir, manifest_of
 from vprlab.data.download import FolderExistsError, download_source, file_digest, staging_folder
 from vprlab.data.sources import SOURCES, DataSource, get_source
 from vprlab.data.verify import VerifyReport, verification_status, verify_benchmark, verify_training_set
@@ -55,7 +55,8 @@ def data_rows(data_dir: str) -> list[dict[str, str]]:
             rows.append({
                 "dataset": source.name, "config": config, "role": _role(source, config), "how": source.method,
                 "size": source.size, "present": "yes" if present else "no",
-                "verified": verification_status(root, _split(config)[1]) if present else "-", "root": root,
+                "verified": verification_status(root, _split(config)[1], manifest_of(root, data_dir)) if present else "-",
+                "root": root,
             })
     return rows
 
@@ -101,7 +102,9 @@ def _download(args: argparse.Namespace) -> int:
     target = download_source(source, raw, from_file=Path(args.from_file) if args.from_file else None,
                              progress=not args.no_progress)
     print(f"{source.name}: raw data in {target}")
-    if source.formatter:
+    if source.request:  # only part of it is public: say what else to put where
+        print(f"the rest comes on request or by hand: {source.request.replace('<raw>', str(target))}")
+    elif source.formatter:
         print(f"next: vprlab data format {source.name} --from {target}")
     return 0
 
@@ -190,10 +193,13 @@ def _format(args: argparse.Namespace) -> int:
 def verify_config(config: str, data_dir: str, *, update: bool = False, progress: bool = True) -> VerifyReport:
     group, name = _split(config)
     node, _ = config_node(group, name, data_dir)
+    manifest = manifest_of(str(node.root), data_dir)
     if group == "benchmark":
-        return verify_benchmark(name, OmegaConf.to_container(node, resolve=True), update=update, progress=progress)
+        return verify_benchmark(name, OmegaConf.to_container(node, resolve=True), update=update, progress=progress,
+                                manifest=manifest)
     cities = node.get("cities")
-    return verify_training_set(name, str(node.root), list(cities) if cities else None, update=update, progress=progress)
+    return verify_training_set(name, str(node.root), list(cities) if cities else None, update=update, progress=progress,
+                               manifest=manifest)
 
 
 def _verify_configs(source: DataSource, configs: Sequence[str], args: argparse.Namespace) -> int:
@@ -204,6 +210,8 @@ def _verify_configs(source: DataSource, configs: Sequence[str], args: argparse.N
         counts = (f"{report.num_db} database images, {report.num_queries} queries" if report.num_db is not None
                   else f"{report.num_images} images")
         where = f"manifest {report.manifest}" if report.manifest else f"no manifest written ({report.root} is read-only)"
+        if report.manifest and not report.manifest.is_relative_to(report.root):
+            where += " (kept outside the root: vprlab never writes into the shared reference data or a read-only folder)"
         print(f"{config}: verified ({counts}, every image decodes); {where}")
         if report.changes:
             print(f"  recorded the new state: {report.changes.describe()}")

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path, PurePosixPath
 
 from vprlab.data.sources import DataSource, RemoteFile
@@ -292,10 +292,11 @@ def publish_folder(staging: Path, target: Path) -> Path:
 PROVENANCE_NAME = ".vprlab-download.json"
 
 
-def extract_archives(archives: Sequence[Path], target: Path, origin: dict | None = None) -> Path:
-    """Unpack ``archives`` into a temporary sibling of ``target``, then rename it to ``target``. With
-    ``origin`` (dataset, URLs...), ``target/.vprlab-download.json`` records it with each archive's size
-    and SHA-256 (what was unpacked, for a paper's data section or a later comparison)."""
+def extract_archives(archives: Sequence[Path], target: Path, origin: dict | None = None, keep: Collection[str] = ()) -> Path:
+    """Unpack ``archives`` into a temporary sibling of ``target``, then rename it to ``target``; the files
+    named in ``keep`` (archives a formatter reads in place) are copied as they are. With ``origin``
+    (dataset, URLs...), ``target/.vprlab-download.json`` records it with each archive's size and SHA-256
+    (what was unpacked, for a paper's data section or a later comparison)."""
     refuse_existing(target, "Delete it to unpack again.")
     staging = staging_folder(target, "extracting")
     if staging.exists():
@@ -305,7 +306,7 @@ def extract_archives(archives: Sequence[Path], target: Path, origin: dict | None
             if archive.stat().st_size == 0:
                 log.warning("%s is empty; skipped", archive)
                 continue
-            if is_archive(archive):
+            if archive.name not in keep and is_archive(archive):
                 extract_into(archive, staging)
             else:
                 staging.mkdir(parents=True, exist_ok=True)
@@ -340,7 +341,8 @@ def _from_file(source: DataSource, file: Path, raw_dir: Path) -> Path:
     if len(source.files) == 1 and source.files[0].file_name == file.name:
         check_file(file, source.files[0].size_bytes, source.files[0].checksum, str(file))
     check_free_space(raw_dir.parent, file.stat().st_size, f"unpacking {file.name}")
-    return extract_archives([file], raw_dir, {"dataset": source.name, "from_file": str(file)})
+    return extract_archives([file], raw_dir, {"dataset": source.name, "from_file": str(file)},
+                            keep={r.file_name for r in source.files if not r.extract})
 
 
 def _http(source: DataSource, raw_dir: Path, progress: bool, timeout: float) -> Path:
@@ -357,7 +359,8 @@ def _http(source: DataSource, raw_dir: Path, progress: bool, timeout: float) -> 
     if remaining:  # the archives plus their unpacked copy
         check_free_space(raw_dir.parent, 2 * remaining, f"{source.name} ({source.size} as published, plus its unpacked copy)")
     archives = [fetch_file(remote, downloads / remote.file_name, progress=progress, timeout=timeout) for remote in source.files]
-    target = extract_archives(archives, raw_dir, {"dataset": source.name, "urls": [r.url for r in source.files]})
+    target = extract_archives(archives, raw_dir, {"dataset": source.name, "urls": [r.url for r in source.files]},
+                              keep={r.file_name for r in source.files if not r.extract})
     shutil.rmtree(downloads, ignore_errors=True)  # unpacked: the archives are no longer needed
     return target
 
@@ -444,6 +447,8 @@ def download_source(
         return _gdrive(source, raw_dir)
     if source.method == "rsync":
         return _rsync(source, raw_dir, run)
+    if source.method in ("request", "manual") and source.files:  # the public part (Tokyo 24/7's queries)
+        return _http(source, raw_dir, progress, timeout)
     if source.method in ("request", "manual"):
         raise MissingFileError(f"{source.name} cannot be downloaded by vprlab. {source.request.replace('<raw>', str(raw_dir))}")
     if source.method == "synthetic":

@@ -37,6 +37,9 @@ VPR_BENCH_SHARE = "https://surfdrive.surf.nl/files/index.php/s/sbZRXzYe3l0v67W"
 MSLS_PAGE = "https://www.mapillary.com/dataset/places"
 PITTSBURGH_PAGE = "https://www.di.ens.fr/willow/research/netvlad/"
 SF_LANDMARK_STACKS = "https://stacks.stanford.edu/file/druid:vn158kj2087"
+SF_LANDMARK_POSES = "http://www.ok.sc.e.titech.ac.jp/~torii/project/vlocalization/icons/reference_poses_598.zip"
+TOKYO247_PAGE = "http://www.ok.ctrl.titech.ac.jp/~torii/project/247/"
+TOKYO247_QUERIES = "https://data.ciirc.cvut.cz/public/projects/2015netVLAD/Tokyo247/queries/247query_subset_v2.zip"
 
 METHODS = ("http", "kaggle", "gdrive", "rsync", "manual", "request", "synthetic", "shared", "own")
 ROLES = ("training", "validation", "benchmark")
@@ -173,7 +176,7 @@ SOURCES: tuple[DataSource, ...] = (
         configs=tuple(f"benchmark/svox_{c}" for c in ("all", "night", "overcast", "rain", "snow", "sun")),
         method="gdrive", source="https://drive.google.com/file/d/16iuk8voW65GaywNUQlWAbDt6HZzAJ_t9",
         terms="https://robotcar-dataset.robots.ox.ac.uk/ (Oxford RobotCar terms)", size="not published",
-        gdrive_id="16iuk8voW65GaywNUQlWAbDt6HZzAJ_t9", formatter="svox",
+        gdrive_id="16iuk8voW65GaywNUQlWAbDt6HZzAJ_t9", formatter="svox_all",  # one root serves every svox_*
         notes="Google Drive file of VPR-datasets-downloader download_svox.py; unpacked, <raw>/svox/images/test/"
               "{gallery,queries_*}/ (already in its layout).",
     ),
@@ -186,8 +189,10 @@ SOURCES: tuple[DataSource, ...] = (
                        f"PCIs_{i * 1000:08d}_{(i + 1) * 1000:08d}_3.tar")
             for i in range(11, 150)
         ) + (RemoteFile(f"{SF_LANDMARK_STACKS}/BuildingQueryImagesCartoIDCorrected-Upright.zip",
-                        "BuildingQueryImagesCartoIDCorrected-Upright.zip"),),
-        notes="The 139 database tars and the query zip of VPR-datasets-downloader download_san_francisco.py "
+                        "BuildingQueryImagesCartoIDCorrected-Upright.zip"),
+             RemoteFile(SF_LANDMARK_POSES, "reference_poses_598.zip")),
+        notes="The 139 database tars, the query zip and the query poses (reference_poses_598.zip, the queries' UTM; "
+              "served over plain http only) of VPR-datasets-downloader download_san_francisco.py "
               "(some tars are empty; those are skipped).",
     ),
     _utm("eynsham", "Eynsham (two grey-scale traverses)", ("benchmark/eynsham",), method="rsync",
@@ -233,14 +238,16 @@ SOURCES: tuple[DataSource, ...] = (
     ),
     DataSource(
         name="tokyo247", title="Tokyo 24/7 (Torii et al. 2015)", role="benchmark", configs=("benchmark/tokyo247",),
-        method="request", source="http://www.ok.ctrl.titech.ac.jp/~torii/project/247/",
-        terms="http://www.ok.ctrl.titech.ac.jp/~torii/project/247/", size="not published", formatter="tokyo247",
+        method="request", source=TOKYO247_PAGE, terms=TOKYO247_PAGE, size="not published", formatter="tokyo247",
+        files=(RemoteFile(TOKYO247_QUERIES, "247query_subset_v2.zip", extract=False),),
         request=(
-            "Ask the Tokyo 24/7 authors for the download link (http://www.ok.ctrl.titech.ac.jp/~torii/project/247/). "
-            "Unpack the database tars 03814.tar ... 03829.tar to <raw>/tokyo247/03814/ ... <raw>/tokyo247/03829/, put "
-            "tokyo247.mat at <raw>/datasets/tokyo247.mat and the 315 query images (247query_subset_v2) at "
-            "<raw>/queries/ (the layout of VPR-datasets-downloader format_tokyo247.py); then "
-            "`vprlab data format tokyo247 --from <raw>`."
+            f"The queries are public: `vprlab data download tokyo247` puts 247query_subset_v2.zip (315 query images "
+            f"<id>.jpg, each with its position file <id>.csv; read in place, not unpacked) at <raw>/247query_subset_v2.zip. "
+            f"The database and its list are given on request: ask the Tokyo 24/7 authors for the link ({TOKYO247_PAGE}), "
+            "then unpack the database tars 03814.tar ... 03829.tar to <raw>/tokyo247/03814/ ... <raw>/tokyo247/03829/ "
+            "(the .png images as they come) and put tokyo247.mat at <raw>/datasets/tokyo247.mat (the layout of "
+            "VPR-datasets-downloader format_tokyo247.py). Queries placed by hand instead go to <raw>/247query_subset_v2/ "
+            "(every <id>.jpg next to its <id>.csv). Then `vprlab data format tokyo247 --from <raw>`."
         ),
     ),
     DataSource(

@@ -10,7 +10,10 @@ Verifying a benchmark config:
    image listed twice, every query with a positive list: the integrity rules of the gt.csv reader);
 4. every listed image is opened and decoded (``PIL.Image.verify``), with progress;
 5. the manifest is written atomically into the root (``.vprlab-manifest.json``: every file with its
-   size and SHA-256, and the configs verified against it), so that a later change is noticed.
+   size and SHA-256, and the configs verified against it), so that a later change is noticed. The
+   shared reference data (read-only for every user, even where the file system would allow a write)
+   and roots this user cannot write keep theirs in ``<data_dir>/.vprlab-manifests/`` instead
+   (:func:`manifest_store`): vprlab never writes into them.
 
 A training set (GSV-Cities layout) is verified the same way without step 2-3: every image its
 dataframes list must be there and decode. Several configs can share one root (``svox_*``,
@@ -23,6 +26,7 @@ modification time moved are hashed again).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -42,8 +46,29 @@ MANIFEST_NAME = ".vprlab-manifest.json"
 MANIFEST_VERSION = 1
 
 
-def manifest_path(root: str | os.PathLike) -> Path:
-    return Path(root) / MANIFEST_NAME
+MANIFEST_STORE = ".vprlab-manifests"
+
+
+def manifest_path(root: str | os.PathLike, store: str | os.PathLike | None = None) -> Path:
+    """``root/.vprlab-manifest.json``, or with ``store`` (a root vprlab must not write into) the file that
+    keeps ``root``'s manifest there: ``<store>/<root name>-<digest of root's absolute path>.json``."""
+    root = Path(root)
+    if store is None:
+        return root / MANIFEST_NAME
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path(store) / f"{root.name}-{digest}.json"
+
+
+def manifest_store(root: str | os.PathLike, data_dir: str | os.PathLike,
+                   read_only: Sequence[str | os.PathLike] = ()) -> Path | None:
+    """None when ``root`` keeps its own manifest; ``<data_dir>/.vprlab-manifests`` for a root inside one of
+    ``read_only`` (the shared reference data) or one this user cannot write."""
+    root = Path(root).resolve()
+    if any(root.is_relative_to(Path(folder).resolve()) for folder in read_only):
+        return Path(data_dir) / MANIFEST_STORE
+    if root.is_dir() and not os.access(root, os.W_OK):
+        return Path(data_dir) / MANIFEST_STORE
+    return None
 
 
 def sha256_of(path: Path) -> str:
@@ -63,10 +88,11 @@ def scan_files(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
+def read_manifest(root: str | os.PathLike, manifest: Path | None = None) -> dict[str, Any] | None:
+    """The manifest of ``root`` (at ``manifest``, default ``root/.vprlab-manifest.json``); None when there is none."""
     import json
 
-    path = manifest_path(root)
+    path = manifest or manifest_path(root)
     if not path.is_file():
         return None
     try:
@@ -115,7 +141,8 @@ def compare_with_manifest(root: Path, manifest: Mapping[str, Any], *, rehash_all
     return changes
 
 
-def write_manifest(root: Path, verified: Mapping[str, Any], *, progress: bool = True, previous: Mapping[str, Any] | None = None) -> Path:
+def write_manifest(root: Path, verified: Mapping[str, Any], *, progress: bool = True, previous: Mapping[str, Any] | None = None,
+                   manifest: Path | None = None) -> Path:
     """Hash every file under ``root`` (reusing ``previous`` hashes of files whose size and time are unchanged)
     and write the manifest atomically."""
     old = (previous or {}).get("files", {})
@@ -128,7 +155,7 @@ def write_manifest(root: Path, verified: Mapping[str, Any], *, progress: bool = 
         else:
             digest = sha256_of(root / rel)
         files[rel] = {"size": stat.st_size, "sha256": digest, "mtime_ns": stat.st_mtime_ns}
-    manifest = {
+    record = {
         "version": MANIFEST_VERSION,
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "num_files": len(files),
@@ -136,22 +163,24 @@ def write_manifest(root: Path, verified: Mapping[str, Any], *, progress: bool = 
         "verified": dict(verified),
         "files": files,
     }
-    return atomic_write_json(manifest_path(root), manifest)
+    if manifest is not None:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(manifest or manifest_path(root), record)
 
 
-def verification_status(root: str | os.PathLike, name: str) -> str:
+def verification_status(root: str | os.PathLike, name: str, manifest: Path | None = None) -> str:
     """``verified`` (the manifest records ``name`` and the files are unchanged), ``unverified`` or
     ``changed: ...`` (what differs from the manifest)."""
     root = Path(root)
     if not root.is_dir():
         return "unverified"
     try:
-        manifest = read_manifest(root)
+        recorded = read_manifest(root, manifest)
     except DataError:
         return "changed: unreadable manifest"
-    if manifest is None or name not in manifest.get("verified", {}):
+    if recorded is None or name not in recorded.get("verified", {}):
         return "unverified"
-    changes = compare_with_manifest(root, manifest)
+    changes = compare_with_manifest(root, recorded)
     return f"changed: {changes.describe(limit=2)}" if changes else "verified"
 
 
@@ -206,16 +235,18 @@ class VerifyReport:
     num_images: int = 0
     manifest: Path | None = None
     changes: Changes | None = None
+    manifest_at: Path | None = None  # where the manifest is kept (None: in the root)
 
 
-def _check_against_manifest(root: Path, update: bool, progress: bool) -> tuple[dict[str, Any] | None, Changes | None]:
-    manifest = read_manifest(root)
+def _check_against_manifest(root: Path, update: bool, progress: bool,
+                            at: Path | None = None) -> tuple[dict[str, Any] | None, Changes | None]:
+    manifest = read_manifest(root, at)
     if manifest is None:
         return None, None
     changes = compare_with_manifest(root, manifest, rehash_all=True, progress=progress)
     if changes and not update:
         raise DataError(
-            f"{root} differs from its manifest {manifest_path(root)} (written {manifest.get('written')}): "
+            f"{root} differs from its manifest {at or manifest_path(root)} (written {manifest.get('written')}): "
             f"{changes.describe()}. Restore the files, or run `vprlab data verify ... --update` to verify and record the new state"
         )
     return (None if changes else manifest), changes
@@ -225,14 +256,17 @@ def _finish(report: VerifyReport, record: dict[str, Any], previous: dict[str, An
     verified = dict((previous or {}).get("verified", {}))
     verified[report.name] = record
     try:
-        report.manifest = write_manifest(report.root, verified, progress=progress, previous=previous)
+        report.manifest = write_manifest(report.root, verified, progress=progress, previous=previous,
+                                         manifest=report.manifest_at)
     except PermissionError:  # a read-only copy (the shared real datasets): verified, but nothing recorded
         report.manifest = None
     return report
 
 
-def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False, progress: bool = True) -> VerifyReport:
-    """Verify benchmark config ``name`` (its resolved node, a mapping) on disk; see the module docstring."""
+def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False, progress: bool = True,
+                     manifest: Path | None = None) -> VerifyReport:
+    """Verify benchmark config ``name`` (its resolved node, a mapping) on disk; see the module docstring.
+    ``manifest``: where the root's manifest is kept (default: in the root; see :func:`manifest_store`)."""
     from vprlab.data.benchmarks import load_benchmark
 
     params = dict(cfg)
@@ -244,7 +278,7 @@ def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False,
     root = Path(str(params["root"]))
     if not root.is_dir():
         raise MissingFileError(f"benchmark {name}: root {root} does not exist; download and format it first (`vprlab data list`)")
-    previous, changes = _check_against_manifest(root, update, progress)
+    previous, changes = _check_against_manifest(root, update, progress, manifest)
     params["strict_counts"] = True
     bench = load_benchmark(params)
     problems = ground_truth_problems(bench)
@@ -254,7 +288,7 @@ def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False,
     if bad:
         raise DataError(f"benchmark {name} in {root}: {len(bad)} image(s) missing or undecodable, e.g. " + "; ".join(bad[:3]))
     report = VerifyReport(name=name, root=root, num_db=bench.num_db, num_queries=bench.num_queries,
-                          num_images=bench.num_db + bench.num_queries, changes=changes)
+                          num_images=bench.num_db + bench.num_queries, changes=changes, manifest_at=manifest)
     record = {"kind": "benchmark", "num_db": bench.num_db, "num_queries": bench.num_queries,
               "expected_num_db": params.get("expected_num_db"), "expected_num_queries": params.get("expected_num_queries"),
               "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -262,20 +296,20 @@ def verify_benchmark(name: str, cfg: Mapping[str, Any], *, update: bool = False,
 
 
 def verify_training_set(name: str, root: str | os.PathLike, cities: Sequence[str] | None, *, update: bool = False,
-                        progress: bool = True) -> VerifyReport:
+                        progress: bool = True, manifest: Path | None = None) -> VerifyReport:
     """Verify a training set in the GSV-Cities layout: every image its dataframes list is there and decodes."""
     from vprlab.data.gsv_cities import GSVCitiesDataset
 
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"training set {name}: root {root} does not exist; download and format it first (`vprlab data list`)")
-    previous, changes = _check_against_manifest(root, update, progress)
+    previous, changes = _check_against_manifest(root, update, progress, manifest)
     dataset = GSVCitiesDataset(root, list(cities) if cities else None, img_per_place=1, min_img_per_place=1)
     paths = [str(p) for p in dataset._paths]
     bad = undecodable_images(paths, progress=progress, desc=name)
     if bad:
         raise DataError(f"training set {name} in {root}: {len(bad)} image(s) missing or undecodable, e.g. " + "; ".join(bad[:3]))
-    report = VerifyReport(name=name, root=root, num_images=len(paths), changes=changes)
+    report = VerifyReport(name=name, root=root, num_images=len(paths), changes=changes, manifest_at=manifest)
     record = {"kind": "training", "num_places": dataset.num_places, "num_images": len(paths),
               "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return _finish(report, record, previous, progress)

@@ -3,7 +3,8 @@
 :data:`FORMATTERS` maps a dataset name (the name of its ``conf/benchmark`` / ``conf/dataset`` config)
 to ``fn(raw_dir, out_dir) -> FormatResult``: ``raw_dir`` is the folder holding the download as its
 source ships it, ``out_dir`` the folder the config's ``root`` then points at. Several names share one
-function where one root serves several configs (SVOX conditions, SF-XL v1/v2). Raw files are never
+function where one root serves several configs (SVOX conditions, SF-XL v1/v2); the catalog
+(:mod:`vprlab.data.sources`, ``DataSource.formatter``) names which one formats each download. Raw files are never
 changed: images are hard-linked into ``out_dir`` (copied across file systems) or, where
 VPR-datasets-downloader re-encodes them (AmsterTime and Tokyo 24/7 database PNGs, Tokyo queries),
 written anew. Nothing is overwritten: a non-empty output folder, or existing ``.npy`` lists of the
@@ -58,7 +59,6 @@ FORMATTERS: dict[str, Callable[[Path, Path], FormatResult]] = {
     "sf_landmark": format_sf_landmark,
     "sfxl_v1": format_sfxl,
     "sfxl_v2": format_sfxl,
-    "svox": format_svox,  # the download that feeds every svox_* config (vprlab data's catalog name)
     "svox_all": format_svox,
     "svox_night": format_svox,
     "svox_overcast": format_svox,
