@@ -160,7 +160,7 @@ def test_boq_repository_schedule_at_every_step_of_a_40_epoch_run(milestones, ste
 
 def test_openvprlab_boq_dinov2_schedule_with_3900_warmup_steps():
     """config/boq_dinov2.yaml: warmup 3900 steps, milestones [10, 20, 30], x0.1, 40 epochs; GSV-Cities'
-    ~62.9k places at 160 per batch give ~393 steps per epoch, so the warm-up ends inside epoch 10."""
+    ~62k places (GSV-Cities) at 160 per batch give ~390 steps per epoch, so the warm-up ends by the end of epoch 10."""
     for steps_per_epoch in (390, 393):
         original = _step_warmup_lrs(40, steps_per_epoch, 2e-4, 3900, [10, 20, 30], 0.1)
         ours = _vprlab_lrs(_multistep(warmup_epochs=10, warmup_steps=3900, milestones=[10, 20, 30], gamma=0.1),
@@ -192,7 +192,7 @@ def test_salad_linear_schedule_matches_within_the_lightning_epoch_steps():
     """SALAD vpr_model.py: LinearLR(1 -> 0.2 over 4000 iterations) stepped in optimizer_step, and Lightning
     also steps it at each epoch end (interval "epoch"): the original's ramp runs one step ahead per finished
     epoch. vprlab ramps by optimizer step: equal in the first epoch, within 3 of 4000 steps after."""
-    steps_per_epoch, epochs = 1049, 4  # ~62.9k places at 60 per batch
+    steps_per_epoch, epochs = 1049, 4  # ~62k places at 60 per batch
     param = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=6e-5)
     scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1, end_factor=0.2, total_iters=4000)
@@ -219,3 +219,39 @@ def test_warmup_steps_replaces_warmup_epochs_and_is_checked():
     with pytest.raises(ValueError, match=r"scheduler.warmup_steps=2.5: a whole number of steps"):
         f2 = warmup_multistep(0, steps_per_epoch=10, total_steps=100, warmup_steps=2.5)
         del f2
+
+
+def test_param_groups_step_as_the_originals_groups():
+    """BoQ src/model.py / OpenVPRLab vpr_framework.py give AdamW two groups, backbone.parameters() (frozen
+    ones included) and aggregator.parameters(), same lr and weight decay; MixVPR / SALAD one group,
+    self.parameters(). vprlab's groups hold the trained parameters only: frozen parameters never get a
+    gradient, so the updates are the same."""
+    def model():
+        torch.manual_seed(0)
+        m = Tiny()
+        m.backbone.weight.requires_grad_(False)  # a frozen backbone tensor
+        return m
+
+    def step(m, optimizer):
+        for _ in range(3):
+            optimizer.zero_grad()
+            x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+            m.aggregator(m.backbone(x)).square().mean().backward()
+            optimizer.step()
+        return [p.detach().clone() for p in m.parameters()]
+
+    ours = model()
+    got = step(ours, make_optimizer({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1}, ours))
+    boq = model()
+    boq_groups = [{"params": boq.backbone.parameters(), "lr": 1e-2, "weight_decay": 0.1},
+                  {"params": boq.aggregator.parameters(), "lr": 1e-2, "weight_decay": 0.1}]
+    for a, b in zip(got, step(boq, torch.optim.AdamW(boq_groups))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    mixvpr = model()
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
+    ours = model()
+    got = step(ours, make_optimizer(sgd, ours))
+    original = step(mixvpr, torch.optim.SGD(mixvpr.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3))
+    for a, b in zip(got, original):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(got[1], model().backbone.bias)  # the trained tensors did move
