@@ -312,3 +312,22 @@ def test_training_keeps_the_top_k_epochs_and_validates_with_the_recipe_preproces
     assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == sorted(kept)
     assert [e["file"] for e in load_checkpoint(ckpt_dir / "last.ckpt")["top_checkpoints"]] == kept
     assert load_checkpoint(ckpt_dir / kept[0])["epoch"] == ranked[0]
+
+
+def test_a_monitor_naming_a_benchmark_that_is_not_validated_is_refused_before_training():
+    """experiment=boq_resnet50 benchmark=[pitts30k_val] keeps trainer.monitor=msls_val/R@1: say so at the
+    start, not after the first epoch."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vprlab.engine.trainer import _monitor_key
+    from vprlab.utils.errors import ConfigError
+
+    benches = [SimpleNamespace(name="pitts30k_val")]
+    with pytest.raises(ConfigError, match=r"trainer.monitor=msls_val/R@1 names benchmark 'msls_val', which is not "
+                                          r"validated \(benchmark=\['pitts30k_val'\]\)"):
+        _monitor_key(OmegaConf.create({"monitor": "msls_val/R@1"}), benches)
+    assert _monitor_key(OmegaConf.create({"monitor": "pitts30k_val/R@5"}), benches) == "pitts30k_val/R@5"
+    assert _monitor_key(OmegaConf.create({"monitor": None}), benches) == "pitts30k_val/R@1"
+    assert _monitor_key(OmegaConf.create({"monitor": "msls_val/R@1"}), []) == "msls_val/R@1"  # nothing validated

@@ -350,8 +350,17 @@ def validation_preprocessing(cfg: Any, backbone: torch.nn.Module) -> EvalPreproc
 
 
 def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
-    """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark."""
+    """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark. A monitor naming
+    a benchmark that is not validated is refused before training (not after the first epoch)."""
     if tcfg.get("monitor"):
+        bench = str(tcfg.monitor).partition("/")[0]
+        names = [b.name for b in benchmarks]
+        if names and bench not in names:  # (no benchmark at all: nothing is validated, nothing to refuse)
+            raise ConfigError(
+                f"trainer.monitor={tcfg.monitor} names benchmark {bench!r}, which is not validated "
+                f"(benchmark={names}); add it to benchmark=[...] or set trainer.monitor=<benchmark>/R@1 "
+                "for one of them (null: R@1 on the first)"
+            )
         return str(tcfg.monitor)
     return f"{benchmarks[0].name}/R@1" if benchmarks else None
 
