@@ -216,7 +216,21 @@ RECIPES = {
         "_dim": 8448,
     },
 }
-BENCHMARKS = {"boq_resnet50": ["msls_val", "pitts30k_val"], "boq_dinov2": ["msls_val", "pitts30k_val"],
+# GSV-Cities main.py (convap / gem / cosplace; netvlad under the same recipe)
+_GSV = {
+    "backbone.frozen_bn": "train", "backbone.train_image_size": [320, 320], "backbone.eval_image_size": [320, 320],
+    "dataset.places_per_batch": 100, "dataset.img_per_place": 4, "dataset.randaugment_ops": 3,
+    "dataset.randaugment_magnitude": 9, "dataset.interpolation": "bilinear", "optimizer._target_": "torch.optim.AdamW",
+    "optimizer.lr": 2e-4, "optimizer.weight_decay": 0.0, "scheduler._target_": "vprlab.engine.optim.warmup_multistep",
+    "scheduler.warmup_steps": 600, "scheduler.milestones": [5, 10, 15, 25], "scheduler.gamma": 0.3,
+    "trainer.max_epochs": 30, "trainer.save_top_k": 3, "seed": 1,
+    "trainer.val_preprocessing": {"size": [320, 320], "interpolation": "bilinear", "stage": "pil"},
+}
+for _name in ("convap_resnet50", "gem_resnet50", "cosplace_resnet50"):
+    RECIPES[_name] = {**_GSV, "backbone.crop_last_block": False, "backbone.num_trainable_blocks": 2}
+RECIPES["netvlad_resnet50"] = {**_GSV, "backbone.crop_last_block": True, "backbone.num_trainable_blocks": 1}
+BENCHMARKS = {"convap_resnet50": ["pitts30k_val"], "gem_resnet50": ["pitts30k_val"], "cosplace_resnet50": ["pitts30k_val"],
+              "netvlad_resnet50": ["pitts30k_val"], "boq_resnet50": ["msls_val", "pitts30k_val"], "boq_dinov2": ["msls_val", "pitts30k_val"],
               "boq_resnet50_repo": ["msls_val", "pitts30k_val"], "boq_dinov2_repo": ["msls_val", "pitts30k_val"],
               "mixvpr_resnet50_4096": ["pitts30k_val"], "salad_dinov2": ["pitts30k_val"]}
 

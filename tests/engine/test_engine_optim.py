@@ -178,6 +178,14 @@ def test_mixvpr_schedule_at_every_step_of_an_80_epoch_run():
     assert original[-1] == pytest.approx(0.05 * 0.3**5)
 
 
+def test_gsv_cities_schedule_at_every_step_of_a_30_epoch_run():
+    """gsv-cities main.py: Adam lr 2e-4, 600 warm-up steps, x0.3 at epochs [5, 10, 15, 25], 30 epochs
+    (~620 steps per epoch at 100 places); the same optimizer_step rule as MixVPR."""
+    original = _step_warmup_lrs(30, 620, 2e-4, 600, [5, 10, 15, 25], 0.3)
+    ours = _vprlab_lrs(_multistep(warmup_steps=600, milestones=[5, 10, 15, 25], gamma=0.3), 30, 620, 2e-4)
+    np.testing.assert_allclose(ours, original, rtol=1e-12, atol=0)
+
+
 def test_a_milestone_inside_the_warmup_is_where_vprlab_and_the_originals_part():
     """Documented difference (docs/recipes.md): the originals' warm-up override rewrites the lr, so a
     milestone passed during the warm-up is lost; vprlab still applies it. No preset has one."""
