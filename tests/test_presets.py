@@ -159,3 +159,143 @@ def test_train_py_refuses_a_reproduce_recipe_as_experiment(tmp_path) -> None:
                              f"hydra.run.dir={tmp_path}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Could not find 'experiment/reproduce_boq_dinov2'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The recipe presets hold the values docs/recipes.md audits against the original training code
+# (each value's file:line is in that page). Schedules: tests/engine/test_engine_optim.py derives the
+# originals' lr at every step from their rules for exactly these scheduler settings.
+
+_BOQ_COMMON = {
+    "dataset.img_per_place": 4, "dataset.randaugment_ops": 3, "dataset.randaugment_magnitude": 15,
+    "dataset.interpolation": "bicubic", "optimizer._target_": "torch.optim.AdamW", "optimizer.backbone_lr": None,
+    "scheduler._target_": "vprlab.engine.optim.warmup_multistep", "scheduler.gamma": 0.1, "trainer.max_epochs": 40,
+    "trainer.eval_every_n_epochs": 1, "trainer.eval_before_training": False, "trainer.monitor": "msls_val/R@1",
+    "trainer.save_top_k": 3, "trainer.val_preprocessing": None, "backbone.num_trainable_blocks": 2,
+}
+RECIPES = {
+    # BoQ paper / released models (ResNet50: train.yaml's values; DINOv2: OpenVPRLab config/boq_dinov2.yaml)
+    "boq_resnet50": {**_BOQ_COMMON, "backbone.frozen_bn": "train", "backbone.train_image_size": [320, 320],
+                     "backbone.eval_image_size": [384, 384], "dataset.places_per_batch": 160, "optimizer.lr": 2e-4,
+                     "optimizer.weight_decay": 1e-3, "scheduler.warmup_epochs": 10, "scheduler.warmup_steps": None,
+                     "scheduler.milestones": [10, 20, 30], "_dim": 16384},
+    "boq_dinov2": {**_BOQ_COMMON, "backbone.train_image_size": [280, 280], "backbone.eval_image_size": [322, 322],
+                   "dataset.places_per_batch": 160, "optimizer.lr": 2e-4, "optimizer.weight_decay": 1e-3,
+                   "scheduler.warmup_steps": 3900, "scheduler.milestones": [10, 20, 30], "seed": 42, "_dim": 12288},
+    # BoQ repository train.py
+    "boq_resnet50_repo": {**_BOQ_COMMON, "backbone.frozen_bn": "train", "backbone.train_image_size": [320, 320],
+                          "backbone.eval_image_size": [384, 384], "dataset.places_per_batch": 128, "optimizer.lr": 1e-4,
+                          "optimizer.weight_decay": 1e-4, "scheduler.warmup_epochs": 10, "scheduler.warmup_steps": None,
+                          "scheduler.milestones": [10, 20], "seed": 2024, "aggregator.proj_channels": 512,
+                          "aggregator.row_dim": 16, "aggregator.num_queries": 64, "aggregator.num_layers": 2, "_dim": 8192},
+    "boq_dinov2_repo": {**_BOQ_COMMON, "backbone.train_image_size": [224, 224], "backbone.eval_image_size": [322, 322],
+                        "dataset.places_per_batch": 128, "optimizer.lr": 1e-4, "optimizer.weight_decay": 1e-4,
+                        "scheduler.warmup_epochs": 10, "scheduler.warmup_steps": None, "scheduler.milestones": [10, 20],
+                        "seed": 2024, "aggregator.proj_channels": 512, "aggregator.row_dim": 16, "_dim": 8192},
+    # MixVPR main.py
+    "mixvpr_resnet50_4096": {
+        "backbone.num_trainable_blocks": 1, "backbone.frozen_bn": "train", "backbone.crop_last_block": True,
+        "backbone.train_image_size": [320, 320], "backbone.eval_image_size": [320, 320], "dataset.places_per_batch": 120,
+        "dataset.img_per_place": 4, "dataset.randaugment_ops": 3, "dataset.randaugment_magnitude": 9,
+        "dataset.interpolation": "bilinear", "optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.05,
+        "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-3, "scheduler._target_": "vprlab.engine.optim.warmup_multistep",
+        "scheduler.warmup_steps": 650, "scheduler.milestones": [5, 10, 15, 25, 45], "scheduler.gamma": 0.3,
+        "trainer.max_epochs": 80, "trainer.monitor": None, "trainer.save_top_k": 3, "seed": 190223,
+        "trainer.val_preprocessing": {"size": [320, 320], "interpolation": "bilinear", "stage": "pil"}, "_dim": 4096,
+    },
+    # SALAD main.py
+    "salad_dinov2": {
+        "backbone.num_trainable_blocks": 4, "backbone.apply_final_norm": True, "backbone.return_cls_token": True,
+        "backbone.train_image_size": [224, 224], "backbone.eval_image_size": [322, 322], "dataset.places_per_batch": 60,
+        "dataset.img_per_place": 4, "dataset.randaugment_ops": 3, "dataset.randaugment_magnitude": 9,
+        "dataset.interpolation": "bilinear", "optimizer._target_": "torch.optim.AdamW", "optimizer.lr": 6e-5,
+        "optimizer.weight_decay": 9.5e-9, "scheduler._target_": "vprlab.engine.optim.warmup_linear",
+        "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None, "scheduler.start_factor": 1.0,
+        "scheduler.end_factor": 0.2, "scheduler.decay_steps": 4000, "trainer.max_epochs": 4, "trainer.monitor": None,
+        "trainer.save_top_k": 3, "trainer.val_preprocessing": {"size": [224, 224], "interpolation": "bilinear", "stage": "pil"},
+        "_dim": 8448,
+    },
+}
+# GSV-Cities main.py (convap / gem / cosplace; netvlad under the same recipe)
+_GSV = {
+    "backbone.frozen_bn": "train", "backbone.train_image_size": [320, 320], "backbone.eval_image_size": [320, 320],
+    "dataset.places_per_batch": 100, "dataset.img_per_place": 4, "dataset.randaugment_ops": 3,
+    "dataset.randaugment_magnitude": 9, "dataset.interpolation": "bilinear", "optimizer._target_": "torch.optim.AdamW",
+    "optimizer.lr": 2e-4, "optimizer.weight_decay": 0.0, "scheduler._target_": "vprlab.engine.optim.warmup_multistep",
+    "scheduler.warmup_steps": 600, "scheduler.milestones": [5, 10, 15, 25], "scheduler.gamma": 0.3,
+    "trainer.max_epochs": 30, "trainer.save_top_k": 3, "seed": 1,
+    "trainer.val_preprocessing": {"size": [320, 320], "interpolation": "bilinear", "stage": "pil"},
+}
+for _name in ("convap_resnet50", "gem_resnet50", "cosplace_resnet50"):
+    RECIPES[_name] = {**_GSV, "backbone.crop_last_block": False, "backbone.num_trainable_blocks": 2}
+RECIPES["netvlad_resnet50"] = {**_GSV, "backbone.crop_last_block": True, "backbone.num_trainable_blocks": 1}
+BENCHMARKS = {"convap_resnet50": ["pitts30k_val"], "gem_resnet50": ["pitts30k_val"], "cosplace_resnet50": ["pitts30k_val"],
+              "netvlad_resnet50": ["pitts30k_val"], "boq_resnet50": ["msls_val", "pitts30k_val"], "boq_dinov2": ["msls_val", "pitts30k_val"],
+              "boq_resnet50_repo": ["msls_val", "pitts30k_val"], "boq_dinov2_repo": ["msls_val", "pitts30k_val"],
+              "mixvpr_resnet50_4096": ["pitts30k_val"], "salad_dinov2": ["pitts30k_val"]}
+
+
+@pytest.mark.parametrize("experiment", sorted(RECIPES))
+def test_recipe_presets_hold_the_audited_values(experiment, tmp_path) -> None:
+    cfg = _train_cfg(tmp_path, f"experiment={experiment}", hydra=False)
+    got = {key: OmegaConf.select(cfg, key, default="<missing>") for key in RECIPES[experiment] if not key.startswith("_")}
+    got = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in got.items()}
+    assert got == {k: v for k, v in RECIPES[experiment].items() if not k.startswith("_")}
+    assert list(cfg.benchmark) == BENCHMARKS[experiment]
+    assert list(cfg.dataset.image_size) == list(cfg.backbone.train_image_size)
+    validate_train_config(_train_cfg(tmp_path, f"experiment={experiment}"))
+
+
+@pytest.mark.parametrize("experiment", ["boq_resnet50_repo", "boq_dinov2_repo"])
+def test_boq_repository_presets_build_its_8192_d_model(experiment, tmp_path) -> None:
+    cfg = _train_cfg(tmp_path, f"experiment={experiment}", "backbone.pretrained=false", hydra=False)
+    model = build_model(cfg.backbone, cfg.aggregator)
+    assert model.descriptor_dim == RECIPES[experiment]["_dim"] == 512 * 16
+    trained = {n.split(".")[1] for n, p in model.backbone.named_parameters() if p.requires_grad}
+    if experiment == "boq_resnet50_repo":  # unfreeze_n_blocks=2 of net = (conv1, bn1, relu, maxpool, layer1-3)
+        assert trained == {"5", "6"}
+        model.train()
+        assert model.backbone.net[1].training  # frozen BatchNorm in train mode, as the BoQ code
+    else:  # the last 2 of 12 blocks
+        blocks = {n.split(".blocks.")[1].split(".")[0] for n, p in model.backbone.named_parameters() if p.requires_grad}
+        assert blocks == {"10", "11"}
+
+
+def test_default_resnet_keeps_frozen_batchnorm_in_eval_mode(tmp_path) -> None:
+    cfg = _train_cfg(tmp_path, "backbone.pretrained=false", hydra=False)
+    assert cfg.backbone.frozen_bn == "eval"
+    backbone = build_model(cfg.backbone, cfg.aggregator).backbone.train()
+    assert not backbone.net[1].training and backbone.net[5][0].bn1.training  # stem frozen, layer2 trained
+
+
+def test_mixvpr_and_salad_resize_bilinear_as_their_code(tmp_path) -> None:
+    """MixVPR / SALAD GSVCitiesDataloader: T.Resize(image_size, BILINEAR) on the PIL image (PIL's filtered
+    bilinear), then ToTensor and ImageNet normalisation; validation the same at 320 / 224."""
+    import numpy as np
+    from PIL import Image
+
+    from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+    from vprlab.engine.trainer import validation_preprocessing
+    from vprlab.models.backbones.resnet import ResNetBackbone
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    mean, std = np.array(IMAGENET_MEAN)[:, None, None], np.array(IMAGENET_STD)[:, None, None]
+
+    def original(size):  # independent: PIL resize, /255, normalise
+        h, w = size
+        return (np.asarray(image.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float64).transpose(2, 0, 1) / 255 - mean) / std
+
+    cfg = _train_cfg(tmp_path, "experiment=mixvpr_resnet50_4096", hydra=False)
+    ours = train_transform([30, 40], randaugment_ops=0, interpolation=cfg.dataset.interpolation)(image)
+    np.testing.assert_allclose(ours.numpy(), original((30, 40)), atol=1e-5)
+    backbone = ResNetBackbone("resnet18", pretrained=False)
+    for experiment, size in (("mixvpr_resnet50_4096", (320, 320)), ("salad_dinov2", (224, 224))):
+        cfg = _train_cfg(tmp_path, f"experiment={experiment}", hydra=False)
+        prep = validation_preprocessing(cfg.trainer.val_preprocessing, backbone)
+        assert prep.describe() == f"{size[0]}x{size[1]} PIL bilinear"
+        np.testing.assert_allclose(prep.resized((30, 40)).transform()(image).numpy(), original((30, 40)), atol=1e-5)
+    with pytest.raises(ValueError, match=r"dataset.interpolation='nearest'"):
+        train_transform([30, 40], interpolation="nearest")
+    with pytest.raises(ValueError, match=r"trainer.val_preprocessing=.*interpolation \(bilinear \| bicubic\)"):
+        validation_preprocessing({"size": [30, 40], "interpolation": "area"}, backbone)

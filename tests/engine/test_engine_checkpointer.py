@@ -225,3 +225,109 @@ def test_training_writes_last_prev_and_best_and_resumes_past_a_truncated_last(ti
     assert resumed["step"] == 6 and resumed["weights_hash"] == result["weights_hash"]
     last, prev = load_checkpoint(ckpt_dir / "last.ckpt"), load_checkpoint(ckpt_dir / "last.prev.ckpt")
     assert (last["step"], prev["step"]) == (6, 3)  # the damaged file was replaced, the good one kept
+
+
+def _two_benchmarks(msls: float, pitts: float) -> dict:
+    return {"msls_val": {"R@1": msls, "R@5": 99.0}, "pitts30k_val": {"R@1": pitts, "R@5": 99.0}}
+
+
+def test_top_k_by_the_chosen_benchmark_metric(tmp_path):
+    """BoQ's ModelCheckpoint(monitor="msls-val/R@1", save_top_k=3, mode="max"): the 3 best epochs by
+    msls_val R@1 are kept (pitts30k_val, also evaluated, disagrees and must not count); an epoch enters when
+    it beats the worst kept one strictly (a tie does not), and the one it pushes out is deleted."""
+    state = FakeState()
+    ck = Checkpointer(tmp_path, is_main=True, monitor="msls_val/R@1", save_top_k=3)
+    msls = [50.0, 70.0, 60.0, 65.0, 60.0, 80.0, 40.0]
+    pitts = [90.0, 10.0, 95.0, 20.0, 99.0, 30.0, 99.5]
+    for epoch, (m, p) in enumerate(zip(msls, pitts), 1):
+        ck.after_epoch(epoch, _two_benchmarks(m, p), state)
+    # independently: the 3 best epochs by msls R@1, ties resolved for the earlier epoch
+    ranked = sorted(range(1, len(msls) + 1), key=lambda e: (-msls[e - 1], e))[:3]
+    assert [e["epoch"] for e in ck.top_checkpoints] == ranked == [6, 2, 4]
+    names = [f"epoch{e:03d}_msls_val-R@1={msls[e - 1]:.4f}.ckpt" for e in ranked]
+    assert _files(tmp_path) == sorted(["best.ckpt", "last.ckpt", "last.prev.ckpt", *names])
+    for epoch, name in zip(ranked, names):
+        stored = load_checkpoint(tmp_path / name)
+        assert stored["serial"] == epoch  # the state of that epoch
+        assert name in [e["file"] for e in stored["top_checkpoints"]]  # the list it was written with holds it
+    assert _serial(tmp_path / "best.ckpt") == 6 and ck.best_metric == 80.0
+    assert [e["file"] for e in load_checkpoint(tmp_path / "last.ckpt")["top_checkpoints"]] == names
+
+
+def test_top_k_one_keeps_only_best_and_nan_never_enters(tmp_path):
+    state = FakeState()
+    ck = Checkpointer(tmp_path / "one", is_main=True, monitor="msls_val/R@1")  # the default save_top_k=1
+    for epoch, value in enumerate([10.0, 20.0, 15.0], 1):
+        ck.after_epoch(epoch, _two_benchmarks(value, 0.0), state)
+    assert _files(tmp_path / "one") == ["best.ckpt", "last.ckpt", "last.prev.ckpt"]
+    assert "top_checkpoints" not in load_checkpoint(tmp_path / "one" / "last.ckpt")
+    nan = Checkpointer(tmp_path / "nan", is_main=True, monitor="msls_val/R@1", save_top_k=2)
+    nan.after_epoch(1, _two_benchmarks(float("nan"), 0.0), state)
+    assert nan.top_checkpoints == [] and _files(tmp_path / "nan") == ["last.ckpt"]
+    with pytest.raises(ValueError, match=r"trainer.save_top_k=0: a whole number >= 1"):
+        Checkpointer(tmp_path, is_main=True, monitor="msls_val/R@1", save_top_k=0)
+
+
+def test_top_k_survives_a_resume_and_forgets_missing_files(tmp_path):
+    state = FakeState()
+    ck = Checkpointer(tmp_path, is_main=True, monitor="msls_val/R@1", save_top_k=2)
+    for epoch, value in enumerate([10.0, 30.0, 20.0], 1):
+        ck.after_epoch(epoch, _two_benchmarks(value, 0.0), state)
+    stored = load_checkpoint(tmp_path / "last.ckpt")
+    resumed = Checkpointer(tmp_path, is_main=True, monitor="msls_val/R@1", save_top_k=2)
+    resumed.resume(tmp_path / "last.ckpt", ck.best_metric, stored["top_checkpoints"])
+    assert resumed.top_checkpoints == ck.top_checkpoints and [e["epoch"] for e in ck.top_checkpoints] == [2, 3]
+    resumed.after_epoch(4, _two_benchmarks(25.0, 0.0), state)  # pushes epoch 3 (20.0) out
+    assert [e["epoch"] for e in resumed.top_checkpoints] == [2, 4]
+    assert not (tmp_path / "epoch003_msls_val-R@1=20.0000.ckpt").exists()
+    (tmp_path / "epoch002_msls_val-R@1=30.0000.ckpt").unlink()
+    again = Checkpointer(tmp_path, is_main=True, monitor="msls_val/R@1", save_top_k=2)
+    again.resume(None, 30.0, load_checkpoint(tmp_path / "last.ckpt")["top_checkpoints"])
+    assert [e["epoch"] for e in again.top_checkpoints] == [4]
+
+
+def test_training_keeps_the_top_k_epochs_and_validates_with_the_recipe_preprocessing(tiny_synthetic, tmp_path, monkeypatch):
+    """train(): trainer.save_top_k=2 keeps the two best of three epochs by the monitored metric, and
+    trainer.val_preprocessing is what the epoch-end validation resizes with."""
+    import vprlab.engine.trainer as trainer
+
+    seen = []
+    real = trainer.evaluate_model
+
+    def spy(model, benchmarks, **kwargs):
+        seen.append(kwargs["preprocessing"])
+        return real(model, benchmarks, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate_model", spy)
+    overrides = tiny_train_overrides(
+        tiny_synthetic.root.parent, tmp_path, "trainer.eval_before_training=false", "logger=none", "trainer.max_epochs=3",
+        "trainer.save_top_k=2", "trainer.val_preprocessing={size:[40,56],interpolation:bilinear,stage:pil}",
+    )
+    result = train(compose_config("train", overrides))
+    assert len(seen) == 3 and all(p.describe() == "40x56 PIL bilinear" for p in seen)
+    values = {h["epoch"]: h["metrics"]["synthetic"]["R@1"] for h in result["history"]}
+    ranked = sorted(values, key=lambda e: (-values[e], e))[:2]
+    ckpt_dir = tmp_path / "checkpoints"
+    kept = [f"epoch{e:03d}_synthetic-R@1={values[e]:.4f}.ckpt" for e in ranked]
+    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == sorted(kept)
+    assert [e["file"] for e in load_checkpoint(ckpt_dir / "last.ckpt")["top_checkpoints"]] == kept
+    assert load_checkpoint(ckpt_dir / kept[0])["epoch"] == ranked[0]
+
+
+def test_a_monitor_naming_a_benchmark_that_is_not_validated_is_refused_before_training():
+    """experiment=boq_resnet50 benchmark=[pitts30k_val] keeps trainer.monitor=msls_val/R@1: say so at the
+    start, not after the first epoch."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vprlab.engine.trainer import _monitor_key
+    from vprlab.utils.errors import ConfigError
+
+    benches = [SimpleNamespace(name="pitts30k_val")]
+    with pytest.raises(ConfigError, match=r"trainer.monitor=msls_val/R@1 names benchmark 'msls_val', which is not "
+                                          r"validated \(benchmark=\['pitts30k_val'\]\)"):
+        _monitor_key(OmegaConf.create({"monitor": "msls_val/R@1"}), benches)
+    assert _monitor_key(OmegaConf.create({"monitor": "pitts30k_val/R@5"}), benches) == "pitts30k_val/R@5"
+    assert _monitor_key(OmegaConf.create({"monitor": None}), benches) == "pitts30k_val/R@1"
+    assert _monitor_key(OmegaConf.create({"monitor": "msls_val/R@1"}), []) == "msls_val/R@1"  # nothing validated

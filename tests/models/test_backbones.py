@@ -72,6 +72,28 @@ def test_resnet_frozen_batchnorm_keeps_running_stats_in_train_mode() -> None:
     assert not trained_bn.training
 
 
+def test_resnet_frozen_bn_train_mode_lets_frozen_statistics_drift_as_the_original_code() -> None:
+    """backbone.frozen_bn=train: the frozen blocks' BatchNorm follows model.train() (the BoQ / MixVPR code,
+    which only sets requires_grad=False): running statistics change after a step, weights do not."""
+    torch.manual_seed(0)
+    backbone = ResNetBackbone("resnet18", pretrained=False, num_trainable_blocks=1, frozen_bn="train")
+    frozen_bn = backbone.net[1]
+    assert backbone.training and frozen_bn.training and not frozen_bn.weight.requires_grad
+    before = frozen_bn.running_mean.clone()
+    weight = frozen_bn.weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in backbone.parameters() if p.requires_grad], lr=0.1)
+    backbone(torch.randn(2, 3, 32, 32) * 3 + 1).mean().backward()
+    optimizer.step()
+    assert not torch.equal(frozen_bn.running_mean, before)  # drifted
+    torch.testing.assert_close(frozen_bn.weight, weight, atol=0, rtol=0)
+    backbone.eval()
+    assert not frozen_bn.training
+    backbone.train()
+    assert frozen_bn.training
+    with pytest.raises(ValueError, match=r"backbone.frozen_bn='frozen': use eval .* or train"):
+        ResNetBackbone("resnet18", pretrained=False, frozen_bn="frozen")
+
+
 def test_resnet_weights_path_loads_torchvision_state_dict(tmp_path) -> None:
     source = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"

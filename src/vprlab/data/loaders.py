@@ -15,7 +15,8 @@ from vprlab.utils.resolvers import cpus
 # Keys of the dataset config that describe how batches are made, not the dataset itself.
 LOADER_KEYS = (
     "image_size", "places_per_batch", "num_workers", "pin_memory", "persistent_workers",
-    "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode", "batch_order", "drop_last",
+    "prefetch_factor", "randaugment_ops", "randaugment_magnitude", "fast_decode", "interpolation", "batch_order",
+    "drop_last",
 )
 # What a dataset config that leaves a key out gets (a hand-written config, an older stored one): the
 # values conf/dataset/gsv_cities.yaml sets, so a missing key means what the YAML says and nothing else
@@ -25,7 +26,7 @@ LOADER_DEFAULTS = {
     # num_workers: ${vprlab.cpus:8} in the YAML, the same rule here.
     "places_per_batch": 160, "num_workers": cpus(8), "pin_memory": True, "persistent_workers": True,
     "prefetch_factor": 4, "randaugment_ops": 3, "randaugment_magnitude": 15, "fast_decode": False,
-    "decoder": "pil", "batch_order": "city", "drop_last": False,
+    "decoder": "pil", "interpolation": "bicubic", "batch_order": "city", "drop_last": False,
 }
 
 
@@ -68,7 +69,7 @@ def build_train_loader(
         image_size,
         randaugment_ops=loader_setting(loader_cfg, "randaugment_ops"),
         randaugment_magnitude=loader_setting(loader_cfg, "randaugment_magnitude"),
-        mean=mean, std=std, tensor_input=decoder != "pil",
+        mean=mean, std=std, tensor_input=decoder != "pil", interpolation=loader_setting(loader_cfg, "interpolation"),
     )
     fast_decode = bool(loader_setting(loader_cfg, "fast_decode"))
     if fast_decode and decoder != "pil":

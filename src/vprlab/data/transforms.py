@@ -30,15 +30,21 @@ def train_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     tensor_input: bool = False,
+    interpolation: str = "bicubic",
 ) -> T.Compose:
     """PIL image -> normalised float tensor [3, H, W]: bicubic resize, RandAugment, normalise.
+
+    ``interpolation``: the resize's, "bicubic" (BoQ, OpenVPRLab) or "bilinear" (MixVPR, GSV-Cities,
+    SALAD); antialiased either way (PIL always filters). RandAugment's own is bilinear in all of them.
 
     ``randaugment_ops=0`` disables RandAugment. Its randomness comes from torch's global
     RNG, which :class:`vprlab.data.gsv_cities.GSVCitiesDataset` seeds per item.
     ``tensor_input=True`` takes uint8 tensors [3, H, W] instead (the tensor decoders; it runs
     on whatever device the tensor is on), with an antialiased bicubic resize like PIL's.
     """
-    steps: list = [T.Resize(as_hw(image_size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"dataset.interpolation={interpolation!r}; use one of {sorted(_INTERPOLATIONS)}")
+    steps: list = [T.Resize(as_hw(image_size), interpolation=_INTERPOLATIONS[interpolation], antialias=True)]
     if randaugment_ops > 0:
         steps.append(
             T.RandAugment(

@@ -9,6 +9,11 @@ Files in ``ckpt_dir``:
   ``last.ckpt`` (a bad disk, a copy cut short) still leaves a checkpoint to resume from.
   ``ckpt_path=auto`` (:func:`load_resume_checkpoint`) falls back to it.
 - ``best.ckpt``: the epoch-end state with the best value of the monitored metric so far.
+- ``epoch012_msls_val-R@1=85.1351.ckpt`` (with ``save_top_k`` > 1): the epoch-end states of the
+  ``save_top_k`` best epochs by the monitored metric, as Lightning's ``ModelCheckpoint(save_top_k=k)``
+  keeps them for BoQ, MixVPR and SALAD (an epoch enters when fewer than k are kept or when it is
+  strictly better than the worst kept one, which is then deleted). The list travels in every
+  checkpoint (``top_checkpoints``), so a resumed run keeps selecting among the same files.
 
 Rank rules: only the main rank (rank 0) writes files, builds checkpoint dicts or decides what is
 "best". Other ranks call the same methods at the same points of the loop, and these return at
@@ -50,7 +55,8 @@ class Checkpointer:
     - :meth:`after_step`: periodic ``last.ckpt`` every ``every_n_steps`` steps (0/None = never);
     - :meth:`on_stop`: ``last.ckpt`` when the run stops on SIGTERM / SIGINT
       (:class:`vprlab.engine.interrupt.StopOnSignal`);
-    - :meth:`after_epoch`: ``best.ckpt`` when ``monitor`` improves, then ``last.ckpt``.
+    - :meth:`after_epoch`: ``best.ckpt`` when ``monitor`` improves, the top-k files
+      (``save_top_k`` > 1), then ``last.ckpt``.
 
     With ``keep_previous``, each write of ``last.ckpt`` first completes the new file on disk, then
     keeps the existing ``last.ckpt`` as ``last.prev.ckpt`` (a hard link) and renames the new file to ``last.ckpt``
@@ -66,9 +72,12 @@ class Checkpointer:
         monitor: str | None = None,
         mode: str = "max",
         keep_previous: bool = True,
+        save_top_k: int = 1,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"Checkpointer mode={mode!r}: use 'max' (recalls) or 'min' (losses)")
+        if int(save_top_k) != save_top_k or save_top_k < 1:
+            raise ValueError(f"trainer.save_top_k={save_top_k!r}: a whole number >= 1 (1 = best.ckpt only)")
         self.ckpt_dir = Path(ckpt_dir)
         self.is_main = bool(is_main)
         self.every_n_steps = int(every_n_steps or 0)
@@ -76,6 +85,9 @@ class Checkpointer:
         self.mode = mode
         self.keep_previous = keep_previous
         self._best = -math.inf if mode == "max" else math.inf
+        self.save_top_k = int(save_top_k)
+        # The kept top-k epochs, best first: {"value", "epoch", "file"} (plain types: stored in checkpoints).
+        self._top: list[dict[str, Any]] = []
         # False when last.ckpt on disk is known to be damaged (the run resumed from last.prev.ckpt):
         # the next write then replaces it instead of rotating it over the good previous one.
         self._last_is_good = True
@@ -98,10 +110,17 @@ class Checkpointer:
         on other ranks it stays what it was at the start (or at resume)."""
         return self._best
 
-    def resume(self, path: str | os.PathLike | None, best_metric: float) -> None:
-        """Continue from the checkpoint at ``path`` whose ``best_metric`` was ``best_metric``.
-        Every rank calls this (every rank loads the checkpoint)."""
+    @property
+    def top_checkpoints(self) -> list[dict[str, Any]]:
+        """The kept top-k epochs, best first (empty with ``save_top_k`` = 1)."""
+        return [dict(entry) for entry in self._top]
+
+    def resume(self, path: str | os.PathLike | None, best_metric: float, top_checkpoints: list | None = None) -> None:
+        """Continue from the checkpoint at ``path`` whose ``best_metric`` was ``best_metric`` and whose
+        top-k list was ``top_checkpoints``. Every rank calls this (every rank loads the checkpoint).
+        Top-k files that no longer exist are forgotten."""
         self._best = float(best_metric)
+        self._top = [dict(e) for e in (top_checkpoints or []) if (self.ckpt_dir / str(e["file"])).is_file()]
         if path is not None and Path(path) == self.previous_path:
             self._last_is_good = False
 
@@ -138,12 +157,49 @@ class Checkpointer:
         is_best = current is not None and (current > self._best if self.mode == "max" else current < self._best)
         if is_best:
             self._best = current
-        state = state_fn()  # after the update: both files record the new best_metric
+        enters_top = current is not None and not math.isnan(current) and self.save_top_k > 1 and self._enters_top(current)
+        state = state_fn()  # after the update: every file records the new best_metric and top-k list
+        evicted = []
+        if enters_top:
+            entry = {"value": float(current), "epoch": int(epoch_done), "file": self._top_name(epoch_done, current)}
+            self._top.append(entry)
+            self._top.sort(key=lambda e: e["value"], reverse=self.mode == "max")  # stable: ties keep the older first
+            evicted = self._top[self.save_top_k:]
+            self._top = self._top[: self.save_top_k]
+        if self.save_top_k > 1:
+            state["top_checkpoints"] = self.top_checkpoints
         if is_best:
             save_checkpoint(self.best_path, state)
             log.info("epoch %d: new best %s = %.4g (%s)", epoch_done, self.monitor, current, self.best_path.name)
+        if enters_top:
+            self._write_top(self.ckpt_dir / entry["file"], state, same_as_best=is_best)
+            for old in evicted:
+                (self.ckpt_dir / old["file"]).unlink(missing_ok=True)
+            log.info("epoch %d: kept in the top %d by %s (%s)", epoch_done, self.save_top_k, self.monitor, entry["file"])
         self._write_last(state)
         return is_best
+
+    def _enters_top(self, value: float) -> bool:
+        """Lightning's rule: a free place, or strictly better than the worst kept value."""
+        if len(self._top) < self.save_top_k:
+            return True
+        worst = self._top[-1]["value"]
+        return value > worst if self.mode == "max" else value < worst
+
+    def _top_name(self, epoch_done: int, value: float) -> str:
+        metric = str(self.monitor).replace("/", "-")
+        return f"epoch{epoch_done:03d}_{metric}={value:.4f}.ckpt"
+
+    def _write_top(self, path: Path, state: dict[str, Any], *, same_as_best: bool) -> None:
+        """The top-k file; a hard link to the ``best.ckpt`` just written when it is the same state."""
+        if same_as_best:
+            try:
+                path.unlink(missing_ok=True)
+                os.link(self.best_path, path)
+                return
+            except OSError:
+                pass  # no hard links on this file system: a copy
+        save_checkpoint(path, state)
 
     def lookup(self, metrics: dict[str, dict[str, Any]]) -> float | None:
         """The monitored value (``monitor`` = 'benchmark/metric') in ``metrics``; None without

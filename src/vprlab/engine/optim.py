@@ -70,21 +70,39 @@ def _warmup(step: int, warmup_steps: int) -> float:
     return (step + 1) / warmup_steps if step < warmup_steps else 1.0
 
 
+def _warmup_length(steps_per_epoch: int, warmup_epochs: float, warmup_steps: int | None) -> int:
+    """Warm-up length in optimizer steps: ``warmup_steps`` when given (the originals that count
+    steps: MixVPR's 650, OpenVPRLab's 3900), else ``warmup_epochs`` x steps per epoch, rounded."""
+    if warmup_steps is not None:
+        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(f"scheduler.warmup_steps={warmup_steps!r}: a whole number of steps >= 0, or null to use warmup_epochs")
+        return int(warmup_steps)
+    return int(round(warmup_epochs * steps_per_epoch))
+
+
 def warmup_multistep(
     step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0,
-    milestones: Sequence[float] = (), gamma: float = 0.1,
+    milestones: Sequence[float] = (), gamma: float = 0.1, warmup_steps: int | None = None,
 ) -> float:
-    """Linear warmup, then the factor is multiplied by ``gamma`` at each milestone (in epochs)."""
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    """Linear warmup, then the factor is multiplied by ``gamma`` at each milestone (in epochs).
+
+    The factor of step ``s`` (0-based) is ``min(1, (s + 1) / W) * gamma ** passed`` with ``W`` the
+    warm-up length and ``passed`` the milestones ``m`` with ``s >= m * steps_per_epoch``. This is what
+    the BoQ / OpenVPRLab / MixVPR Lightning code computes (an ``optimizer_step`` warm-up override on
+    top of a ``MultiStepLR`` stepped once per epoch) whenever no milestone falls inside the warm-up;
+    there the originals lose that milestone (the override rewrites the lr), here it still applies
+    (docs/recipes.md)."""
+    warmup_steps = _warmup_length(steps_per_epoch, warmup_epochs, warmup_steps)
     passed = sum(step >= int(round(m * steps_per_epoch)) for m in milestones)
     return _warmup(step, warmup_steps) * gamma**passed
 
 
 def warmup_cosine(
     step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0, min_factor: float = 0.0,
+    warmup_steps: int | None = None,
 ) -> float:
     """Linear warmup, then cosine decay from 1 to ``min_factor`` at the last step."""
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    warmup_steps = _warmup_length(steps_per_epoch, warmup_epochs, warmup_steps)
     if step < warmup_steps:
         return _warmup(step, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
@@ -94,11 +112,12 @@ def warmup_cosine(
 def warmup_linear(
     step: int, *, steps_per_epoch: int, total_steps: int, warmup_epochs: float = 0.0,
     start_factor: float = 1.0, end_factor: float = 0.0, decay_steps: int | None = None,
+    warmup_steps: int | None = None,
 ) -> float:
     """Linear warmup, then the factor moves linearly from ``start_factor`` to ``end_factor`` over
     ``decay_steps`` optimizer steps (None: until the last step) and stays at ``end_factor``
     (torch's LinearLR stepped every iteration, as SALAD trains)."""
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    warmup_steps = _warmup_length(steps_per_epoch, warmup_epochs, warmup_steps)
     if step < warmup_steps:
         return _warmup(step, warmup_steps) * start_factor
     span = max(1, int(decay_steps) if decay_steps else total_steps - warmup_steps)

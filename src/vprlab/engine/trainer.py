@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
+from vprlab.data.transforms import EvalPreprocessing
 from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
     DistInfo,
@@ -47,6 +48,7 @@ from vprlab.pretrained.finetune import (
 )
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.device import Precision, resolve_device
+from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
@@ -120,7 +122,8 @@ def _train(
     schedule = make_schedule(cfg.scheduler, steps_per_epoch, total_steps)
     monitor = _monitor_key(tcfg, benchmarks)
     # When and what to save, and which rank writes: engine/checkpointer.py.
-    checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor)
+    checkpointer = Checkpointer(ckpt_dir, is_main=main, every_n_steps=tcfg.get("checkpoint_every_n_steps"), monitor=monitor,
+                                save_top_k=int(tcfg.get("save_top_k") or 1))
 
     epoch, step, history = 0, 0, []
     ckpt_path, state = resume  # loaded (on the CPU) by prepare_resume before anything was built
@@ -129,7 +132,7 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         epoch, step = state["epoch"], state["step"]
-        checkpointer.resume(ckpt_path, state["best_metric"])
+        checkpointer.resume(ckpt_path, state["best_metric"], state.get("top_checkpoints"))
         history = state.get("history", [])
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
@@ -148,6 +151,7 @@ def _train(
     eval_kwargs = dict(
         batch_size=int(tcfg.eval_batch_size), num_workers=int(loader_setting(cfg.dataset, "num_workers")),
         device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
+        preprocessing=validation_preprocessing(tcfg.get("val_preprocessing"), model.backbone),
     )
     log.info(
         "model: %s + %s, %d-d descriptors, %.2fM trainable params; %d places, %d steps/epoch x %d epochs on %s (%s)",
@@ -329,9 +333,34 @@ class NonFiniteGuard:
         return False
 
 
+def validation_preprocessing(cfg: Any, backbone: torch.nn.Module) -> EvalPreprocessing | None:
+    """``trainer.val_preprocessing``: how the epoch-end validation prepares its images when a recipe's
+    own code validates differently from the final evaluation (SALAD: 224x224 PIL bilinear during
+    training, 322x322 for its results); null = the benchmark's size or the backbone's ``eval_image_size``."""
+    if not cfg:
+        return None
+    fields = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:
+        return EvalPreprocessing(**fields, mean=tuple(backbone.mean), std=tuple(backbone.std))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"trainer.val_preprocessing={fields}: {err}; give size [H, W], interpolation (bilinear | bicubic) "
+            "and stage (pil | tensor | normalized), or null for the benchmark's / backbone's evaluation size"
+        ) from err
+
+
 def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
-    """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark."""
+    """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark. A monitor naming
+    a benchmark that is not validated is refused before training (not after the first epoch)."""
     if tcfg.get("monitor"):
+        bench = str(tcfg.monitor).partition("/")[0]
+        names = [b.name for b in benchmarks]
+        if names and bench not in names:  # (no benchmark at all: nothing is validated, nothing to refuse)
+            raise ConfigError(
+                f"trainer.monitor={tcfg.monitor} names benchmark {bench!r}, which is not validated "
+                f"(benchmark={names}); add it to benchmark=[...] or set trainer.monitor=<benchmark>/R@1 "
+                "for one of them (null: R@1 on the first)"
+            )
         return str(tcfg.monitor)
     return f"{benchmarks[0].name}/R@1" if benchmarks else None
 

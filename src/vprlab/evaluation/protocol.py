@@ -246,14 +246,18 @@ def eval_size_for(model: torch.nn.Module, image_size: Any = None) -> tuple[int, 
     return None if size is None else as_hw(size)
 
 
-def make_transform_for(model: torch.nn.Module, default_image_size: Any = None) -> Callable[[Any], Callable]:
+def make_transform_for(
+    model: torch.nn.Module, default_image_size: Any = None, preprocessing: Any = None,
+) -> Callable[[Any], Callable]:
     """``transform_for(image_size)``: bicubic antialiased resizing to ``image_size`` (None: the
     backbone's ``eval_image_size``) and the backbone's normalisation.
 
     A published model of another method carries its own preprocessing (``model.eval_preprocessing``,
     :class:`vprlab.data.transforms.EvalPreprocessing`: native size or a resize with the method's
-    interpolation and stage); it is used as it is, or at ``image_size`` when one is given."""
-    prep = getattr(model, "eval_preprocessing", None)
+    interpolation and stage); it is used as it is, or at ``image_size`` when one is given.
+    ``preprocessing`` (an :class:`~vprlab.data.transforms.EvalPreprocessing`) is used in its place:
+    a recipe's validation preprocessing during training (``trainer.val_preprocessing``)."""
+    prep = preprocessing if preprocessing is not None else getattr(model, "eval_preprocessing", None)
     if prep is not None:
         def published_transform_for(image_size: Any):
             size = image_size if image_size is not None else default_image_size
@@ -274,11 +278,13 @@ def make_transform_for(model: torch.nn.Module, default_image_size: Any = None) -
 
 
 def evaluate_model(
-    model: torch.nn.Module, benchmarks: Sequence, *, default_image_size: Any = None, **kwargs: Any
+    model: torch.nn.Module, benchmarks: Sequence, *, default_image_size: Any = None, preprocessing: Any = None,
+    **kwargs: Any,
 ) -> dict[str, dict]:
     """Evaluate ``model`` on every benchmark with bicubic antialiased resizing at the
-    benchmark's configured size and the backbone's normalisation."""
-    transform_for = make_transform_for(model, default_image_size)
+    benchmark's configured size and the backbone's normalisation (or with ``preprocessing``,
+    see :func:`make_transform_for`)."""
+    transform_for = make_transform_for(model, default_image_size, preprocessing)
     was_training = model.training
     try:
         return evaluate(model, list(benchmarks), transform_for, **kwargs)

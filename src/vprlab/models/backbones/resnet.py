@@ -42,9 +42,14 @@ class ResNetBackbone(Backbone):
     (``unfreeze_n_blocks=1``) and of GSV-Cities/MixVPR (``layers_to_freeze=2``). BoQ's training script
     passes its shared default ``unfreeze_n_blocks=2`` instead, which here means 2: layer2 and layer3
     train. 0 freezes everything, ``len(blocks)`` trains everything, stem included.
-    Frozen blocks keep their BatchNorm layers in eval mode even in ``model.train()``, so their running
-    statistics stay those of the loaded weights. (The BoQ code only sets ``requires_grad=False``, which
-    lets frozen BatchNorm statistics drift during training; we keep a frozen stage truly frozen.)
+    ``frozen_bn`` sets the mode of the frozen blocks' BatchNorm layers in ``model.train()``:
+
+    - ``"eval"`` (vprlab's default): they normalise with the running statistics of the loaded weights
+      and never update them, so a frozen stage computes the same function all through training;
+    - ``"train"``: they follow the model's mode like every other layer, i.e. normalise each batch with
+      its own statistics and update their running statistics (momentum 0.1) while their weights stay
+      fixed. This is what the BoQ, OpenVPRLab, GSV-Cities, MixVPR code trains (it only sets
+      ``requires_grad=False``); the presets that reproduce those recipes set it (docs/recipes.md).
     Freezing does not depend on ``pretrained``: a model built with ``pretrained=False`` and then
     loaded from a checkpoint trains the same parameters as one built from ImageNet weights.
 
@@ -71,8 +76,15 @@ class ResNetBackbone(Backbone):
         num_trainable_blocks: int = 1,
         train_image_size: int | Sequence[int] | None = (320, 320),
         eval_image_size: int | Sequence[int] | None = (384, 384),
+        frozen_bn: str = "eval",
     ) -> None:
         super().__init__()
+        if frozen_bn not in ("eval", "train"):
+            raise ValueError(
+                f"backbone.frozen_bn={frozen_bn!r}: use eval (frozen BatchNorm keeps the loaded statistics) or "
+                "train (it normalises with batch statistics and updates its running statistics, as the BoQ / MixVPR code)"
+            )
+        self.frozen_bn = frozen_bn
         if model_name not in _RESNETS:
             raise ValueError(f"unknown ResNet model_name={model_name!r}; choose one of {sorted(_RESNETS)}")
         constructor, imagenet_weights = _RESNETS[model_name]
@@ -114,7 +126,7 @@ class ResNetBackbone(Backbone):
         for indices in self.frozen_block_indices():
             for index in indices:
                 self.net[index].requires_grad_(False)
-        self.train(self.training)  # puts the frozen BatchNorm layers in eval mode right away
+        self.train(self.training)  # puts the frozen BatchNorm layers in their mode right away
 
     def frozen_block_indices(self) -> list[list[int]]:
         """Indices into ``self.net`` of the frozen blocks (one list per block)."""
@@ -122,7 +134,7 @@ class ResNetBackbone(Backbone):
 
     def train(self, mode: bool = True) -> "ResNetBackbone":
         super().train(mode)
-        if mode:
+        if mode and self.frozen_bn == "eval":
             for indices in self.frozen_block_indices():
                 for index in indices:
                     for module in self.net[index].modules():
