@@ -1,0 +1,171 @@
+"""Sweeps (Hydra multirun) check every job's config before the first job starts, and say where they write.
+
+:class:`SweepCallback` is a Hydra callback (``conf/hydra/default.yaml``, so train.py and evaluate.py
+sweeps both get it). At the start of a multirun it
+
+- prints the sweep folder (and again at the end, with the report command);
+- enumerates the sweep's jobs from the sweeper's ``params`` and the command line's overrides, the way
+  the sweeper will: with Hydra's basic sweeper, every job (the product of the comma lists); with
+  another sweeper (Optuna), whose jobs are drawn while it runs, every value of every swept key once
+  (each choice, each value of a range, both ends of an interval), the other keys at their first value;
+- composes each job's config as the launcher will (``load_sweep_config``) and runs the checks the job
+  would run before building anything (train.py: :func:`vprlab.engine.trainer.prepare_train_config`;
+  evaluate.py: :func:`vprlab.config.checks.validate_evaluate_values`);
+- fails before any job runs, with one message listing every bad job (its overrides) and its error.
+
+The checks read configs and class signatures only (seconds for a grid), so a MixVPR job whose image
+size does not fit its map size fails the sweep at once, not after the jobs before it have trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from vprlab.config.checks import validate_evaluate_values
+from vprlab.engine.trainer import prepare_train_config
+from vprlab.utils.errors import ConfigError, UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# What each entry point checks before it builds anything (its config name -> the check).
+JOB_CHECKS: dict[str, Callable[[DictConfig], Any]] = {
+    "train": prepare_train_config,
+    "evaluate": validate_evaluate_values,
+}
+# Errors that mean "this job's config cannot run" (the rest are bugs and keep their traceback).
+_CONFIG_ERRORS = (UserError, HydraException, OmegaConfBaseException, ValueError)
+
+
+def _values(override: Override) -> list[str]:
+    """``key=value`` for each value a swept key can take (an interval: its two ends)."""
+    key = override.get_key_element()
+    if not override.is_sweep_override():
+        return [f"{key}={override.get_value_element_as_str()}"]
+    if override.is_discrete_sweep():
+        return [f"{key}={value}" for value in override.sweep_string_iterator()]
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        return [f"{key}={value.start!r}", f"{key}={value.end!r}"]
+    raise ConfigError(f"{override.input_line}: a sweep of this kind cannot be checked before it runs")
+
+
+def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], bool]:
+    """(the overrides of each job to check, whether they are every job the sweep runs)."""
+    sweeper = config.hydra.sweeper
+    params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=False) or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    if str(sweeper.get("_target_")) == BASIC_SWEEPER:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        return [list(job) for job in BasicSweeper.split_arguments(overrides, None)[0]], True
+    per_key: dict[str, list[str]] = {}  # the last override of a key wins, as in the sweepers
+    for override in overrides:
+        per_key[override.get_key_element()] = _values(override)
+    lists = list(per_key.values())
+    first = [values[0] for values in lists]
+    jobs = [first]
+    for i, values in enumerate(lists):
+        for value in values[1:]:
+            jobs.append([*first[:i], value, *first[i + 1:]])
+    return jobs, False
+
+
+def _job_config(master: DictConfig, overrides: Sequence[str], num: int) -> DictConfig:
+    """The job's config as the launcher composes it (with its number and folder set)."""
+    loader = GlobalHydra.instance().config_loader()
+    job = loader.load_sweep_config(master, list(overrides))
+    with open_dict(job):
+        job.hydra.job.id = num
+        job.hydra.job.num = num
+    return job
+
+
+def _check_job(master: DictConfig, overrides: Sequence[str], num: int, check: Callable[[DictConfig], Any]) -> None:
+    job = _job_config(master, overrides, num)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(job)  # ${hydra:...} and the job's overrides, as inside the job
+    try:
+        folder = Path(str(job.hydra.sweep.dir)) / str(OmegaConf.select(job, "hydra.sweep.subdir"))
+        with read_write(job.hydra.runtime), open_dict(job.hydra.runtime):
+            job.hydra.runtime.output_dir = str(folder.absolute())
+        HydraConfig.instance().set_config(job)
+        task = copy.deepcopy(job)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        check(task)
+    finally:
+        HydraConfig.instance().cfg = previous
+
+
+def check_sweep(config: DictConfig, config_name: str | None) -> tuple[int, bool]:
+    """Check the config of every job of the sweep ``config``; raise one :class:`ConfigError` listing every
+    job that cannot run. Returns (jobs checked, whether they are all the sweep's jobs)."""
+    jobs, complete = sweep_jobs(config)
+    check = JOB_CHECKS.get(str(config_name or config.hydra.job.config_name))
+    if check is None:
+        return 0, complete
+    swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1] if jobs else []
+    failures: dict[str, list[str]] = {}  # message -> the jobs that fail with it
+    for num, overrides in enumerate(jobs):
+        try:
+            _check_job(config, overrides, num, check)
+        except _CONFIG_ERRORS as error:
+            named = " ".join(overrides[i] for i in swept) or " ".join(overrides) or "no overrides"
+            failures.setdefault(" ".join(str(error).split()), []).append(f"#{num} ({named})" if complete else named)
+    if failures:
+        which = "jobs" if complete else "checked points of the search space"
+        count = sum(len(names) for names in failures.values())
+        lines = [f"  - job{'s' if len(names) > 1 else ''} {', '.join(names)}: {message}" for message, names in failures.items()]
+        raise ConfigError(
+            f"{count} of the sweep's {len(jobs)} {which} cannot run; no job was started:\n" + "\n".join(lines)
+            + "\nfix these settings (or drop those values from the sweep) and start it again"
+        )
+    return len(jobs), complete
+
+
+class SweepCallback(Callback):
+    """Hydra callback: the sweep folder at the start and the end; every job's config checked first."""
+
+    def __init__(self, check: bool = True) -> None:
+        self.check = check
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        print(f"sweep folder: {sweep_dir}", flush=True)
+        if not self.check:
+            return
+        config_name = kwargs.get("config_name") or config.hydra.job.config_name
+        tic = time.perf_counter()
+        with exit_on_user_error(f"{config_name}.py"):
+            count, complete = check_sweep(config, config_name)
+        if count:
+            what = f"all {count} jobs" if complete else f"{count} points of the search space (each swept value once)"
+            print(f"checked the configs of {what} in {time.perf_counter() - tic:.1f} s", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        sys.stdout.flush()
+        print(f"sweep folder: {sweep_dir}\nreport:       vprlab report sweep {sweep_dir}  (or compare / seeds)", flush=True)
+
+
+__all__ = ["SweepCallback", "check_sweep", "sweep_jobs"]
