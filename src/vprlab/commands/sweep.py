@@ -138,7 +138,7 @@ def check_sweep(config: DictConfig, config_name: str | None) -> tuple[int, bool]
         lines = [f"  - job{'s' if len(names) > 1 else ''} {', '.join(names)}: {message}" for message, names in failures.items()]
         raise ConfigError(
             f"{count} of the sweep's {len(jobs)} {which} cannot run; no job was started:\n" + "\n".join(lines)
-            + "\nfix these settings (or drop those values from the sweep) and start it again"
+            + "\n(fix these settings, or drop those values from the sweep, and start it again)"
         )
     return len(jobs), complete
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from vprlab.evaluation.results import markdown_table
-from vprlab.reports.collect import EPOCH_RULES, collect_runs
+from vprlab.reports.collect import EPOCH_RULES, collect_runs, failed_jobs_text
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
     compare_report,
@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # a table that would mix configurations, a missing column...
         print(f"vprlab report {args.kind}: {error}", file=sys.stderr)
         return 2
-    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}")
+    # Failed jobs are listed under every Markdown report and on the terminal, never dropped.
+    failed = runs.attrs.get("failed") or []
+    for kind, path in paths.items():
+        if failed and Path(path).suffix == ".md":
+            atomic_write_text(path, Path(path).read_text().rstrip("\n") + "\n\n" + failed_jobs_text(failed))
+    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}"
+          + (f"; {len(failed)} failed job{'s' if len(failed) > 1 else ''}" if failed else ""))
+    if failed:
+        print(failed_jobs_text(failed, markdown=False))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
