@@ -1,6 +1,6 @@
 """`vprlab benchmarks`: every benchmark config with its format, published counts, root (and the
 environment variable that sets it) and whether its data is here and complete: the lists are read
-and the counts compared with the published ones (``--no-check``: only whether the root exists)."""
+and the counts compared with the published ones (`--no-check`: only whether the root exists)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def benchmark_table(data_dir: str | Path, check: bool = True) -> list[dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vprlab benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vprlab benchmarks", description=" ".join(__doc__.split()))
     parser.add_argument("--data-dir", default=os.environ.get("VPRLAB_DATA_DIR", "data"),
                         help="paths.data_dir used to resolve roots (default: $VPRLAB_DATA_DIR or data)")
     parser.add_argument("--no-check", action="store_true", help="only look for the roots; do not read the lists")
