@@ -10,7 +10,7 @@ sweeps both get it). At the start of a multirun it
   (each choice, each value of a range, both ends of an interval), the other keys at their first value;
 - composes each job's config as the launcher will (``load_sweep_config``) and runs the checks the job
   would run before building anything (train.py: :func:`vprlab.engine.trainer.prepare_train_config`;
-  evaluate.py: :func:`vprlab.config.checks.validate_evaluate_values`);
+  evaluate.py: :func:`check_evaluate_config`);
 - fails before any job runs, with one message listing every bad job (its overrides) and its error.
 
 The checks read configs and class signatures only (seconds for a grid), so a MixVPR job whose image
@@ -38,16 +38,27 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from vprlab.config.checks import validate_evaluate_values
+from vprlab.config.composition import check_component_keys
 from vprlab.engine.trainer import prepare_train_config
 from vprlab.utils.errors import ConfigError, UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """What evaluate.py checks before it loads anything: its numbers, and the backbone/aggregator keys
+    when those groups describe the model (no checkpoint, no published model)."""
+    validate_evaluate_values(cfg)
+    if not cfg.get("ckpt_path") and not (cfg.get("pretrained") or {}).get("name"):
+        check_component_keys(cfg)
+
+
 # What each entry point checks before it builds anything (its config name -> the check).
 JOB_CHECKS: dict[str, Callable[[DictConfig], Any]] = {
     "train": prepare_train_config,
-    "evaluate": validate_evaluate_values,
+    "evaluate": check_evaluate_config,
 }
 # Errors that mean "this job's config cannot run" (the rest are bugs and keep their traceback).
 _CONFIG_ERRORS = (UserError, HydraException, OmegaConfBaseException, ValueError)
@@ -66,15 +77,17 @@ def _values(override: Override) -> list[str]:
     raise ConfigError(f"{override.input_line}: a sweep of this kind cannot be checked before it runs")
 
 
-def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], bool]:
-    """(the overrides of each job to check, whether they are every job the sweep runs)."""
+def sweep_jobs(config: DictConfig, every_job: bool = True) -> tuple[list[list[str]], bool]:
+    """(the overrides of each job to check, whether they are every job the sweep runs). With the basic
+    sweeper and ``every_job``: every job; else every value of every swept key once."""
     sweeper = config.hydra.sweeper
-    params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=False) or {}
+    node = sweeper.get("params")  # null without a sweep config (`train.py -m seed=1,2`)
+    params = (OmegaConf.to_container(node, resolve=False) if node is not None else None) or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    if str(sweeper.get("_target_")) == BASIC_SWEEPER:
+    if every_job and str(sweeper.get("_target_")) == BASIC_SWEEPER:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         return [list(job) for job in BasicSweeper.split_arguments(overrides, None)[0]], True
@@ -100,8 +113,9 @@ def _job_config(master: DictConfig, overrides: Sequence[str], num: int) -> DictC
     return job
 
 
-def _check_job(master: DictConfig, overrides: Sequence[str], num: int, check: Callable[[DictConfig], Any]) -> None:
-    job = _job_config(master, overrides, num)
+def check_job_config(job: DictConfig, check: Callable[[DictConfig], Any]) -> None:
+    """Run ``check`` on the composed ``job`` config (with its ``hydra`` node) as inside the running job:
+    HydraConfig set to it, its folder resolved, the ``hydra`` node removed from what ``check`` sees."""
     previous = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(job)  # ${hydra:...} and the job's overrides, as inside the job
     try:
@@ -117,10 +131,11 @@ def _check_job(master: DictConfig, overrides: Sequence[str], num: int, check: Ca
         HydraConfig.instance().cfg = previous
 
 
-def check_sweep(config: DictConfig, config_name: str | None) -> tuple[int, bool]:
-    """Check the config of every job of the sweep ``config``; raise one :class:`ConfigError` listing every
-    job that cannot run. Returns (jobs checked, whether they are all the sweep's jobs)."""
-    jobs, complete = sweep_jobs(config)
+def check_sweep(config: DictConfig, config_name: str | None, every_job: bool = True) -> tuple[int, bool]:
+    """Check the config of every job of the sweep ``config`` (not ``every_job``: every swept value once);
+    raise one :class:`ConfigError` listing every job that cannot run. Returns (jobs checked, whether they
+    are all the sweep's jobs)."""
+    jobs, complete = sweep_jobs(config, every_job)
     check = JOB_CHECKS.get(str(config_name or config.hydra.job.config_name))
     if check is None:
         return 0, complete
@@ -128,7 +143,7 @@ def check_sweep(config: DictConfig, config_name: str | None) -> tuple[int, bool]
     failures: dict[str, list[str]] = {}  # message -> the jobs that fail with it
     for num, overrides in enumerate(jobs):
         try:
-            _check_job(config, overrides, num, check)
+            check_job_config(_job_config(config, overrides, num), check)
         except _CONFIG_ERRORS as error:
             named = " ".join(overrides[i] for i in swept) or " ".join(overrides) or "no overrides"
             failures.setdefault(" ".join(str(error).split()), []).append(f"#{num} ({named})" if complete else named)
