@@ -277,7 +277,7 @@ def test_a_sweep_where_every_job_failed_says_so(tmp_path, capsys):
     (failed / "error.txt").write_text("configuration error: MixVPR is built for 20x20\n")
     assert report_main(["sweep", str(tmp_path / "sweep")]) == 2
     err = capsys.readouterr().err
-    assert "no results under" in err and "aggregator=mixvpr: failed: configuration error: MixVPR is built for 20x20" in err
+    assert "no results under" in err and "its one job failed:\n  aggregator=mixvpr: failed: configuration error: MixVPR is built for 20x20" in err
 
 
 def test_a_run_records_its_error_and_a_restart_clears_it(tmp_path):
@@ -293,3 +293,16 @@ def test_a_run_records_its_error_and_a_restart_clears_it(tmp_path):
     with pytest.raises(SystemExit), record_failure(lambda: tmp_path):
         raise SystemExit(0)  # a clean exit is no failure
     assert read_run_error(tmp_path) is None
+
+
+def test_the_check_can_be_left_to_the_jobs(tmp_path, capsys):
+    """hydra.callbacks.vprlab_sweep.check=false (a login node without the data): the folder is printed,
+    nothing is composed (this config could not be)."""
+    from vprlab.commands.sweep import SweepCallback
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}, "job": {"config_name": "train"}}})
+    SweepCallback(check=False).on_multirun_start(config, config_name="train")
+    assert capsys.readouterr().out == f"sweep folder: {tmp_path / 'sweep'}\n"
+    cfg = compose_config("train", ["sweep=boq_grid", "hydra.callbacks.vprlab_sweep.check=false"], hydra=True)
+    assert cfg.hydra.callbacks.vprlab_sweep == {"_target_": "vprlab.commands.sweep.SweepCallback", "check": False}
+    assert compose_config("train", [], hydra=True).hydra.callbacks.vprlab_sweep.check is True

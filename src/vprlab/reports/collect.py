@@ -128,6 +128,10 @@ def find_failed(root: str | Path, runs: list[Path] | None = None) -> list[dict[s
     return failed
 
 
+def failed_job_lines(failed: list[dict[str, str]]) -> list[str]:
+    return [f"  {f['job']}: failed: {f['error']}" for f in failed]
+
+
 def failed_jobs_text(failed: list[dict[str, str]], markdown: bool = True) -> str:
     """The failed jobs as a Markdown section (``markdown``) or as lines for the terminal; "" for none."""
     if not failed:
@@ -135,7 +139,7 @@ def failed_jobs_text(failed: list[dict[str, str]], markdown: bool = True) -> str
     head = (f"{len(failed)} job{'s' if len(failed) > 1 else ''} failed; the tables hold only what a failed run "
             "evaluated before it stopped:")
     if not markdown:
-        return "\n".join([head, *(f"  {f['job']}: failed: {f['error']}" for f in failed)])
+        return "\n".join([head, *failed_job_lines(failed)])
     cells = [(f["job"].replace("|", "\\|"), " ".join(f["error"].split()).replace("|", "\\|")) for f in failed]
     return "\n".join(["## Failed jobs", "", head, "", "| job | error |", "|---|---|",
                       *(f"| {job} | failed: {error} |" for job, error in cells)]) + "\n"
@@ -358,7 +362,8 @@ def collect_runs(root: str | Path, use_wandb: bool = True, epoch: str = "last") 
     failed = find_failed(root, folders)
     if not rows:
         if failed:
-            raise FileNotFoundError(f"no results under '{root}': {failed_jobs_text(failed, markdown=False)}")
+            raise FileNotFoundError("\n".join([f"no results under '{root}'; {'every job' if len(failed) > 1 else 'its one job'} failed:",
+                                                *failed_job_lines(failed)]))
         raise FileNotFoundError(
             f"no runs under '{root}' (a run folder holds metrics.jsonl of train.py, results.json/.csv of evaluate.py, "
             "or a W&B offline run)"
