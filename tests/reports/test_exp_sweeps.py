@@ -306,3 +306,15 @@ def test_the_check_can_be_left_to_the_jobs(tmp_path, capsys):
     cfg = compose_config("train", ["sweep=boq_grid", "hydra.callbacks.vprlab_sweep.check=false"], hydra=True)
     assert cfg.hydra.callbacks.vprlab_sweep == {"_target_": "vprlab.commands.sweep.SweepCallback", "check": False}
     assert compose_config("train", [], hydra=True).hydra.callbacks.vprlab_sweep.check is True
+
+
+def test_a_report_from_an_earlier_runs_csv_still_lists_the_failed_jobs(tmp_path, capsys):
+    from vprlab.reports.cli import main as report_main
+
+    root = _sweep_with_failures(tmp_path / "sweep")
+    assert report_main(["collect", str(root), "--out", str(tmp_path / "first")]) == 0
+    assert (tmp_path / "first" / "failed_jobs.csv").is_file()
+    capsys.readouterr()
+    assert report_main(["compare", str(tmp_path / "first" / "runs.csv"), "--out", str(tmp_path / "again")]) == 0
+    assert "  aggregator=mixvpr: failed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
+    assert "| aggregator=netvlad | failed: no results and no error recorded" in (tmp_path / "again" / "report.md").read_text()

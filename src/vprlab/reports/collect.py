@@ -105,6 +105,8 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
+# Written by `vprlab report` beside runs.csv: the failed jobs (job, run_dir, error), read back with it.
+FAILED_CSV = "failed_jobs.csv"
 NO_RECORD = ("no results and no error recorded: the job is still running, or was stopped from outside "
              "(killed, out of memory, a time limit); see its log in that folder")
 
@@ -398,11 +400,9 @@ def read_runs_table(path: Path, epoch: str = "last") -> pd.DataFrame:
     keys = [c for c in runs.columns if ("." in c and not c.startswith("R@")) or c in IDENTITY_COLUMNS]
     runs.attrs["config_keys"] = [k for k in keys if runs[k].astype(str).nunique() > 1]
     runs.attrs["epoch_rule"] = epoch
-    # The failed runs that reached an evaluation (job folders that never did are not in a runs.csv).
-    failed_rows = runs[runs["status"].astype(str).str.startswith("failed: ")] if "status" in runs.columns else runs.iloc[:0]
-    runs.attrs["failed"] = [{"job": str(job), "run_dir": str(folder), "error": str(status)[len("failed: "):]}
-                            for job, folder, status in failed_rows[["job", "run_dir", "status"]].drop_duplicates().itertuples(index=False)] \
-        if len(failed_rows) else []
+    # The failed jobs the report that wrote this runs.csv listed (FAILED_CSV beside it).
+    failed_csv = path.with_name(FAILED_CSV)
+    runs.attrs["failed"] = pd.read_csv(failed_csv, dtype=str).fillna("").to_dict("records") if failed_csv.is_file() else []
     return runs
 
 
