@@ -20,8 +20,6 @@ size does not fit its map size fails the sweep at once, not after the jobs befor
 from __future__ import annotations
 
 import copy
-import itertools
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +40,6 @@ from vprlab.config.composition import check_component_keys
 from vprlab.engine.trainer import prepare_train_config
 from vprlab.utils.errors import ConfigError, UserError, exit_on_user_error
 
-log = logging.getLogger(__name__)
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
