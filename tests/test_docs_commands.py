@@ -1,6 +1,7 @@
 """The command lines the docs quote work: every `python train.py ...` / `python evaluate.py ...` of README.md
-and docs/*.md (code blocks and inline code) composes with Hydra and passes vprlab's config checks, job by
-job for a multirun (through the same code a sweep checks its jobs with before it starts), with data paths
+and every page under docs/ (code blocks and inline code) composes with Hydra and passes vprlab's config
+checks, every swept value of a multirun once (through the code a sweep checks its jobs with before it
+starts), with data paths
 pointed at test folders; every quoted `vprlab ...` line parses with the vprlab CLI's own parsers (nothing
 runs). A quoted command the text says "fails", "stops" or "is refused" must fail.
 
@@ -26,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict, read_write
 
-DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]  # the manual, examples and results pages
 PLACEHOLDER = "PLACEHOLDER"
 _PLACEHOLDER = re.compile(r"<[^<>`\n]+>")
 _EXPECTED_FAILURE = re.compile(r"^[\s*_]*(fails|is refused|are refused|stops)\b")
