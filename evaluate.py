@@ -8,12 +8,14 @@ from omegaconf import DictConfig
 from vprlab.commands.evaluate import run_evaluation
 from vprlab.config.checks import validate_evaluate_values
 from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
+from vprlab.utils.run_status import record_failure
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     # A configuration or data mistake: one paragraph on stderr, exit status 2 (VPRLAB_DEBUG=1: traceback).
-    with exit_on_user_error("evaluate.py"):
+    # A run that raises leaves <run folder>/error.txt: reports list the failed job with its error.
+    with exit_on_user_error("evaluate.py"), record_failure(lambda: cfg.paths.output_dir):
         validate_evaluate_values(cfg)  # before the model is built or a benchmark read
         return run_evaluation(cfg)
 

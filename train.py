@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from vprlab.engine.trainer import train
 from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
+from vprlab.utils.run_status import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     try:
         # A configuration or data mistake: one paragraph on stderr, exit status 2 (VPRLAB_DEBUG=1: traceback).
-        with exit_on_user_error("train.py"):
+        # A run that raises leaves <run folder>/error.txt: reports list the failed job with its error.
+        with exit_on_user_error("train.py"), record_failure(lambda: cfg.paths.output_dir):
             result = train(cfg)
     except FloatingPointError as error:
         # A diverged run (the trainer's NaN guard) is one bad trial of a sweep, not the end of the sweep.

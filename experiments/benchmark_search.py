@@ -82,10 +82,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--num-queries", type=int, default=500)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--chunk", type=int, default=20_000, help="database rows searched at a time")
-    p.add_argument("--tmp", default=None, help="folder for the .npy (needs num_db * dim * 2 bytes)")
+    p.add_argument("--tmp", type=Path, default=None, help="folder for the .npy (needs num_db * dim * 2 bytes; made if missing)")
     p.add_argument("--check", type=int, default=20, help="queries checked against brute force")
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    if args.tmp is not None:
+        try:
+            args.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            p.error(f"--tmp {args.tmp}: cannot create the folder ({error.strerror or error})")
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         start = time.perf_counter()

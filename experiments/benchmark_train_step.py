@@ -95,6 +95,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "vprlab_bench_train"))
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
+    if not Path(args.boq_repo).is_dir():
+        parser.error(f"--boq-repo {args.boq_repo}: no such folder (a checkout of github.com/amaralibey/Bag-of-Queries)")
+    if not Path(args.boq_python).is_file():
+        parser.error(f"--boq-python {args.boq_python}: no such file")
     if args.warmup < 1:
         parser.error("--warmup must be >= 1 (the first step includes the loader's start)")
 
@@ -130,6 +134,7 @@ def main() -> None:
         print(f"| {r['precision']} | {r['threads']} | " + " | ".join(f"{r['img_per_s'][n]:.2f}" for n in names) + " | " +
               " | ".join(f"{r['ratio'][n]:.2f}x" for n in variants) + " |")
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"shape": shape, "args": vars(args), "results": results}, indent=1))
 
 

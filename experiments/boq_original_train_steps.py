@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args()
+    for option, folder in (("--boq-repo", args.boq_repo), ("--data", args.data)):
+        if not Path(folder).is_dir():
+            parser.error(f"{option} {folder}: no such folder")
 
     sys.path.insert(0, args.boq_repo)
     import torch

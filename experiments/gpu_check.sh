@@ -9,6 +9,11 @@
 # summary.txt (each step's exit status).
 # On a machine without vprlab's dependencies and no network: run experiments/gpu_wheels.sh
 # where pip works, bring the .whl/ folder along, and this script installs from it.
+case "${1:-}" in  # --help: the comment above; no arguments
+  "") ;;
+  -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  *) echo "$(basename "$0"): takes no arguments (got '$1'); see --help" >&2; exit 2 ;;
+esac
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/gpu_check}

@@ -28,6 +28,7 @@ from benchmark_speed import (
 
 from vprlab.losses import multi_similarity
 from vprlab.models.vpr_model import build_model
+from vprlab.utils.io import atomic_write_text
 
 
 def make_model(device: torch.device, trainable_blocks: int) -> torch.nn.Module:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         if base and value:
             print(f"{variant}: {value:,.0f} img/s ({value / base:.2f}x base)")
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.out, json.dumps(results, indent=1))  # makes the folder if missing
     return results
 
 

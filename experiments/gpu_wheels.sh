@@ -3,6 +3,10 @@
 # pandas, scipy, matplotlib, pytest already there) lacks, for Python 3.12 on x86-64 Linux,
 # into .whl/ (git-ignored). experiments/gpu_check.sh installs them from there, offline.
 #   bash experiments/gpu_wheels.sh [PYTHON_VERSION]     # default 3.12
+case "${1:-}" in  # --help: the comment above
+  -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "$(basename "$0"): unknown option '$1'; usage: bash experiments/gpu_wheels.sh [PYTHON_VERSION]" >&2; exit 2 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYV=${1:-3.12}

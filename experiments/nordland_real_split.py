@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gap", type=int, default=50, help="frames left out between the stretches")
     parser.add_argument("--dark", type=float, default=15.0, help="training frames darker than this (mean 0-255) are left out")
     args = parser.parse_args(argv)
+    if not (args.src / "gt.csv").is_file():
+        parser.error(f"--src {args.src}: no gt.csv there (the Nordland frames folder of ../shared/data/real)")
     files = _frames(args.src)
     train = files[: args.train_end]
     val = files[args.train_end + args.gap: args.val_end]

@@ -1,8 +1,10 @@
-"""Write conf/pretrained/<name>.yaml for every published model of the registry
-(``python experiments/pretrained_configs.py``; tests/pretrained/test_published_configs.py checks them)."""
+"""Write conf/pretrained/<name>.yaml for every published model of the registry: run
+`python experiments/pretrained_configs.py` (no arguments) after adding a model to the registry;
+tests/pretrained/test_pretrained_configs.py checks that the files match it."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from vprlab.pretrained.catalog import PUBLISHED_MODELS, config_yaml
@@ -11,7 +13,8 @@ from vprlab.utils.io import atomic_write_text
 CONF = Path(__file__).resolve().parent.parent / "conf" / "pretrained"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     for spec in PUBLISHED_MODELS.values():
         atomic_write_text(CONF / f"{spec.name}.yaml", config_yaml(spec))
     stale = sorted(p.name for p in CONF.glob("*.yaml") if p.stem not in PUBLISHED_MODELS)

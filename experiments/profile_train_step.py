@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--ops", action="store_true", help="torch.profiler table of the last step")
     args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        parser.error(f"--data {args.data}: no such folder (a GSV-Cities-layout folder with a SynthCity0 city)")
     torch.set_num_threads(args.threads)
     overrides = ["backbone=resnet50", "backbone.pretrained=false", "aggregator=boq", "dataset=synthetic",
                  f"dataset.root={args.data}", "dataset.cities=[SynthCity0]", "dataset.places_per_batch=8",

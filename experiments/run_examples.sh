@@ -4,6 +4,11 @@
 # Usage: bash experiments/run_examples.sh   (from the repository root; ~13 min on 2 idle CPU cores)
 # Only the reports, from the runs.csv the last full run left (no training):
 #   REPORTS_ONLY=1 bash experiments/run_examples.sh
+case "${1:-}" in  # --help: the comment above; no arguments
+  "") ;;
+  -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  *) echo "$(basename "$0"): takes no arguments (got '$1'); see --help" >&2; exit 2 ;;
+esac
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/examples}

@@ -29,6 +29,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from vprlab.utils.io import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 DOCS = REPO / "docs" / "models.md"
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     exps = experiment_rows()
     print(markdown(aggs, bbs, exps))
     if args.out:
-        args.out.write_text(json.dumps({"aggregators": aggs, "backbones": bbs, "experiments": exps}, indent=2))
+        atomic_write_text(args.out, json.dumps({"aggregators": aggs, "backbones": bbs, "experiments": exps}, indent=2))
 
 
 if __name__ == "__main__":

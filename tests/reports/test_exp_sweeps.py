@@ -1,5 +1,7 @@
 """Sweep configs compose; a 2-job sweep runs from the command line, shares one W&B group, and the
-report command turns its folders into a table and a heatmap; a diverged trial does not end a sweep."""
+report command turns its folders into a table and a heatmap; a diverged trial does not end a sweep.
+A sweep checks every job's config before the first job starts and prints its folder; reports list
+failed jobs with their error."""
 
 from __future__ import annotations
 
@@ -90,6 +92,10 @@ def test_two_job_sweep_end_to_end(tiny_synthetic, tmp_path):
                    f"paths.data_dir={tiny_synthetic.root.parent}", "aggregator.num_layers=1", "aggregator.num_queries=4,8",
                    "trainer.max_epochs=1", "trainer.eval_before_training=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The sweep says where it writes before the first job and again at the end, with the report command.
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"sweep folder: {sweep_dir}" and lines.count(f"sweep folder: {sweep_dir}") == 2, result.stdout[:2000]
+    assert "checked the configs of all 2 jobs" in result.stdout and f"vprlab report sweep {sweep_dir}" in result.stdout
 
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     names = [p.name for p in jobs]
@@ -143,6 +149,8 @@ def test_diverged_trial_returns_a_worst_value_instead_of_crashing(monkeypatch, c
     value = script.main.__wrapped__(cfg)
     assert value == -math.inf
     assert "diverged" in caplog.text
+    # The run folder says why: the report lists the trial as failed with this error.
+    assert (tmp_path / "error.txt").read_text() == "FloatingPointError: 3 steps in a row with non-finite loss\n"
 
 
 @pytest.mark.skipif(not HAS_OPTUNA, reason="hydra-optuna-sweeper is not installed (pip install -e .[sweep])")
@@ -164,3 +172,149 @@ def test_job_name_outside_hydra_is_none():
 
     assert job_name() is None
     assert OmegaConf.create({"n": "${vprlab.job_name:}"}).n is None
+
+
+# --- every job's config is checked before the first job starts ---------------------------------------------
+
+
+def test_a_bad_job_fails_the_sweep_before_any_job_runs(tiny_synthetic, tmp_path):
+    """The issue's case: MixVPR's map size does not fit the recipe's images. Before, boq and gem trained
+    first; now nothing starts, and one message names every bad job (two errors here) and its error."""
+    sweep_dir = tmp_path / "sweep"
+    result = _run([str(REPO / "train.py"), "sweep=aggregators", "experiment=synthetic_compare",
+                   "aggregator=boq,mixvpr,gem", "optimizer.lr=1e-3,-1", f"paths.data_dir={tiny_synthetic.root.parent}",
+                   f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0] == f"sweep folder: {sweep_dir}"
+    message = result.stderr
+    assert "4 of the sweep's 6 jobs cannot run; no job was started" in message, message
+    # Jobs are numbered as the sweeper numbers them (aggregator outer, lr inner) and named by the swept values.
+    assert "jobs #1 (aggregator=boq optimizer.lr=-1), #3 (aggregator=mixvpr optimizer.lr=-1), " \
+           "#5 (aggregator=gem optimizer.lr=-1): optimizer.lr=-1 must be a number > 0" in message, message
+    assert "job #2 (aggregator=mixvpr optimizer.lr=0.001): backbone.train_image_size=[96, 128] gives 6x8 feature maps" in message
+    assert "MixVPR is built for 20x20" in message
+    assert "#0 " not in message and "#4 " not in message  # the good jobs are not named
+    # No job ran: no job folder, no training output.
+    assert not sweep_dir.exists() or not any(p.is_dir() for p in sweep_dir.iterdir())
+
+
+def _sweep_config(sweeper: str, params: dict, task: list[str]):
+    return OmegaConf.create({"hydra": {"sweeper": {"_target_": sweeper, "params": params}, "overrides": {"task": task}}})
+
+
+def test_jobs_are_enumerated_as_the_sweepers_run_them():
+    from vprlab.commands.sweep import BASIC_SWEEPER, sweep_jobs
+
+    # Basic sweeper: every job, params first, the command line overriding a param of the same key.
+    jobs, complete = sweep_jobs(_sweep_config(BASIC_SWEEPER, {"aggregator": "boq,gem,avg", "seed": "1,2"},
+                                              ["aggregator=boq,mixvpr", "trainer.max_epochs=1"]))
+    assert complete and jobs == [[a, s, "trainer.max_epochs=1"] for a in ("aggregator=boq", "aggregator=mixvpr")
+                                 for s in ("seed=1", "seed=2")]
+    # Optuna: the trials are drawn while it runs; each value of each swept key is checked once (interval: both ends).
+    jobs, complete = sweep_jobs(_sweep_config("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+                                              {"optimizer.lr": "tag(log, interval(1e-5, 1e-2))"},
+                                              ["aggregator=choice(boq,gem,avg)", "seed=3"]))
+    assert not complete
+    assert jobs == [["optimizer.lr=1e-05", "aggregator=boq", "seed=3"], ["optimizer.lr=0.01", "aggregator=boq", "seed=3"],
+                    ["optimizer.lr=1e-05", "aggregator=gem", "seed=3"], ["optimizer.lr=1e-05", "aggregator=avg", "seed=3"]]
+
+
+# --- reports list failed jobs with their error ------------------------------------------------------------
+
+
+def _sweep_with_failures(root: Path) -> Path:
+    from test_report_grouping import _config, write_train_run
+
+    for i, aggregator in enumerate(("boq", "gem")):
+        write_train_run(root / f"aggregator={aggregator}", _config(aggregator, out=str(root / aggregator)), [40.0 + i, 50.0 + i])
+    # A job whose run raised: Hydra's copy of its config, and the error train.py recorded.
+    failed = root / "aggregator=mixvpr"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("aggregator:\n  _target_: vprlab.models.aggregators.MixVPR\n")
+    (failed / "error.txt").write_text("RuntimeError: CUDA out of memory\n")
+    # A job killed from outside (no record), and a run that diverged after its first evaluation.
+    (root / "aggregator=netvlad" / ".hydra").mkdir(parents=True)
+    (root / "aggregator=netvlad" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    diverged = write_train_run(root / "aggregator=gem,seed=2", _config("gem", seed=2, out=str(root / "gem2")), [30.0])
+    (diverged / "error.txt").write_text("FloatingPointError: 3 steps in a row with non-finite loss\n")
+    return root
+
+
+def test_collect_lists_failed_jobs_with_their_error(tmp_path):
+    from vprlab.reports import collect_runs
+    from vprlab.reports.collect import NO_RECORD
+
+    runs = collect_runs(_sweep_with_failures(tmp_path / "sweep"))
+    failed = {f["job"]: f["error"] for f in runs.attrs["failed"]}
+    assert failed == {"aggregator=gem,seed=2": "FloatingPointError: 3 steps in a row with non-finite loss",
+                      "aggregator=mixvpr": "RuntimeError: CUDA out of memory", "aggregator=netvlad": NO_RECORD}
+    status = dict(zip(runs["job"], runs["status"]))
+    assert status == {"aggregator=gem,seed=2": "failed: FloatingPointError: 3 steps in a row with non-finite loss",
+                      "aggregator=boq": "complete", "aggregator=gem": "complete"}
+
+
+@pytest.mark.parametrize("kind", ["sweep", "compare", "seeds", "collect"])
+def test_reports_list_failed_jobs(kind, tmp_path, capsys):
+    from vprlab.reports.cli import main as report_main
+
+    root = _sweep_with_failures(tmp_path / "sweep")
+    extra = ["--rows", "aggregator", "--cols", "seed"] if kind == "sweep" else []
+    assert report_main([kind, str(root), "--out", str(tmp_path / "r"), *extra]) == 0
+    out = capsys.readouterr().out
+    assert "3 rows from 3 runs" in out and "3 failed jobs" in out
+    assert "  aggregator=mixvpr: failed: RuntimeError: CUDA out of memory" in out
+    markdown = next((tmp_path / "r").glob("*.md")).read_text()
+    assert "## Failed jobs" in markdown and "| aggregator=mixvpr | failed: RuntimeError: CUDA out of memory |" in markdown
+    assert "| aggregator=netvlad | failed: no results and no error recorded" in markdown
+
+
+def test_a_sweep_where_every_job_failed_says_so(tmp_path, capsys):
+    from vprlab.reports.cli import main as report_main
+
+    failed = tmp_path / "sweep" / "aggregator=mixvpr"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (failed / "error.txt").write_text("configuration error: MixVPR is built for 20x20\n")
+    assert report_main(["sweep", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert "no results under" in err and "its one job failed:\n  aggregator=mixvpr: failed: configuration error: MixVPR is built for 20x20" in err
+
+
+def test_a_run_records_its_error_and_a_restart_clears_it(tmp_path):
+    from vprlab.utils.errors import ConfigError
+    from vprlab.utils.run_status import read_run_error, record_failure
+
+    with pytest.raises(ConfigError), record_failure(lambda: tmp_path):
+        raise ConfigError("aggregator.in_h=20 does not fit")
+    assert read_run_error(tmp_path) == "configuration error: aggregator.in_h=20 does not fit"
+    with record_failure(lambda: tmp_path):  # the same folder again (ckpt_path=auto): the old record goes
+        pass
+    assert read_run_error(tmp_path) is None
+    with pytest.raises(SystemExit), record_failure(lambda: tmp_path):
+        raise SystemExit(0)  # a clean exit is no failure
+    assert read_run_error(tmp_path) is None
+
+
+def test_the_check_can_be_left_to_the_jobs(tmp_path, capsys):
+    """hydra.callbacks.vprlab_sweep.check=false (a login node without the data): the folder is printed,
+    nothing is composed (this config could not be)."""
+    from vprlab.commands.sweep import SweepCallback
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}, "job": {"config_name": "train"}}})
+    SweepCallback(check=False).on_multirun_start(config, config_name="train")
+    assert capsys.readouterr().out == f"sweep folder: {tmp_path / 'sweep'}\n"
+    cfg = compose_config("train", ["sweep=boq_grid", "hydra.callbacks.vprlab_sweep.check=false"], hydra=True)
+    assert cfg.hydra.callbacks.vprlab_sweep == {"_target_": "vprlab.commands.sweep.SweepCallback", "check": False}
+    assert compose_config("train", [], hydra=True).hydra.callbacks.vprlab_sweep.check is True
+
+
+def test_a_report_from_an_earlier_runs_csv_still_lists_the_failed_jobs(tmp_path, capsys):
+    from vprlab.reports.cli import main as report_main
+
+    root = _sweep_with_failures(tmp_path / "sweep")
+    assert report_main(["collect", str(root), "--out", str(tmp_path / "first")]) == 0
+    assert (tmp_path / "first" / "failed_jobs.csv").is_file()
+    capsys.readouterr()
+    assert report_main(["compare", str(tmp_path / "first" / "runs.csv"), "--out", str(tmp_path / "again")]) == 0
+    assert "  aggregator=mixvpr: failed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
+    assert "| aggregator=netvlad | failed: no results and no error recorded" in (tmp_path / "again" / "report.md").read_text()

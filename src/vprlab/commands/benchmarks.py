@@ -130,7 +130,7 @@ def benchmark_table(data_dir: str | Path, check: bool = True) -> list[dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vprlab benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vprlab benchmarks", description=" ".join(__doc__.split()))
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="paths.data_dir used to resolve roots (default: $VPRLAB_DATA_DIR, else $VPRLAB_ROOT/data or data)")
     parser.add_argument("--no-check", action="store_true", help="only look for the roots; do not read the lists")

@@ -57,12 +57,9 @@ from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train the model described by ``cfg`` and return the final metrics.
-
-    ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
-    Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
-    """
+def prepare_train_config(cfg: DictConfig) -> tuple[DictConfig, Path | None, dict[str, Any] | None]:
+    """(the config to train with, the checkpoint to resume, its state): everything train() settles before
+    it builds anything, with every config check; a sweep runs it for each job before the first starts."""
     # train.py pretrained=<name>: the published model's backbone/aggregator; not for ckpt_path=<file>,
     # whose stored config already holds the architecture it trained (ckpt_path=auto checks the two agree).
     if not cfg.get("ckpt_path") or str(cfg.get("ckpt_path")) == "auto":
@@ -70,6 +67,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
     cfg, resume_path, resume_state = prepare_resume(cfg)
     validate_train_config(cfg)
+    return cfg, resume_path, resume_state
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the model described by ``cfg`` and return the final metrics.
+
+    ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
+    Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
+    """
+    cfg, resume_path, resume_state = prepare_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
     try:

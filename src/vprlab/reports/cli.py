@@ -17,13 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from vprlab.evaluation.results import (
     mark_subsets,
     markdown_table,
     recall_columns,
     subset_footnote,
 )
-from vprlab.reports.collect import EPOCH_RULES, collect_runs
+from vprlab.reports.collect import EPOCH_RULES, FAILED_CSV, collect_runs, failed_jobs_text
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
     compare_report,
@@ -85,12 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (args.runs.parent if args.runs.is_file() else args.runs) / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
+    failed = runs.attrs.get("failed") or []
+    if failed or (out / FAILED_CSV).is_file():  # beside runs.csv, so a report from that runs.csv lists them too
+        atomic_write_text(out / FAILED_CSV, pd.DataFrame(failed, columns=["job", "run_dir", "error"]).to_csv(index=False))
     try:
         paths = _report(args, runs, out)
     except ValueError as error:  # a table that would mix configurations, a missing column...
         print(f"vprlab report {args.kind}: {error}", file=sys.stderr)
         return 2
-    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}")
+    # Failed jobs are listed under every Markdown report and on the terminal, never dropped.
+    for kind, path in paths.items():
+        if failed and Path(path).suffix == ".md":
+            atomic_write_text(path, Path(path).read_text().rstrip("\n") + "\n\n" + failed_jobs_text(failed))
+    print(f"{len(runs)} rows from {runs['run_dir'].nunique()} runs under {args.runs}"
+          + (f"; {len(failed)} failed job{'s' if len(failed) > 1 else ''}" if failed else ""))
+    if failed:
+        print(failed_jobs_text(failed, markdown=False))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -13,6 +13,12 @@ configuration keys that differ between the collected runs are columns of their o
 in ``runs.attrs["config_keys"]``). evaluate.py rows are identified by the evaluated weights:
 model name, checkpoint hash, image size, protocol and precision.
 
+Failed jobs are listed, never dropped: a run folder whose run raised holds ``error.txt`` (train.py and
+evaluate.py write it), and a job folder with a config (``.hydra/config.yaml``) but no results is a job
+that stopped without a record (killed, out of memory, or still running). Such folders are listed in
+``runs.attrs["failed"]`` (job, folder, error) and the reports print them; the rows of a failed run that
+got as far as an evaluation carry ``status`` "failed: <error>".
+
 Which epoch a training run reports (one rule for the whole table, :data:`EPOCH_RULES`): ``last``, the
 last evaluation of the run, or ``best``, the evaluation where the monitored metric
 (``trainer.monitor``, default R@1 on the first benchmark) was best: what ``best.ckpt`` holds.
@@ -33,6 +39,7 @@ import yaml
 
 from vprlab.evaluation.results import read_results
 from vprlab.tracking.logger import read_metrics
+from vprlab.utils.run_status import ERROR_FILE, read_run_error
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,48 @@ def find_runs(root: str | Path) -> list[Path]:
             if ".hydra" not in folder.parts:
                 found.add(folder)
     return sorted(found)
+
+
+# Written by `vprlab report` beside runs.csv: the failed jobs (job, run_dir, error), read back with it.
+FAILED_CSV = "failed_jobs.csv"
+NO_RECORD = ("no results and no error recorded: the job is still running, or was stopped from outside "
+             "(killed, out of memory, a time limit); see its log in that folder")
+
+
+def find_failed(root: str | Path, runs: list[Path] | None = None) -> list[dict[str, str]]:
+    """Job folders under ``root`` that failed: those holding ``error.txt``, and those with a Hydra config
+    (``.hydra/config.yaml``) but no results (not in ``runs``, the folders :func:`find_runs` found);
+    ``{"job", "run_dir", "error"}`` each, sorted by path."""
+    root = Path(root)
+    runs = find_runs(root) if runs is None else runs
+    with_results = set(runs)
+    folders = {p.parent for p in root.rglob(ERROR_FILE)} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    failed = []
+    for folder in sorted(folders):
+        if ".hydra" in folder.parts:
+            continue
+        error = read_run_error(folder)
+        if error is None and folder in with_results:
+            continue
+        failed.append({"job": _job_name(folder, root), "run_dir": str(folder), "error": error or NO_RECORD})
+    return failed
+
+
+def failed_job_lines(failed: list[dict[str, str]]) -> list[str]:
+    return [f"  {f['job']}: failed: {f['error']}" for f in failed]
+
+
+def failed_jobs_text(failed: list[dict[str, str]], markdown: bool = True) -> str:
+    """The failed jobs as a Markdown section (``markdown``) or as lines for the terminal; "" for none."""
+    if not failed:
+        return ""
+    head = (f"{len(failed)} job{'s' if len(failed) > 1 else ''} failed; the tables hold only what a failed run "
+            "evaluated before it stopped:")
+    if not markdown:
+        return "\n".join([head, *failed_job_lines(failed)])
+    cells = [(f["job"].replace("|", "\\|"), " ".join(f["error"].split()).replace("|", "\\|")) for f in failed]
+    return "\n".join(["## Failed jobs", "", head, "", "| job | error |", "|---|---|",
+                      *(f"| {job} | failed: {error} |" for job, error in cells)]) + "\n"
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -289,8 +338,9 @@ def read_run(folder: str | Path, root: str | Path | None = None, use_wandb: bool
             rows.append({**train_base, "benchmark": None})
         max_epochs = base.get("max_epochs")
         finished = base.get("epochs") is not None and max_epochs is not None and base["epochs"] >= max_epochs
+        error = read_run_error(folder)
         for row in rows:
-            row["status"] = "complete" if finished else "incomplete"
+            row["status"] = f"failed: {error}" if error else "complete" if finished else "incomplete"
     # evaluate.py runs: one row per (model, benchmark) in results.json (or .csv), identified by the weights.
     for result in read_results(folder):
         if str(result.get("status") or "").startswith("skipped"):  # evaluate.py skip_missing=true: no numbers
@@ -317,8 +367,13 @@ def collect_runs(root: str | Path, use_wandb: bool = True, epoch: str = "last") 
         return read_runs_table(root, epoch)
     if epoch not in EPOCH_RULES:
         raise ValueError(f"epoch rule {epoch!r}: use one of {', '.join(EPOCH_RULES)}")
-    rows = [row for folder in find_runs(root) for row in read_run(folder, root, use_wandb=use_wandb, epoch=epoch)]
+    folders = find_runs(root)
+    rows = [row for folder in folders for row in read_run(folder, root, use_wandb=use_wandb, epoch=epoch)]
+    failed = find_failed(root, folders)
     if not rows:
+        if failed:
+            raise FileNotFoundError("\n".join([f"no results under '{root}'; {'every job' if len(failed) > 1 else 'its one job'} failed:",
+                                                *failed_job_lines(failed)]))
         raise FileNotFoundError(
             f"no runs under '{root}' (a run folder holds metrics.jsonl of train.py, results.json/.csv of evaluate.py, "
             "or a W&B offline run)"
@@ -333,6 +388,7 @@ def collect_runs(root: str | Path, use_wandb: bool = True, epoch: str = "last") 
     runs = pd.DataFrame(rows)
     runs.attrs["config_keys"] = varying
     runs.attrs["epoch_rule"] = epoch
+    runs.attrs["failed"] = failed
     return runs
 
 
@@ -352,6 +408,9 @@ def read_runs_table(path: Path, epoch: str = "last") -> pd.DataFrame:
     keys = [c for c in runs.columns if ("." in c and not c.startswith("R@")) or c in IDENTITY_COLUMNS]
     runs.attrs["config_keys"] = [k for k in keys if runs[k].astype(str).nunique() > 1]
     runs.attrs["epoch_rule"] = epoch
+    # The failed jobs the report that wrote this runs.csv listed (FAILED_CSV beside it).
+    failed_csv = path.with_name(FAILED_CSV)
+    runs.attrs["failed"] = pd.read_csv(failed_csv, dtype=str).fillna("").to_dict("records") if failed_csv.is_file() else []
     return runs
 
 
