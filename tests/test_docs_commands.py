@@ -367,7 +367,8 @@ def test_benchmarks_help_is_whole_sentences(capsys):
         main(["benchmarks", "--help"])
     assert exit_.value.code == 0
     description = " ".join(capsys.readouterr().out.split("options:")[0].split("\n", 2)[-1].split())
-    assert description.endswith("(`--no-check`: only whether the root exists).") and "and whether its data is here" in description
+    assert "--no-check``: only whether the root exists)." in description and "and whether its data is here" in description
+    assert description.endswith("or files changed since (``changed: ...``).")
 
 
 def test_hydra_check_catches_a_bad_line(doc_data, monkeypatch):

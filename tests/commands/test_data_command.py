@@ -18,6 +18,7 @@ from vprlab.commands.benchmarks import benchmark_table
 from vprlab.data.download import FolderExistsError
 from vprlab.data.sources import SF_LANDMARK_POSES, SOURCES, config_names, get_source
 from vprlab.data.verify import MANIFEST_NAME
+from vprlab.utils.errors import MissingFileError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(f"{p.parent.name}/{p.stem}" for group in ("dataset", "benchmark") for p in (REPO / "conf" / group).glob("*.yaml"))
@@ -130,6 +131,17 @@ def test_format_dispatches_writes_the_config_root_and_verifies(tmp_path, monkeyp
     row = next(r for r in benchmark_table(data_dir, check=False) if r["name"] == "custom")
     assert row["verified"].startswith("changed: 1 missing: queries/@")
     assert data_cmd.main(["verify", "custom", "--data-dir", str(data_dir), "--no-progress", "--update"]) == 0
+
+
+def test_format_without_from_reads_where_download_put_the_raw_data(tmp_path, monkeypatch):
+    """`vprlab data format NAME` after `vprlab data download NAME`: the raw folder is <data_dir>/raw/NAME."""
+    calls = _fake_formatters(monkeypatch, custom=_utm_benchmark)
+    data_dir = tmp_path / "data"
+    with pytest.raises(MissingFileError, match=r"raw/custom is not a folder.*or name the raw folder with --from"):
+        data_cmd.main(["format", "custom", "--data-dir", str(data_dir), "--no-verify"])
+    raw = _raw(data_dir)  # data_dir/raw/custom
+    assert data_cmd.main(["format", "custom", "--data-dir", str(data_dir), "--no-verify"]) == 0
+    assert calls == [(raw, data_dir / ".custom.formatting")]
 
 
 def test_format_never_overwrites_other_contents(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
     vprlab data list                        every set: how it is obtained, size, terms, present / verified
     vprlab data download NAME [--from-file F]   raw data into <data_dir>/raw/NAME (or --raw DIR)
-    vprlab data format NAME --from RAW [--to DIR]   raw data -> the layout the config reads, then verify
+    vprlab data format NAME [--from RAW] [--to DIR]   raw data -> the layout the config reads, then verify
     vprlab data verify NAME [--update]      counts, ground truth, every image decodes; writes the manifest
 
 NAME is a catalog name (`vprlab data list`) or a config name (``svox_night``). From nothing to a
@@ -158,9 +158,12 @@ def _format(args: argparse.Namespace) -> int:
     source = get_source(args.name)
     formatter_name, config = _format_target(args.name, source)
     fn = _formatters()[formatter_name]
-    raw = Path(args.raw_from).expanduser()
+    raw = Path(args.raw_from).expanduser() if args.raw_from else raw_dir_of(source, args.data_dir)
     if not raw.is_dir():
-        raise MissingFileError(f"--from {raw} is not a folder; put the raw data there (`vprlab data download {source.name}`)")
+        raise MissingFileError(
+            f"--from {raw} is not a folder; put the raw data there (`vprlab data download {source.name}`)"
+            + ("" if args.raw_from else " or name the raw folder with --from")
+        )
     out = Path(args.to) if args.to else Path(_root(config, args.data_dir))
     staging = staging_folder(out, "formatting")
     if staging.exists():
@@ -244,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--from-file", default=None, help="an archive you downloaded yourself (checked and unpacked)")
     fmt = sub.add_parser("format", parents=[common], help="raw data -> the layout the config reads, then verify")
     fmt.add_argument("name")
-    fmt.add_argument("--from", dest="raw_from", metavar="RAW", required=True, help="the raw data folder")
+    fmt.add_argument("--from", dest="raw_from", metavar="RAW", default=None,
+                     help="the raw data folder (default: <data_dir>/raw/NAME, where `download` puts it)")
     fmt.add_argument("--to", default=None, help="output folder (default: the root the config reads)")
     fmt.add_argument("--no-verify", action="store_true", help="do not verify after formatting")
     verify = sub.add_parser("verify", parents=[common], help="counts, ground truth, every image decodes; writes the manifest")
