@@ -9,7 +9,7 @@ import torchvision.transforms.v2 as T2
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from vprlab.data.augment import _FAST_KERNELS, RecipeRandAugment, apply_lut
+from vprlab.data.augment import _FAST_KERNELS, _WARPS, RecipeRandAugment, apply_lut
 
 
 def _images():
@@ -23,10 +23,11 @@ def _images():
     one_flat_channel = noise.clone()
     one_flat_channel[1] = 200
     tiny = torch.from_numpy(rng.integers(0, 256, (3, 2, 5), dtype=np.uint8))  # Sharpness leaves <= 2 rows alone
-    return [channels_last, channels_last.contiguous(), noise, narrow, flat, one_flat_channel, tiny]
+    square = torch.from_numpy(rng.integers(0, 256, (3, 16, 16), dtype=np.uint8))
+    return [channels_last, channels_last.contiguous(), noise, narrow, flat, one_flat_channel, tiny, square]
 
 
-@pytest.mark.parametrize("op", sorted(_FAST_KERNELS))
+@pytest.mark.parametrize("op", sorted(_FAST_KERNELS) + list(_WARPS))
 def test_every_fast_kernel_gives_torchvisions_pixels_bit_for_bit(op):
     reference = T2.RandAugment(interpolation=InterpolationMode.BILINEAR)
     fast = RecipeRandAugment(interpolation=InterpolationMode.BILINEAR)
