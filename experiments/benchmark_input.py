@@ -30,6 +30,8 @@ Paths (``--paths``, comma-separated):
   ``vprlab+normalize`` path adds that step on the CPU).
 - ``pil`` / ``device``: the same with ``dataset.decoder=pil`` / ``device`` (on a CPU machine
   ``device`` decodes in this process: for completeness, not a GPU figure).
+- ``cache``: ``vprlab`` on the resized copy of the folder (``vprlab resize-cache`` to the train
+  size, written next to ``--root`` when missing): the documented setting for GSV-Cities recipes.
 - ``previous``: the pipeline vprlab used before (PIL decode, torchvision v1 PIL ``Resize`` bicubic,
   v1 ``RandAugment`` on the PIL image, ``ToTensor``, ``Normalize``), for reference.
 
@@ -59,7 +61,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PATHS = ("original", "vprlab", "vprlab+normalize", "pil", "device", "previous")
+PATHS = ("original", "vprlab", "vprlab+normalize", "pil", "device", "previous", "cache")
 
 
 # ----------------------------------------------------------------------------- data
@@ -77,6 +79,16 @@ def ensure_data(root: Path, places: int, images_per_place: int, size: tuple[int,
         root.unlink()
     root.symlink_to(paths.gsv_root)
     return root
+
+
+def resized_copy(root: Path, size: int, out: Path | None = None) -> Path:
+    """``vprlab resize-cache`` of ``root`` at ``size`` x ``size`` into ``out`` (default: next to it), written once."""
+    from vprlab.data.resize_cache import resize_tree
+
+    out = out or root.parent / f"{root.name}_{size}"
+    if not (out / "Dataframes").is_dir():
+        resize_tree(root, out, size, workers=1)
+    return out
 
 
 def dataset_config(root: Path, image_size: int, batch_places: int, k: int, **extra) -> dict:
@@ -134,8 +146,9 @@ def make_runner(name: str, args, places: list[int]):
     from vprlab.data.loaders import build_train_loader
 
     cfg_extra = {"pil": {"decoder": "pil"}, "device": {"decoder": "device"}}.get(name, {})
+    root = resized_copy(args.root, args.image_size, args.cache_root) if name == "cache" else args.root
     loader, sampler, dataset = build_train_loader(
-        dataset_config(args.root, args.image_size, args.batch_places, args.k, **cfg_extra), mean=MEAN, std=STD, seed=0)
+        dataset_config(root, args.image_size, args.batch_places, args.k, **cfg_extra), mean=MEAN, std=STD, seed=0)
     sampler.set_epoch(0)
     keys = [key for key in sampler][: len(places)]  # the places, each with its draw seed
     batches = [keys[i:i + args.batch_places] for i in range(0, len(keys) - args.batch_places + 1, args.batch_places)]
@@ -168,12 +181,34 @@ def make_runner(name: str, args, places: list[int]):
     return run
 
 
-def _draw(dataset, key) -> list[int]:
-    """Which of a place's images vprlab draws for ``key`` (the dataset's own rule)."""
+def _draw(dataset, key, with_seed: bool = False):
+    """Which of a place's images vprlab draws for ``key`` (the dataset's own rule), and the seed of
+    its transforms."""
     import numpy as np
 
     rng = np.random.default_rng([dataset.seed, key[0], key[1]])
-    return rng.permutation(len(dataset.place_image_paths(key[0])))[: dataset.img_per_place].tolist()
+    order = rng.permutation(len(dataset.place_image_paths(key[0])))[: dataset.img_per_place].tolist()
+    return (order, int(rng.integers(0, 2**63 - 1))) if with_seed else order
+
+
+def same_images(args, places: int = 4) -> float:
+    """Largest difference (normalised units) between vprlab's default training images and the
+    original pipeline's on the same files and the same RandAugment seed: 0 means the same numbers."""
+    from vprlab.data.loaders import build_train_loader
+
+    loader, sampler, dataset = build_train_loader(
+        dataset_config(args.root, args.image_size, args.batch_places, args.k), mean=MEAN, std=STD, seed=0)
+    sampler.set_epoch(0)
+    original = original_pipeline(args.image_size)
+    worst = 0.0
+    for key in list(sampler)[:places]:
+        ours = loader.normalize(dataset[key][0])
+        order, seed = _draw(dataset, key, with_seed=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the dataset seeds RandAugment once per place, as here
+            theirs = original([dataset.place_image_paths(key[0])[i] for i in order])
+        worst = max(worst, float((ours - theirs).abs().max()))
+    return worst
 
 
 def bench_pipeline(args) -> dict:
@@ -197,7 +232,7 @@ def bench_pipeline(args) -> dict:
             wall[name].append(seen / args.k / (t1 - t0))
             cpu[name].append(seen / args.k / (c1 - c0))
     result = {"places": args.places, "k": args.k, "image_size": args.image_size, "rounds": args.rounds,
-              "threads": torch.get_num_threads(), "paths": {}}
+              "threads": torch.get_num_threads(), "max_abs_diff_vs_original": same_images(args), "paths": {}}
     for name in names:
         entry = {"places_per_s": _spread(wall[name]), "places_per_cpu_s": _spread(cpu[name])}
         if "original" in names and name != "original":
@@ -214,6 +249,8 @@ def _spread(values: list[float]) -> dict:
 def print_pipeline(result: dict) -> None:
     print(f"{result['places']} places x {result['k']} images of 640x480 -> {result['image_size']}x{result['image_size']}, "
           f"{result['rounds']} interleaved rounds, {result['threads']} thread")
+    print(f"vprlab's default training images vs the original's on the same files and seeds: largest difference "
+          f"{result['max_abs_diff_vs_original']:.3g} (normalised units; 0 = the same numbers)")
     print(f"{'path':18s} {'places/s (wall) min/med/max':>30s} {'places/CPU-s med':>17s} {'ratio (wall) min/med/max':>26s} {'ratio (CPU) med':>16s}")
     for name, e in result["paths"].items():
         w, c = e["places_per_s"], e["places_per_cpu_s"]
@@ -306,12 +343,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="GSV-Cities-layout folder (generated when missing)")
     p.add_argument("--generate-places", type=int, default=128, help="places written when --root is generated")
     p.add_argument("--generate-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
+    p.add_argument("--cache-root", type=Path, help="where the resized copy goes (default: <root>_<image-size> next to --root)")
     p.add_argument("--places", type=int, default=64, help="places timed per path per round")
     p.add_argument("--batch-places", type=int, default=16, help="places per batch (P)")
     p.add_argument("-k", type=int, default=4, help="images per place (K)")
     p.add_argument("--image-size", type=int, default=320)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--paths", default="original,vprlab,vprlab+normalize,pil,device,previous")
+    p.add_argument("--paths", default="original,vprlab,vprlab+normalize,pil,device,previous,cache")
     p.add_argument("--only", choices=PATHS, help="time one path (one round, no warm-up): for farm-bench")
     p.add_argument("--json", type=Path, help="also write the results here")
     # --mode train

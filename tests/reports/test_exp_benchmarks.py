@@ -78,3 +78,23 @@ def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
     ])
     for name in ("channels_last", "fold_batchnorm", "both"):
         assert results[f"eval_{name}_max_abs_diff"] < 1e-5 and results[f"eval_{name}_speedup"] > 0
+
+
+def test_input_benchmark_times_every_path_and_computes_the_originals_images(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "input.json"
+    results = _script("benchmark_input").main([
+        "--root", str(tiny_synthetic.gsv_root), "--places", "8", "--batch-places", "4", "--image-size", "32",
+        "--rounds", "2", "--json", str(out), "--cache-root", str(tmp_path / "gsv_32"),
+    ])
+    assert results["max_abs_diff_vs_original"] == 0  # the default path computes the original's transform
+    assert set(results["paths"]) == {"original", "vprlab", "vprlab+normalize", "pil", "device", "previous", "cache"}
+    for name, entry in results["paths"].items():
+        assert entry["places_per_s"]["min"] > 0 and entry["places_per_cpu_s"]["median"] > 0
+        assert ("ratio_wall" in entry) == (name != "original")
+    assert json.loads(out.read_text())["paths"]["vprlab"] == results["paths"]["vprlab"]
+    assert "largest difference 0 " in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "gsv_32" / "Images").iterdir()) == sorted(
+        p.name for p in (tiny_synthetic.gsv_root / "Images").iterdir())  # the resized copy, same layout
+    one = _script("benchmark_input").main(["--root", str(tiny_synthetic.gsv_root), "--places", "4", "--batch-places", "4",
+                                            "--image-size", "32", "--only", "original"])
+    assert one["path"] == "original" and one["places_per_s"] > 0
