@@ -262,11 +262,29 @@ def print_pipeline(result: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- train.py end to end
+def subset_tree(root: Path, places: int, out: Path) -> Path:
+    """A GSV-Cities tree of the first ``places`` places of ``root``'s first city (images linked, not copied),
+    so that one epoch of train.py is exactly the steps to time."""
+    import pandas as pd
+
+    csv = sorted((root / "Dataframes").glob("*.csv"))[0]
+    df = pd.read_csv(csv)
+    keep = sorted(df["place_id"].unique())[:places]
+    if len(keep) < places:
+        raise SystemExit(f"{csv} has {len(keep)} places, fewer than the {places} that --mode train needs")
+    (out / "Dataframes").mkdir(parents=True, exist_ok=True)
+    df[df["place_id"].isin(keep)].to_csv(out / "Dataframes" / csv.name, index=False)
+    (out / "Images").symlink_to((root / "Images").resolve())
+    return out
+
+
 def bench_train(args) -> dict:
     """train.py on the folder (a subprocess, data loaded in the loop) vs the model-only step in process."""
     steps = args.warmup_steps + args.steps
+    tmp_data = tempfile.TemporaryDirectory()
+    data = subset_tree(args.root, steps * args.batch_places, Path(tmp_data.name) / "gsv")
     overrides = [f"backbone={args.backbone}", "backbone.pretrained=false", "aggregator=boq", "dataset=gsv_cities",
-                 f"dataset.root={args.root}", "dataset.cities=null", f"dataset.places_per_batch={args.batch_places}",
+                 f"dataset.root={data}", "dataset.cities=null", f"dataset.places_per_batch={args.batch_places}",
                  f"dataset.img_per_place={args.k}", f"dataset.min_img_per_place={args.k}",
                  f"dataset.image_size=[{args.image_size},{args.image_size}]", f"dataset.num_workers={args.num_workers}",
                  "dataset.persistent_workers=false", "benchmark=[]", "logger=none", "trainer.max_epochs=1",
@@ -284,6 +302,7 @@ def bench_train(args) -> dict:
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rates = [r["train/img_per_s"] for r in rows if "train/img_per_s" in r][args.warmup_steps:steps]
     model_rates = model_only_step(args, overrides)
+    tmp_data.cleanup()
     e2e, model = statistics.median(rates), statistics.median(model_rates)
     return {"end_to_end_img_s": e2e, "model_only_img_s": model, "train_py_seconds": whole,
             "not_model_share": max(0.0, 1 - e2e / model), "steps": len(rates), "overrides": overrides}
@@ -353,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--only", choices=PATHS, help="time one path (one round, no warm-up): for farm-bench")
     p.add_argument("--json", type=Path, help="also write the results here")
     # --mode train
-    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--backbone", default="resnet50", help="--mode train: ResNet50-BoQ at --image-size by default")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--warmup-steps", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)

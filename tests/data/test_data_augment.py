@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2 as T2
+from conftest import requires_cuda
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
@@ -75,3 +76,17 @@ def test_apply_lut_maps_each_channel_through_its_own_table():
     lut = torch.stack([torch.arange(256), 255 - torch.arange(256), torch.full((256,), 9)]).to(torch.uint8)
     out = apply_lut(image, lut)
     assert torch.equal(out[0], image[0]) and torch.equal(out[1], 255 - image[1]) and bool((out[2] == 9).all())
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_on_a_gpu_the_augmentation_equals_torchvisions_there():
+    reference = T2.RandAugment(num_ops=3, magnitude=15, interpolation=InterpolationMode.BILINEAR)
+    fast = RecipeRandAugment(num_ops=3, magnitude=15, interpolation=InterpolationMode.BILINEAR)
+    image = _images()[0].cuda()
+    for seed in range(30):
+        torch.manual_seed(seed)
+        want = reference(image)
+        torch.manual_seed(seed)
+        got = fast(image)
+        assert got.is_cuda and torch.equal(got, want), seed

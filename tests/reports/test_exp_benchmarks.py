@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import REPO
 
 
@@ -98,3 +100,13 @@ def test_input_benchmark_times_every_path_and_computes_the_originals_images(tiny
     one = _script("benchmark_input").main(["--root", str(tiny_synthetic.gsv_root), "--places", "4", "--batch-places", "4",
                                             "--image-size", "32", "--only", "original"])
     assert one["path"] == "original" and one["places_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_input_benchmark_train_mode_compares_train_py_with_the_model_only_step(tiny_synthetic):
+    results = _script("benchmark_input").main([
+        "--mode", "train", "--root", str(tiny_synthetic.gsv_root), "--backbone", "resnet18", "--image-size", "32",
+        "--batch-places", "4", "--steps", "2", "--warmup-steps", "1",
+    ])
+    assert results["steps"] == 2 and results["end_to_end_img_s"] > 0 and results["model_only_img_s"] > 0
+    assert 0 <= results["not_model_share"] < 1

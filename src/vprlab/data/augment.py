@@ -141,12 +141,12 @@ _GRIDS: dict[tuple, torch.Tensor] = {}
 
 def _warp(image: torch.Tensor, transform_id: str, magnitude: float, interpolation: Any) -> torch.Tensor | None:
     """ShearX/Y and Rotate as torchvision computes them (the same inverse matrix, sampling grid and
-    ``grid_sample``), with the grid kept per (operation, magnitude, size): RandAugment's fixed
-    magnitude gives a handful of grids, and building one costs as much as sampling with it."""
+    ``grid_sample``), with the grid kept per (operation, magnitude, size, device): RandAugment's
+    fixed magnitude gives a handful of grids, and building one costs as much as sampling with it."""
     if _affine_grid is None:
         return None
     height, width = image.shape[-2:]
-    key = (transform_id, magnitude, height, width, str(interpolation))
+    key = (transform_id, magnitude, height, width, str(interpolation), str(image.device))
     grid = _GRIDS.get(key)
     if grid is None:
         if transform_id == "Rotate":
@@ -158,7 +158,7 @@ def _warp(image: torch.Tensor, transform_id: str, magnitude: float, interpolatio
             degrees = math.degrees(math.atan(magnitude))
             shear = [degrees, 0.0] if transform_id == "ShearX" else [0.0, degrees]
             matrix = _get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, shear)
-        theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
+        theta = torch.tensor(matrix, dtype=torch.float32, device=image.device).reshape(1, 2, 3)
         grid = _affine_grid(theta, w=width, h=height, ow=width, oh=height)
         if len(_GRIDS) >= 64:
             _GRIDS.clear()
