@@ -109,4 +109,4 @@ def test_input_benchmark_train_mode_compares_train_py_with_the_model_only_step(t
         "--batch-places", "4", "--steps", "2", "--warmup-steps", "1",
     ])
     assert results["steps"] == 2 and results["end_to_end_img_s"] > 0 and results["model_only_img_s"] > 0
-    assert 0 <= results["not_model_share"] < 1
+    assert 0 <= results["not_model_share"] < 1 and results["loader_seconds_per_batch"] > 0 and results["loader_share"] > 0
