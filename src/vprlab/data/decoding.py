@@ -9,11 +9,12 @@
   there. The CPU workers then do almost nothing, which is what a GPU node with few cores per
   GPU needs. On a CPU-only machine it decodes in the main process (for tests, not for speed).
 
-All three decode exactly the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF
-orientation, see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL
-in the worker. All three draw the augmentation from the same per-place seed (see
-``GSVCitiesDataset``) and run the same uint8 tensor transforms (:func:`vprlab.data.transforms.train_transform`)
-on the same pixels, so on a CPU they give identical batches (the decoders may differ by a grey level).
+All three decode the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF orientation,
+see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL in the worker
+(libjpeg-turbo everywhere; two builds may round a pixel one grey level apart). All three draw the
+augmentation from the same per-place seed (see ``GSVCitiesDataset``) and run the same uint8
+tensor transforms (:func:`vprlab.data.transforms.train_transform`), so ``torchvision`` and
+``device`` give identical batches on a CPU.
 """
 
 from __future__ import annotations
