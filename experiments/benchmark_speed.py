@@ -256,7 +256,7 @@ def bench_input_pipeline(args, device: torch.device) -> dict:
         sampler.set_epoch(0)
         start, seen = time.perf_counter(), 0
         for i, (images, _) in enumerate(loader):
-            images = images.to(device, non_blocking=True)
+            images = loader.normalize(images.to(device, non_blocking=True))  # as the trainer does
             if i == args.warmup - 1:  # worker start-up and first batches are not throughput
                 sync(device)
                 start, seen = time.perf_counter(), 0

@@ -71,6 +71,7 @@ def main() -> None:
                 prof.__enter__()
             t0 = time.perf_counter()
             images, labels = next(it)
+            images = loader.normalize(images)  # uint8 from the loader; the trainer normalises on the device
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()

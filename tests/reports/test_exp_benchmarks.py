@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import REPO
 
 
@@ -78,3 +80,33 @@ def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
     ])
     for name in ("channels_last", "fold_batchnorm", "both"):
         assert results[f"eval_{name}_max_abs_diff"] < 1e-5 and results[f"eval_{name}_speedup"] > 0
+
+
+def test_input_benchmark_times_every_path_and_computes_the_originals_images(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "input.json"
+    results = _script("benchmark_input").main([
+        "--root", str(tiny_synthetic.gsv_root), "--places", "8", "--batch-places", "4", "--image-size", "32",
+        "--rounds", "2", "--json", str(out), "--cache-root", str(tmp_path / "gsv_32"),
+    ])
+    assert results["max_abs_diff_vs_original"] == 0  # the default path computes the original's transform
+    assert set(results["paths"]) == {"original", "vprlab", "vprlab+normalize", "pil", "device", "previous", "cache"}
+    for name, entry in results["paths"].items():
+        assert entry["places_per_s"]["min"] > 0 and entry["places_per_cpu_s"]["median"] > 0
+        assert ("ratio_wall" in entry) == (name != "original")
+    assert json.loads(out.read_text())["paths"]["vprlab"] == results["paths"]["vprlab"]
+    assert "largest difference 0 " in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "gsv_32" / "Images").iterdir()) == sorted(
+        p.name for p in (tiny_synthetic.gsv_root / "Images").iterdir())  # the resized copy, same layout
+    one = _script("benchmark_input").main(["--root", str(tiny_synthetic.gsv_root), "--places", "4", "--batch-places", "4",
+                                            "--image-size", "32", "--only", "original"])
+    assert one["path"] == "original" and one["places_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_input_benchmark_train_mode_compares_train_py_with_the_model_only_step(tiny_synthetic):
+    results = _script("benchmark_input").main([
+        "--mode", "train", "--root", str(tiny_synthetic.gsv_root), "--backbone", "resnet18", "--image-size", "32",
+        "--batch-places", "4", "--steps", "2", "--warmup-steps", "1",
+    ])
+    assert results["steps"] == 2 and results["end_to_end_img_s"] > 0 and results["model_only_img_s"] > 0
+    assert 0 <= results["not_model_share"] < 1 and results["loader_seconds_per_batch"] > 0 and results["loader_share"] > 0

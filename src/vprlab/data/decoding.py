@@ -1,19 +1,20 @@
 """How training images are decoded: ``dataset.decoder``.
 
-- ``pil`` (default): PIL decodes and PIL transforms run in the loader workers.
-- ``torchvision``: the workers decode straight to uint8 tensors with libjpeg-turbo
+- ``torchvision`` (default): the workers decode straight to uint8 tensors with libjpeg-turbo
   (TorchCodec when it is installed, ``pip install vprlab[decode]``, else ``torchvision.io``,
-  whose decoders TorchCodec replaces) and run the tensor version of the transforms.
+  whose decoders TorchCodec replaces), as the original BoQ code does, and run the transforms.
+- ``pil``: PIL decodes in the loader workers; the same transforms then run on its pixels.
 - ``device``: the workers only read the encoded bytes (of plain JPEGs; see below); each batch
   is decoded on the training device (nvjpeg on CUDA, many images per call) and transformed
   there. The CPU workers then do almost nothing, which is what a GPU node with few cores per
   GPU needs. On a CPU-only machine it decodes in the main process (for tests, not for speed).
 
-All three decode exactly the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF
-orientation, see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL
-in the worker. All three draw the augmentation from the same per-place seed (see
-``GSVCitiesDataset``), and ``torchvision`` and ``device`` run the same tensor transforms on
-the same pixels, so on a CPU they give identical batches.
+All three decode the pixels PIL decodes: only plain JPEGs (RGB or grey, no EXIF orientation,
+see :func:`plain_jpeg`) take the tensor decoders, anything else is decoded by PIL in the worker
+(libjpeg-turbo everywhere; two builds may round a pixel one grey level apart). All three draw the
+augmentation from the same per-place seed (see ``GSVCitiesDataset``) and run the same uint8
+tensor transforms (:func:`vprlab.data.transforms.train_transform`), so ``torchvision`` and
+``device`` give identical batches on a CPU.
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ class GSVCitiesDataset(Dataset):
         draft_size: (H, W) the images are resized to next; JPEGs are then decoded at a reduced
             scale no smaller than it (``dataset.fast_decode=true`` sets it to the train size).
             PIL decoding only.
-        decoder: ``pil`` (PIL images to ``transform``), ``torchvision`` (uint8 tensors to
-            ``transform``) or ``device`` (items hold the encoded bytes, an
+        decoder: ``torchvision`` (default: uint8 tensors to ``transform``, as the original BoQ
+            code decodes), ``pil`` (PIL images to ``transform``) or ``device`` (items hold the encoded bytes, an
             :class:`~vprlab.data.decoding.EncodedPlace`, decoded and transformed on the training
             device by ``.to(device)``); see :mod:`vprlab.data.decoding`.
     """
@@ -109,7 +109,7 @@ class GSVCitiesDataset(Dataset):
         seed: int = 0,
         bad_image_policy: str = "fail",
         draft_size: Sequence[int] | None = None,
-        decoder: str = "pil",
+        decoder: str = "torchvision",
     ) -> None:
         super().__init__()
         self.decoder = check_decoder(decoder)

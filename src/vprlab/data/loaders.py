@@ -26,7 +26,7 @@ LOADER_DEFAULTS = {
     # num_workers: ${vprlab.cpus:8} in the YAML, the same rule here.
     "places_per_batch": 160, "num_workers": cpus(8), "pin_memory": True, "persistent_workers": True,
     "prefetch_factor": 4, "randaugment_ops": 3, "randaugment_magnitude": 15, "fast_decode": False,
-    "decoder": "pil", "interpolation": "bicubic", "batch_order": "city", "drop_last": False,
+    "decoder": "torchvision", "interpolation": "bicubic", "batch_order": "city", "drop_last": False,
 }
 
 
@@ -55,10 +55,13 @@ def build_train_loader(
     ``world_size`` ranks gets its own batches of ``places_per_batch`` places. With
     ``dataset.decoder=device`` the loader yields still-encoded images: the batch's
     ``.to(device)`` decodes and transforms them there (see :mod:`vprlab.data.decoding`).
+    Images come as uint8 [P*K, 3, H, W]: the train transform's last two steps, float conversion and
+    normalisation with ``mean``/``std``, are ``loader.normalize`` (a ``DeviceNormalize``), which the
+    trainer applies after ``.to(device)`` (4x less data to collate, pass between processes and copy).
     """
     from vprlab.data.decoding import check_decoder
     from vprlab.data.samplers import BATCH_ORDERS, PlaceSampler, collate_places
-    from vprlab.data.transforms import train_transform
+    from vprlab.data.transforms import DeviceNormalize, train_transform
 
     dataset_cfg, loader_cfg = split_dataset_config(cfg)
     if loader_cfg.get("image_size") is None:
@@ -69,7 +72,8 @@ def build_train_loader(
         image_size,
         randaugment_ops=loader_setting(loader_cfg, "randaugment_ops"),
         randaugment_magnitude=loader_setting(loader_cfg, "randaugment_magnitude"),
-        mean=mean, std=std, tensor_input=decoder != "pil", interpolation=loader_setting(loader_cfg, "interpolation"),
+        mean=mean, std=std, interpolation=loader_setting(loader_cfg, "interpolation"),
+        normalize=False,  # uint8 batches: the trainer normalises on the device (DeviceNormalize)
     )
     fast_decode = bool(loader_setting(loader_cfg, "fast_decode"))
     if fast_decode and decoder != "pil":
@@ -121,6 +125,7 @@ def build_train_loader(
         persistent_workers=bool(loader_setting(loader_cfg, "persistent_workers")) and num_workers > 0,
         prefetch_factor=loader_setting(loader_cfg, "prefetch_factor") if num_workers > 0 else None,
     )
+    loader.normalize = DeviceNormalize(mean, std)  # uint8 batch on the device -> the model's input
     return loader, sampler, dataset
 
 

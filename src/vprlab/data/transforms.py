@@ -1,5 +1,8 @@
 """Image transforms for training and evaluation.
 
+Training follows the original BoQ code: uint8 tensors through torchvision v2 (resize, RandAugment),
+float conversion and normalisation last (on the training device, see :func:`train_transform`).
+
 Evaluation follows the BoQ release: the image becomes a tensor first and is then
 resized with bicubic interpolation *and antialiasing*. Published recalls depend on
 this order (a PIL resize or a resize without antialiasing shifts R@1 by a point or
@@ -11,15 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torchvision.transforms as T
+import torchvision.transforms.v2 as T2
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from vprlab.data.augment import RecipeRandAugment
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, ImageSize, as_hw
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "EvalPreprocessing", "ImageSize", "RoundToMultiple", "as_hw", "eval_transform",
-    "train_transform",
+    "IMAGENET_MEAN", "IMAGENET_STD", "DeviceNormalize", "EvalPreprocessing", "ImageSize", "RoundToMultiple", "ToUint8",
+    "as_hw", "eval_transform", "train_transform",
 ]
 
 
@@ -29,33 +36,70 @@ def train_transform(
     randaugment_magnitude: int = 15,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    tensor_input: bool = False,
+    normalize: bool = True,
     interpolation: str = "bicubic",
-) -> T.Compose:
-    """PIL image -> normalised float tensor [3, H, W]: bicubic resize, RandAugment, normalise.
+) -> T2.Compose:
+    """Training image (PIL image or uint8 tensor [3, H, W]) -> the recipe's training image.
 
-    ``interpolation``: the resize's, "bicubic" (BoQ, OpenVPRLab) or "bilinear" (MixVPR, GSV-Cities,
-    SALAD); antialiased either way (PIL always filters). RandAugment's own is bilinear in all of them.
-
-    ``randaugment_ops=0`` disables RandAugment. Its randomness comes from torch's global
-    RNG, which :class:`vprlab.data.gsv_cities.GSVCitiesDataset` seeds per item.
-    ``tensor_input=True`` takes uint8 tensors [3, H, W] instead (the tensor decoders; it runs
-    on whatever device the tensor is on), with an antialiased bicubic resize like PIL's.
+    The original's steps (Bag-of-Queries ``datamodule.py``) on uint8 tensors: torchvision v2
+    ``Resize`` with antialiasing, ``RandAugment(ops, magnitude, bilinear)``
+    (:class:`~vprlab.data.augment.RecipeRandAugment`: the same draws and pixels, faster), then
+    ``ToDtype(float32, scale=True)`` and ``Normalize``. ``interpolation``: the resize's, "bicubic"
+    (BoQ, OpenVPRLab) or "bilinear" (MixVPR, GSV-Cities, SALAD, which resize PIL images; torchvision's
+    antialiased tensor resize follows PIL's filter to within a grey level); RandAugment's own is bilinear
+    in all of them. ``normalize=False`` stops before the last two and returns uint8 [3, H, W]: the
+    training loader does that, and the trainer converts and normalises each batch on the training
+    device (:class:`DeviceNormalize`, the same numbers; a uint8 batch is 4x smaller to collate and
+    copy). ``randaugment_ops=0`` disables RandAugment, whose randomness comes from torch's global RNG
+    (``GSVCitiesDataset`` seeds it per place). Runs on whatever device the tensor is on.
     """
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(f"dataset.interpolation={interpolation!r}; use one of {sorted(_INTERPOLATIONS)}")
-    steps: list = [T.Resize(as_hw(image_size), interpolation=_INTERPOLATIONS[interpolation], antialias=True)]
+    steps: list = [ToUint8(), T2.Resize(as_hw(image_size), interpolation=_INTERPOLATIONS[interpolation], antialias=True)]
     if randaugment_ops > 0:
         steps.append(
-            T.RandAugment(
+            RecipeRandAugment(
                 num_ops=randaugment_ops,
                 magnitude=randaugment_magnitude,
                 interpolation=InterpolationMode.BILINEAR,
             )
         )
-    to_float = T.ConvertImageDtype(torch.float32) if tensor_input else T.ToTensor()  # both divide by 255
-    steps += [to_float, T.Normalize(mean=list(mean), std=list(std))]
-    return T.Compose(steps)
+    if normalize:
+        steps.append(DeviceNormalize(mean, std))
+    return T2.Compose(steps)
+
+
+class ToUint8(torch.nn.Module):
+    """PIL image -> uint8 RGB [3, H, W] (a view of its pixels, channels last in memory, as
+    torchvision's resize returns them); a tensor passes unchanged."""
+
+    def forward(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return image
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+    def __repr__(self) -> str:
+        return "ToUint8()"
+
+
+class DeviceNormalize(torch.nn.Module):
+    """uint8 images [..., 3, H, W] -> float32 ``(x / 255 - mean) / std``: torchvision v2
+    ``ToDtype(float32, scale=True)`` then ``Normalize``, the last steps of the recipe's train
+    transform, run where the batch is (the trainer calls it after ``.to(device)``). A float
+    tensor is taken as already normalised (a custom transform) and passes unchanged, so a batch
+    is normalised exactly once."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            return images
+        return T2.functional.normalize(T2.functional.to_dtype(images, torch.float32, scale=True), self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"DeviceNormalize(mean={self.mean}, std={self.std})"
 
 
 def eval_transform(

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
-from vprlab.data.transforms import EvalPreprocessing
+from vprlab.data.transforms import DeviceNormalize, EvalPreprocessing
 from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
     DistInfo,
@@ -150,7 +150,7 @@ def _train(
         load_published_weights(model, str(cfg.pretrained.name), cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     elif hasattr(model.aggregator, "init_from_features"):
         # Every rank computes the same initialisation (same images, same k-means seed).
-        init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images))
+        init_aggregator_from_data(model, dataset, device, num_images=int(tcfg.aggregator_init_images), normalize=loader.normalize)
 
     # A resumed run drops the rows the interrupted one wrote after this checkpoint: no duplicates.
     logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main,
@@ -207,8 +207,9 @@ def _train(
                                    total=steps_per_epoch, enabled=main)
                 tick, seen = time.perf_counter(), 0
                 for images, labels in bar:
-                    # A tensor, or with dataset.decoder=device encoded images that decode on the device here.
-                    images = images.to(device, non_blocking=True)
+                    # uint8 images (or, with dataset.decoder=device, encoded ones that decode on the device here),
+                    # converted to float and normalised on the device: the train transform's last step.
+                    images = loader.normalize(images.to(device, non_blocking=True))
                     labels = labels.to(device, non_blocking=True)
                     if channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
@@ -293,15 +294,18 @@ def _train(
 
 
 @torch.no_grad()
-def init_aggregator_from_data(model: torch.nn.Module, dataset, device: torch.device, num_images: int) -> None:
+def init_aggregator_from_data(model: torch.nn.Module, dataset, device: torch.device, num_images: int,
+                              normalize: DeviceNormalize | None = None) -> None:
     """Aggregators that start from data (NetVLAD's k-means centroids) get the backbone features
-    of up to ``num_images`` training images, one per place first, drawn reproducibly."""
+    of up to ``num_images`` training images, one per place first, drawn reproducibly
+    (``normalize``: the loader's ``DeviceNormalize``, for the uint8 images the dataset gives)."""
+    normalize = normalize or DeviceNormalize(model.backbone.mean, model.backbone.std)
     was_training = model.training
     model.eval()
     features, seen = [], 0
     for place in range(len(dataset)):
         images, _ = dataset[(place, 0)]
-        features.append(model.backbone(images.to(device)[:1]))  # .to first: encoded images decode there
+        features.append(model.backbone(normalize(images.to(device)[:1])))  # .to first: encoded images decode there
         seen += 1
         if seen >= num_images:
             break
