@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from vprlab.config.checks import validate_train_config
+from vprlab.config.checks import refuse_evaluation_recipe, validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
 from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
+    refuse_evaluation_recipe(cfg)  # +recipe=... (evaluate.py's group) would silently fine-tune its released model
     # train.py pretrained=<name>: the published model's backbone/aggregator; not for ckpt_path=<file>,
     # whose stored config already holds the architecture it trained (ckpt_path=auto checks the two agree).
     if not cfg.get("ckpt_path") or str(cfg.get("ckpt_path")) == "auto":
