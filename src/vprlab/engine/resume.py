@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,8 +39,13 @@ RESUME_SAFE = (
 )
 
 
+def key_in(key: str, patterns: Sequence[str]) -> bool:
+    """Whether dotted ``key`` is one of ``patterns``: an exact key, or a prefix ending in "." (its keys)."""
+    return any(key == pattern or (pattern.endswith(".") and key.startswith(pattern)) for pattern in patterns)
+
+
 def is_resume_safe(key: str) -> bool:
-    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE)
+    return key_in(key, RESUME_SAFE)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,13 +57,25 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def _override_keys(overrides: list[str]) -> list[str]:
+def override_keys(overrides: Sequence[str]) -> list[str]:
     """``["+a.b=1", "aggregator=gem", "~x"]`` -> ``["a.b", "aggregator", "x"]``."""
     keys = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         keys.append(key.split("@", 1)[0])  # group@package=... names the group
     return keys
+
+
+def refuse_overrides(overrides: Sequence[str] | None, patterns: Sequence[str], reason: str, advice: str) -> None:
+    """A ConfigError naming every override of ``overrides`` (the command line's, as Hydra records them)
+    whose key is one of ``patterns`` (:func:`key_in`): ``reason`` says why such a key cannot be honoured
+    ("ckpt_path=X evaluates the stored model"), ``advice`` what to do. None (outside Hydra): nothing."""
+    refused = [o for o, key in zip(overrides or [], override_keys(overrides or [])) if key_in(key, patterns)]
+    if refused:
+        raise ConfigError(
+            f"{reason}, so {', '.join(refused)} cannot be honoured: {'it' if len(refused) == 1 else 'they'} would only "
+            f"make this run's config disagree with what it computes. {advice}"
+        )
 
 
 def command_line_overrides() -> list[str] | None:
@@ -87,7 +104,7 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
     current = _flatten(_resolved(cfg))
     saved = _flatten(stored)
     if overrides is not None:
-        changed = [k for k in _override_keys(overrides)]
+        changed = override_keys(overrides)
     else:
         changed = sorted(k for k in set(current) | set(saved) if current.get(k, "<absent>") != saved.get(k, "<absent>"))
     refused = [k for k in changed if not is_resume_safe(k)]
