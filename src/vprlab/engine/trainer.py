@@ -34,7 +34,7 @@ from vprlab.engine.distributed import (
 from vprlab.engine.grad_cache import grad_cache_backward
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
-from vprlab.engine.resume import prepare_resume
+from vprlab.engine.resume import load_init_weights, prepare_init_from, prepare_resume
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
@@ -68,6 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         apply_published_architecture(cfg)
     # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
     cfg, resume_path, resume_state = prepare_resume(cfg)
+    # init_from=<file>: a new run from its model weights (not when ckpt_path=auto found this run's own checkpoint).
+    init = prepare_init_from(cfg) if resume_state is None else None
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
@@ -76,7 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             device = torch.device("cuda", dist_info.local_rank)
         # This job's peak memory (reset per job: a sweep may run many jobs in one process).
         with PeakMemory(device) as peak:
-            return _train(cfg, device, dist_info, peak, (resume_path, resume_state))
+            return _train(cfg, device, dist_info, peak, (resume_path, resume_state), init)
     finally:
         shutdown(dist_info)
 
@@ -84,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(
     cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory,
     resume: tuple[Path | None, dict[str, Any] | None] = (None, None),
+    init: tuple[Path, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -137,6 +140,10 @@ def _train(
         if (cfg.get("pretrained") or {}).get("name"):  # a fine-tuned published model keeps its method's preprocessing
             model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
 
+    elif init is not None:  # init_from: the weights of a checkpoint or export, strictly; nothing else of it
+        load_init_weights(model, *init)
+        if (cfg.get("pretrained") or {}).get("name"):  # pretrained= gave the architecture: keep its preprocessing
+            model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
     elif (cfg.get("pretrained") or {}).get("name"):  # fine-tuning a published model: its released weights
         load_published_weights(model, str(cfg.pretrained.name), cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     elif hasattr(model.aggregator, "init_from_features"):
