@@ -97,6 +97,7 @@ def validate_train_values(cfg: DictConfig) -> None:
     _number(cfg, "trainer.grad_clip", minimum=0, optional=True, hint="null (or 0) means no clipping")
     _number(cfg, "trainer.checkpoint_every_n_steps", integer=True, minimum=1, optional=True, hint="null: once per epoch")
     _number(cfg, "trainer.max_nonfinite_steps", integer=True, minimum=1)
+    _number(cfg, "trainer.num_threads", integer=True, minimum=1, optional=True, hint="null: torch's default thread count")
     _number(cfg, "trainer.grad_cache_chunk", integer=True, minimum=1, optional=True,
             hint="images per gradient-caching chunk; null: the plain step")
     _recall_ks(cfg, "trainer.recall_ks")

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # stretches with it; warmup_multistep with fixed milestones does not).
 RESUME_SAFE = (
     "ckpt_path", "allow_unsafe_pickle", "paths.", "logger", "logger.", "hydra.",
-    "trainer.max_epochs", "trainer.device", "trainer.eval_batch_size", "trainer.log_every_n_steps",
+    "trainer.max_epochs", "trainer.device", "trainer.num_threads", "trainer.eval_batch_size", "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps", "trainer.eval_every_n_epochs",
     "dataset.num_workers", "dataset.persistent_workers", "dataset.pin_memory", "dataset.prefetch_factor",
     "dataset.root",

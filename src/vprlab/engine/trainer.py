@@ -50,7 +50,7 @@ from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
-from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
+from vprlab.utils.seed import rng_state, seed_everything, set_num_threads, set_rng_state
 from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def _train(
     tcfg = cfg.trainer
     # seed + rank: ranks draw different randomness; DDP copies rank 0's initial weights to all.
     seed_everything(int(cfg.seed) + dist_info.rank, deterministic=bool(tcfg.deterministic))
+    set_num_threads(tcfg.get("num_threads"))  # the result on a CPU depends on it (conf/trainer/default.yaml)
     precision = Precision.from_config(tcfg.precision, device)
 
     model = build_model(cfg.backbone, cfg.aggregator).to(device)

@@ -18,6 +18,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_num_threads(count: int | None) -> None:
+    """Run torch's CPU operations (and faiss's search) on ``count`` threads; None: leave the defaults.
+
+    Results depend on it: a parallel float reduction (BatchNorm statistics, a convolution's weight
+    gradient, oneDNN's NHWC convolutions) is summed in per-thread pieces, so another thread count
+    rounds differently and a training run drifts apart from the same run on another machine."""
+    if count is None:
+        return
+    torch.set_num_threads(int(count))
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        return
+    faiss.omp_set_num_threads(int(count))
+
+
 def rng_state() -> dict:
     """Every generator's state as tensors and plain Python types (a checkpoint loads it weights-only)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
