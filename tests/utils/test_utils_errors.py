@@ -102,6 +102,28 @@ def test_hydra_errors_before_the_run_exit_2_failures_inside_it_keep_1(monkeypatc
     assert done.value.code == 2
 
 
+@pytest.mark.parametrize("config_name", ["train", "evaluate"])
+def test_hydra_marks_the_run_started_once_the_command_line_is_composed(config_name, tmp_path, monkeypatch):
+    """A sweep on a launcher (SLURM) runs its jobs elsewhere: the start is marked by a Hydra callback in the
+    parent, so a job's failure reported there stays status 1."""
+    from hydra.utils import instantiate
+
+    import vprlab.utils.errors as errors
+
+    cfg = compose_config(config_name, [f"paths.output_dir={tmp_path}"], hydra=True)
+    callback = instantiate(cfg.hydra.callbacks.vprlab_run_started)
+    monkeypatch.setattr(errors, "_task_started", False)
+    callback.on_multirun_start(config=cfg)
+    assert errors._task_started is True
+
+    def job_failed_on_the_launcher():
+        raise SystemExit(1)
+
+    with pytest.raises(SystemExit) as done:
+        errors.run_hydra_app(job_failed_on_the_launcher)
+    assert done.value.code == 1
+
+
 def test_the_debug_switch_lets_the_traceback_through(monkeypatch, capsys):
     monkeypatch.setenv("VPRLAB_DEBUG", "1")
     with pytest.raises(ConfigError, match="bad"):
