@@ -50,7 +50,7 @@ from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
-from vprlab.utils.seed import rng_state, seed_everything, set_num_threads, set_rng_state
+from vprlab.utils.seed import cpu_threads, rng_state, seed_everything, set_rng_state
 from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        # This job's peak memory (reset per job: a sweep may run many jobs in one process).
-        with PeakMemory(device) as peak:
+        # This job's peak memory (reset per job: a sweep may run many jobs in one process); its CPU thread
+        # count, on which a CPU run's numbers depend (trainer.num_threads, null: as it is).
+        with PeakMemory(device) as peak, cpu_threads(cfg.trainer.get("num_threads")):
             return _train(cfg, device, dist_info, peak, (resume_path, resume_state), init)
     finally:
         shutdown(dist_info)
@@ -99,7 +100,6 @@ def _train(
     tcfg = cfg.trainer
     # seed + rank: ranks draw different randomness; DDP copies rank 0's initial weights to all.
     seed_everything(int(cfg.seed) + dist_info.rank, deterministic=bool(tcfg.deterministic))
-    set_num_threads(tcfg.get("num_threads"))  # the result on a CPU depends on it (conf/trainer/default.yaml)
     precision = Precision.from_config(tcfg.precision, device)
 
     model = build_model(cfg.backbone, cfg.aggregator).to(device)
