@@ -136,6 +136,7 @@ def refuse_evaluation_recipe(cfg: DictConfig) -> None:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
+    refuse_evaluation_recipe(cfg)  # +recipe=... (evaluate.py's group) would silently fine-tune its released model
     validate_train_values(cfg)
     check_component_keys(cfg)  # keys vs the classes' __init__ (a swapped preset)
     validate_model_sizes(cfg)

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from vprlab.config.checks import refuse_evaluation_recipe, validate_train_config
+from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
 from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
@@ -61,15 +61,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg`` is the composed ``train.yaml``; ``cfg.paths.output_dir`` is the run folder.
     Under torchrun every rank calls this; rank 0 alone logs, evaluates and writes files.
     """
-    refuse_evaluation_recipe(cfg)  # +recipe=... (evaluate.py's group) would silently fine-tune its released model
     # train.py pretrained=<name>: the published model's backbone/aggregator; not for ckpt_path=<file>,
     # whose stored config already holds the architecture it trained (ckpt_path=auto checks the two agree).
     if not cfg.get("ckpt_path") or str(cfg.get("ckpt_path")) == "auto":
         apply_published_architecture(cfg)
     # ckpt_path=<file>: the stored run's config (only resume-safe overrides), checked before anything is built.
     cfg, resume_path, resume_state = prepare_resume(cfg)
-    # init_from=<file>: a new run from its model weights (not when ckpt_path=auto found this run's own checkpoint).
-    init = prepare_init_from(cfg) if resume_state is None else None
     validate_train_config(cfg)
     device = resolve_device(str(cfg.trainer.device))
     dist_info = init_distributed(device.type)
@@ -79,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # This job's peak memory (reset per job: a sweep may run many jobs in one process); its CPU thread
         # count, on which a CPU run's numbers depend (trainer.num_threads, null: as it is).
         with PeakMemory(device) as peak, cpu_threads(cfg.trainer.get("num_threads")):
-            return _train(cfg, device, dist_info, peak, (resume_path, resume_state), init)
+            return _train(cfg, device, dist_info, peak, (resume_path, resume_state))
     finally:
         shutdown(dist_info)
 
@@ -87,8 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(
     cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory,
     resume: tuple[Path | None, dict[str, Any] | None] = (None, None),
-    init: tuple[Path, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    # init_from=<file>: a new run from its model weights, checked before anything is built or written
+    # (not when ckpt_path=auto found this run's own checkpoint: that run continues).
+    init = prepare_init_from(cfg) if resume[1] is None else None
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
     resolved = OmegaConf.to_container(cfg, resolve=True)
