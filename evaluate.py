@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from vprlab.commands.evaluate import run_evaluation
 from vprlab.config.checks import validate_evaluate_values
-from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
+from vprlab.utils.errors import exit_on_user_error, run_hydra_app
 from vprlab.utils.run_status import record_failure
 
 
@@ -21,5 +21,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    enable_debug_tracebacks()  # VPRLAB_DEBUG=1: the full traceback, Hydra's too
-    main()
+    # Exit 2 on Hydra's command-line errors too (an unknown key or option); VPRLAB_DEBUG=1: full tracebacks.
+    run_hydra_app(main)

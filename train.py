@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vprlab.engine.trainer import train
-from vprlab.utils.errors import enable_debug_tracebacks, exit_on_user_error
+from vprlab.utils.errors import exit_on_user_error, run_hydra_app
 from vprlab.utils.run_status import record_failure
 
 log = logging.getLogger(__name__)
@@ -44,5 +44,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    enable_debug_tracebacks()  # VPRLAB_DEBUG=1: the full traceback, Hydra's too
-    main()
+    # Exit 2 on Hydra's command-line errors too (an unknown key or option); VPRLAB_DEBUG=1: full tracebacks.
+    run_hydra_app(main)

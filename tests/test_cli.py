@@ -37,11 +37,33 @@ def test_train_then_evaluate_from_the_command_line(tiny_synthetic, tmp_path):
 
 def test_bad_override_fails_with_hydra_message(tmp_path):
     result = _run([str(REPO / "train.py"), "backbone=resnet5O", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2  # a user error, as documented (Hydra itself exits 1)
     assert "Could not find 'backbone/resnet5O'" in result.stderr and "resnet50" in result.stderr
 
 
 def test_misspelled_key_is_rejected_before_training(tmp_path):
     result = _run([str(REPO / "train.py"), "trainer.max_epoch=3", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Could not override 'trainer.max_epoch'" in result.stderr and "not in struct" in result.stderr
+
+
+def test_evaluate_py_command_line_errors_exit_2_with_hydra_message(tmp_path):
+    typo = _run([str(REPO / "evaluate.py"), "batch_sise=8", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert typo.returncode == 2 and "Could not override 'batch_sise'" in typo.stderr
+
+
+def test_train_help_says_recipe_is_evaluate_only(tmp_path):
+    result = _run([str(REPO / "train.py"), "--help"], cwd=tmp_path)
+    assert result.returncode == 0
+    groups = result.stdout.split("== Config ==")[0]
+    assert "recipe: reproduce_boq" in groups  # Hydra lists every group of conf/ ...
+    assert "(recipe: evaluation recipes for evaluate.py only, `python evaluate.py recipe=<option>`; train.py refuses" in groups
+
+
+def test_train_py_refuses_a_recipe_added_with_plus(tmp_path):
+    """Hydra answers `recipe=...` with "use +recipe=..."; that must not fine-tune the recipe's released model."""
+    result = _run([str(REPO / "train.py"), "+recipe=reproduce_boq_resnet50", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("train.py: configuration error: recipe=reproduce_boq_resnet50 is evaluation-only")
+    assert "python evaluate.py recipe=reproduce_boq_resnet50" in result.stderr
+    assert not (tmp_path / "train").exists() or not list((tmp_path / "train").rglob("*.ckpt"))

@@ -87,7 +87,7 @@ def test_export_cli(trained, tmp_path, capsys) -> None:
     assert main(["export", str(ckpt), str(tmp_path / "a.pth")]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {tmp_path / 'a.pth'}: resnet18 + BoQ" in printed and "output_dim=128" in printed
-    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "b.pth")]) == 1
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "b.pth")]) == 2  # a user error
     assert "missing.ckpt' does not exist" in capsys.readouterr().err
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

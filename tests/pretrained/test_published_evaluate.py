@@ -211,9 +211,9 @@ def test_models_list_and_download(cosplace_file, monkeypatch, tmp_path, capsys) 
     assert lines["mixvpr_resnet50_4096"][:6] == ["mixvpr_resnet50_4096", "MixVPR", "ResNet50", "4096", "320x320", "no"]
     assert lines["salad_dinov2_8448"][2] == "DINOv2-ViT-B/14" and lines["salad_dinov2_8448"][-1].endswith("dino_salad.ckpt")
     assert main(["download", NAME]) == 0 and capsys.readouterr().out.strip() == str(tmp_path / "hub" / "checkpoints" / cosplace_file.name)
-    assert main(["download", "convap_resnet50_4096"]) == 1
+    assert main(["download", "convap_resnet50_4096"]) == 2  # no URL: the user fetches it (a MissingFileError)
     assert "Google Drive folder 1VYPw9uGD11NgiGFgfWueLt3noJYOIuhL" in capsys.readouterr().err
-    assert main(["download", "nope"]) == 1 and "unknown published model 'nope'" in capsys.readouterr().err
+    assert main(["download", "nope"]) == 2 and "unknown published model 'nope'" in capsys.readouterr().err
 
 
 def test_fine_tuning_keeps_component_overrides_and_refuses_another_architecture(tmp_path, monkeypatch) -> None:

@@ -43,6 +43,87 @@ def test_a_wrapped_user_error_is_found_and_other_errors_keep_their_traceback(cap
             1 / 0
 
 
+def test_a_multi_line_message_keeps_its_list_and_joins_wrapped_lines(capsys, monkeypatch):
+    """evaluate.py's list of missing inputs: one line per item (it arrived as one 3,000-character line)."""
+    monkeypatch.delenv("VPRLAB_DEBUG", raising=False)
+    message = ("2 inputs of this evaluation are missing (nothing was loaded):\n"
+               "  - benchmark pitts30k_test: benchmark root /d/Pittsburgh does not exist\n"
+               "  - benchmark nordland: benchmark root /d/Nordland does not exist; a long item\n"
+               "    wrapped in the source\n"
+               "`vprlab benchmarks` lists every benchmark; docs/evaluation.md says where to\n"
+               "   download each.\n\nA second paragraph.")
+    with pytest.raises(SystemExit):
+        with exit_on_user_error("evaluate.py"):
+            raise MissingFileError(message)
+    assert capsys.readouterr().err.splitlines() == [
+        "evaluate.py: missing file: 2 inputs of this evaluation are missing (nothing was loaded):",
+        "  - benchmark pitts30k_test: benchmark root /d/Pittsburgh does not exist",
+        "  - benchmark nordland: benchmark root /d/Nordland does not exist; a long item wrapped in the source",
+        "`vprlab benchmarks` lists every benchmark; docs/evaluation.md says where to download each.",
+        "",
+        "A second paragraph.",
+        "(VPRLAB_DEBUG=1 shows the full traceback)",
+    ]
+
+
+def test_hydra_errors_before_the_run_exit_2_failures_inside_it_keep_1(monkeypatch):
+    """Hydra prints its command-line errors (unknown key, group, option) and exits 1 before the task starts;
+    run_hydra_app makes that the documented 2. A failure once the task has started stays 1."""
+    import vprlab.utils.errors as errors
+
+    monkeypatch.delenv("VPRLAB_DEBUG", raising=False)
+    monkeypatch.setattr(errors, "_task_started", False)
+
+    def hydra_composition_error():
+        raise SystemExit(1)  # what Hydra's run_and_report does after printing "Could not override ..."
+
+    with pytest.raises(SystemExit) as done:
+        errors.run_hydra_app(hydra_composition_error)
+    assert done.value.code == 2
+
+    def crash_inside_the_task():
+        with exit_on_user_error("train.py"):
+            pass  # the task started ...
+        raise SystemExit(1)  # ... and failed (Hydra reports the exception and exits 1)
+
+    with pytest.raises(SystemExit) as done:
+        errors.run_hydra_app(crash_inside_the_task)
+    assert done.value.code == 1
+
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.setattr(errors, "_task_started", False)
+
+    def raised_with_full_error():  # VPRLAB_DEBUG=1 sets HYDRA_FULL_ERROR: Hydra raises instead
+        raise ConfigCompositionException("Could not override 'trainer.max_epoch'")
+
+    with pytest.raises(SystemExit) as done:
+        errors.run_hydra_app(raised_with_full_error)
+    assert done.value.code == 2
+
+
+@pytest.mark.parametrize("config_name", ["train", "evaluate"])
+def test_hydra_marks_the_run_started_once_the_command_line_is_composed(config_name, tmp_path, monkeypatch):
+    """A sweep on a launcher (SLURM) runs its jobs elsewhere: the start is marked by a Hydra callback in the
+    parent, so a job's failure reported there stays status 1."""
+    from hydra.utils import instantiate
+
+    import vprlab.utils.errors as errors
+
+    cfg = compose_config(config_name, [f"paths.output_dir={tmp_path}"], hydra=True)
+    callback = instantiate(cfg.hydra.callbacks.vprlab_run_started)
+    monkeypatch.setattr(errors, "_task_started", False)
+    callback.on_multirun_start(config=cfg)
+    assert errors._task_started is True
+
+    def job_failed_on_the_launcher():
+        raise SystemExit(1)
+
+    with pytest.raises(SystemExit) as done:
+        errors.run_hydra_app(job_failed_on_the_launcher)
+    assert done.value.code == 1
+
+
 def test_the_debug_switch_lets_the_traceback_through(monkeypatch, capsys):
     monkeypatch.setenv("VPRLAB_DEBUG", "1")
     with pytest.raises(ConfigError, match="bad"):

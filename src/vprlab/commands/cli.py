@@ -53,10 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from importlib import import_module
 
     run: Callable[[list[str]], Any] = import_module(SUBCOMMANDS[name][0]).main
-    with exit_on_user_error(f"vprlab {name}"):  # a user mistake: one paragraph on stderr, SystemExit(2)
+    with exit_on_user_error(f"vprlab {name}"):  # a user mistake: its message on stderr, SystemExit(2)
         result = run(rest)
-    # Subcommands return an exit status, or a value (synth returns the paths it wrote): success.
-    return result if isinstance(result, int) else 0
+    return exit_status(result)
+
+
+def exit_status(result: Any) -> int:
+    """The exit status of a subcommand's ``main(argv)`` result: 0 success, 1 failure, 2 user error.
+    None or a value that is not a status (synth returns the paths it wrote) is a success; an int is a
+    status only when it is one of those three (a count returned by mistake must not become the status)."""
+    if isinstance(result, int) and not isinstance(result, bool) and result in (0, 1, 2):
+        return result
+    return 0
 
 
 def repo_conf_dir() -> Path:

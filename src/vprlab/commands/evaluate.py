@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vprlab.commands.benchmarks import benchmark_hint
 from vprlab.config.composition import check_component_keys
 from vprlab.engine.checkpoint import load_checkpoint
+from vprlab.engine.resume import command_line_overrides, refuse_overrides
 from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
     check_unique_names,
@@ -97,6 +98,37 @@ def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
         return model, name, file_hash(cfg.weights_path)
     log.warning("no ckpt_path or weights_path given: evaluating an untrained model")
     return model, name, state_dict_hash(model.state_dict())
+
+
+# The keys that describe the model: with ckpt_path= or pretrained= the file's own architecture is built,
+# so a value given for one of them would be recorded in the run's config without being used.
+MODEL_KEYS = ("backbone", "backbone.", "aggregator", "aggregator.")
+
+
+def refuse_unused_model_overrides(cfg: DictConfig, overrides: Sequence[str] | None) -> None:
+    """Before anything is loaded: with ``ckpt_path=`` (the stored model) or ``pretrained=`` (the released
+    architecture), a command-line override of the backbone or aggregator (``aggregator=gem``,
+    ``aggregator.num_queries=64``, ``backbone.eval_image_size=...``) would be ignored while the run's
+    ``.hydra/config.yaml`` records it; it is refused, naming it. ``overrides``: the command line's
+    (:func:`command_line_overrides`; None outside Hydra: nothing to check). Overrides of what evaluation
+    does (benchmarks and their image sizes, batch size, device, precision...) stay allowed."""
+    if cfg.get("ckpt_path") and cfg.get("weights_path"):
+        raise ConfigError("ckpt_path= and weights_path= both name the weights; set only one of them")
+    sizes = "to evaluate at another image size, set benchmark.<name>.image_size=[H,W]"
+    if cfg.get("ckpt_path"):
+        refuse_overrides(
+            overrides, MODEL_KEYS, f"ckpt_path={cfg.ckpt_path} evaluates the model stored in the checkpoint (its "
+            "backbone and aggregator, as trained)",
+            f"Drop them; {sizes}; to evaluate another model, pass its own checkpoint, or weights_path= with "
+            "backbone=/aggregator= (without ckpt_path)",
+        )
+    elif cfg.get("pretrained") and cfg.pretrained.get("name"):
+        name = cfg.pretrained.name
+        refuse_overrides(
+            overrides, MODEL_KEYS, f"pretrained={name} evaluates the released architecture of {name}",
+            f"Drop them; {sizes} (or pretrained.protocol=...); to train a variant of it, use "
+            f"`python train.py pretrained={name} backbone.KEY=VALUE ...`",
+        )
 
 
 def _size_text(size: Any) -> str:
@@ -293,6 +325,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
 
     Settings are read from ``cfg`` as conf/evaluate.yaml gives them, without defaults of their own here:
     a key missing from a hand-made config is an error, not a silently different value."""
+    refuse_unused_model_overrides(cfg, command_line_overrides())
     if not cfg.get("pretrained") and not cfg.get("ckpt_path"):
         # The model comes from the backbone / aggregator groups: check their keys before anything is built.
         check_component_keys(cfg)

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vprlab.config.composition import check_component_keys
+from vprlab.config.composition import check_component_keys, group_choice
 from vprlab.models.backbones.dinov2 import check_image_size
 from vprlab.models.spec import Aggregator, component_class
 from vprlab.utils.errors import ConfigError, MissingFileError
@@ -97,6 +97,7 @@ def validate_train_values(cfg: DictConfig) -> None:
     _number(cfg, "trainer.grad_clip", minimum=0, optional=True, hint="null (or 0) means no clipping")
     _number(cfg, "trainer.checkpoint_every_n_steps", integer=True, minimum=1, optional=True, hint="null: once per epoch")
     _number(cfg, "trainer.max_nonfinite_steps", integer=True, minimum=1)
+    _number(cfg, "trainer.num_threads", integer=True, minimum=1, optional=True, hint="null: torch's default thread count")
     _number(cfg, "trainer.grad_cache_chunk", integer=True, minimum=1, optional=True,
             hint="images per gradient-caching chunk; null: the plain step")
     _recall_ks(cfg, "trainer.recall_ks")
@@ -118,7 +119,24 @@ def validate_evaluate_values(cfg: DictConfig) -> None:
         raise ConfigError(f"cache_dtype={dtype!r} must be float32 or float16")
 
 
+def refuse_evaluation_recipe(cfg: DictConfig) -> None:
+    """``train.py +recipe=<name>``: the recipes of conf/recipe/ are evaluation setups (a released model,
+    its paper's benchmarks, ``compare_with_paper``) that only evaluate.py composes; train.py refuses
+    one instead of silently fine-tuning its released model. Found by Hydra's record of the group, or,
+    without one, by the evaluation-only key a recipe sets."""
+    recipe = group_choice(cfg, "recipe")
+    if not recipe and "compare_with_paper" not in cfg:
+        return
+    what = f"recipe={recipe}" if recipe else f"compare_with_paper={cfg.get('compare_with_paper')}"
+    raise ConfigError(
+        f"{what} is evaluation-only (conf/recipe/ and compare_with_paper belong to evaluate.py); train.py "
+        f"does not train with it. Evaluate with `python evaluate.py {'recipe=' + recipe if recipe else what}`; to "
+        "fine-tune a released model use `python train.py pretrained=<name>` (`vprlab models list`)"
+    )
+
+
 def validate_train_config(cfg: DictConfig) -> None:
+    refuse_evaluation_recipe(cfg)  # +recipe=... (evaluate.py's group) would silently fine-tune its released model
     validate_train_values(cfg)
     check_component_keys(cfg)  # keys vs the classes' __init__ (a swapped preset)
     validate_model_sizes(cfg)

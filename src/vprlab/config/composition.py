@@ -86,6 +86,14 @@ def _experiment_sets(hydra: Any, experiment: str, dotted: str) -> bool | None:
     return None
 
 
+def group_choice(cfg: Any, group: str) -> str | None:
+    """The option of config group ``group`` this run composed (``recipe=reproduce_boq_dinov2`` ->
+    ``"reproduce_boq_dinov2"``), from Hydra's record of the run; None when none was chosen or unknown."""
+    choices = _select(_hydra_node(cfg), "runtime.choices", {}) or {}
+    choice = choices.get(group) if hasattr(choices, "get") else None
+    return str(choice) if choice else None
+
+
 def _component(group: str, target: str, hydra: Any) -> str:
     """``aggregator=gem (vprlab...GeM)`` when the group was chosen by name, else the target alone."""
     choices = _select(hydra, "runtime.choices", {}) or {}

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from vprlab.data.benchmark import Benchmark, _as_positive_arrays, _require_file
+from vprlab.data.synthetic import SyntheticConfig
 from vprlab.utils.errors import DataError, MissingFileError
 from vprlab.utils.images import as_hw
 from vprlab.utils.io import load_npy
@@ -557,9 +558,13 @@ def load_npy_benchmark(
     files = [f"{prefix}_dbImages.npy", f"{prefix}_qImages.npy", f"{prefix}_{gt_suffix}.npy"]
     if query_index_suffix:
         files.append(f"{prefix}_{query_index_suffix}.npy")
+    # Only the synthetic benchmark is generated here; a real one (Pitts30k, Nordland...) is downloaded.
+    get = ("generate it with `vprlab synth --root <data_dir>/synthetic` (or `make quickstart`)"
+           if name == SyntheticConfig.benchmark_name else
+           "get the data as docs/evaluation.md's benchmark table says (`vprlab benchmarks` lists the roots)")
     hint = (
         f"the .npy benchmark {name!r} needs {', '.join(files)} in {lists} and the images under {root}; "
-        "fix the benchmark root (or lists_dir/prefix), or run `make quickstart` for the synthetic benchmark"
+        f"fix the benchmark root (or lists_dir/prefix), or {get}"
     )
     if not root.is_dir():
         raise MissingFileError(f"benchmark root {root} does not exist; {hint}")

@@ -1,5 +1,7 @@
-"""Cache a GSV-Cities tree resized to the training size: the same layout (Dataframes/ copied,
-Images/<city>/<same names>.jpg), so training only swaps ``dataset.root``.
+"""A resized copy of a GSV-Cities tree, for faster data loading.
+
+The copy has the same layout (Dataframes/ copied, Images/<city>/<same names>.jpg) at the training
+size, so training only swaps `dataset.root`:
 
     vprlab resize-cache --src /data/gsv-cities --dst /data/gsv-cities-320 --size 320 320
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -61,18 +64,19 @@ def resize_tree(src: str | Path, dst: str | Path, size: int | tuple[int, int], q
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vprlab resize-cache", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="vprlab resize-cache", description="\n\n".join(__doc__.split("\n\n")[:3]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="GSV-Cities root (Dataframes/, Images/)")
     p.add_argument("--dst", required=True, help="where the resized copy goes")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True, help="the training size")
-    p.add_argument("--quality", type=int, default=95)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the resized images (default: 95)")
+    p.add_argument("--workers", type=int, default=4, help="resizing processes (default: 4)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     written = resize_tree(args.src, args.dst, tuple(args.size), args.quality, args.workers)
     print(f"{written} images written to {args.dst} in {time.perf_counter() - start:.1f}s; train with dataset.root={args.dst}")
-    return written
+    return 0  # the exit status (not the count: `vprlab` exits with what main returns)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,11 @@ deep inside ``load_state_dict``.
 ``ckpt_path=auto`` continues this run folder's own checkpoint with the config of this run (a requeued
 job starts with the same command line); the model it describes must be the stored one.
 
+``init_from=<file>`` is not a resume: a NEW run (its own folder, epoch 0, a fresh optimizer and
+schedule) starts from the model weights of a checkpoint or a `vprlab models export`, whose stored
+architecture must be this run's (:func:`prepare_init_from`). A requeued job of such a run
+(``ckpt_path=auto``) continues its own checkpoint once it has one.
+
 Which keys were overridden: under Hydra, the command line's overrides; without Hydra (a config made
 in Python), every key whose value differs from the stored config.
 """
@@ -18,12 +23,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.checkpointer import load_resume_checkpoint
-from vprlab.utils.errors import ConfigError
+from vprlab.pretrained.layouts import describe_differences
+from vprlab.pretrained.load import read_export_sidecar, sidecar_path
+from vprlab.utils.errors import ConfigError, DataError
+from vprlab.utils.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +42,20 @@ log = logging.getLogger(__name__)
 # stretches with it; warmup_multistep with fixed milestones does not).
 RESUME_SAFE = (
     "ckpt_path", "allow_unsafe_pickle", "paths.", "logger", "logger.", "hydra.",
-    "trainer.max_epochs", "trainer.device", "trainer.eval_batch_size", "trainer.log_every_n_steps",
+    "trainer.max_epochs", "trainer.device", "trainer.num_threads", "trainer.eval_batch_size", "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps", "trainer.eval_every_n_epochs",
     "dataset.num_workers", "dataset.persistent_workers", "dataset.pin_memory", "dataset.prefetch_factor",
     "dataset.root",
 )
 
 
+def key_in(key: str, patterns: Sequence[str]) -> bool:
+    """Whether dotted ``key`` is one of ``patterns``: an exact key, or a prefix ending in "." (its keys)."""
+    return any(key == pattern or (pattern.endswith(".") and key.startswith(pattern)) for pattern in patterns)
+
+
 def is_resume_safe(key: str) -> bool:
-    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE)
+    return key_in(key, RESUME_SAFE)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,13 +67,25 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def _override_keys(overrides: list[str]) -> list[str]:
+def override_keys(overrides: Sequence[str]) -> list[str]:
     """``["+a.b=1", "aggregator=gem", "~x"]`` -> ``["a.b", "aggregator", "x"]``."""
     keys = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         keys.append(key.split("@", 1)[0])  # group@package=... names the group
     return keys
+
+
+def refuse_overrides(overrides: Sequence[str] | None, patterns: Sequence[str], reason: str, advice: str) -> None:
+    """A ConfigError naming every override of ``overrides`` (the command line's, as Hydra records them)
+    whose key is one of ``patterns`` (:func:`key_in`): ``reason`` says why such a key cannot be honoured
+    ("ckpt_path=X evaluates the stored model"), ``advice`` what to do. None (outside Hydra): nothing."""
+    refused = [o for o, key in zip(overrides or [], override_keys(overrides or [])) if key_in(key, patterns)]
+    if refused:
+        raise ConfigError(
+            f"{reason}, so {', '.join(refused)} cannot be honoured: {'it' if len(refused) == 1 else 'they'} would only "
+            f"make this run's config disagree with what it computes. {advice}"
+        )
 
 
 def command_line_overrides() -> list[str] | None:
@@ -87,7 +114,7 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
     current = _flatten(_resolved(cfg))
     saved = _flatten(stored)
     if overrides is not None:
-        changed = [k for k in _override_keys(overrides)]
+        changed = override_keys(overrides)
     else:
         changed = sorted(k for k in set(current) | set(saved) if current.get(k, "<absent>") != saved.get(k, "<absent>"))
     refused = [k for k in changed if not is_resume_safe(k)]
@@ -120,16 +147,87 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
     return merged
 
 
-def _check_same_model(cfg: DictConfig, stored: dict[str, Any], path: Path) -> None:
+def model_differences(cfg: DictConfig, stored: dict[str, Any], ignore: Sequence[str] = ("backbone.pretrained",)) -> list[str]:
+    """The backbone./aggregator. keys whose value in ``cfg`` differs from the ``stored`` config, each as
+    ``key (stored: x, this run: y)``; keys matching ``ignore`` (:func:`key_in`) are not compared."""
     current = {k: v for k, v in _flatten(_resolved(cfg)).items() if k.startswith(("backbone.", "aggregator."))}
     saved = {k: v for k, v in _flatten(stored).items() if k.startswith(("backbone.", "aggregator."))}
-    differ = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k) and k != "backbone.pretrained")
+    differ = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k) and not key_in(k, ignore))
+    return [f"{k} (stored: {saved.get(k, '<not set>')}, this run: {current.get(k, '<not set>')})" for k in differ]
+
+
+def _check_same_model(cfg: DictConfig, stored: dict[str, Any], path: Path) -> None:
+    differ = model_differences(cfg, stored)
     if differ:
         raise ConfigError(
-            f"ckpt_path=auto: {path} holds a model with other settings than this run's: "
-            + ", ".join(f"{k} (stored: {saved.get(k, '<not set>')}, this run: {current.get(k, '<not set>')})" for k in differ)
+            f"ckpt_path=auto: {path} holds a model with other settings than this run's: " + ", ".join(differ)
             + f". Use the run's own command line, another run folder, or remove {path} to start from scratch"
         )
+
+
+# Backbone keys that say how a model trains and where its weights would come from, not which weights it
+# has: a run started with init_from may change them (train at another size, unfreeze more blocks).
+INIT_FROM_FREE = (
+    "backbone.pretrained", "backbone.weights_path", "backbone.num_trainable_blocks", "backbone.train_image_size",
+    "backbone.eval_image_size", "backbone.grad_checkpointing",
+)
+
+
+def prepare_init_from(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
+    """``init_from=<file>``: (the file, its model weights) to start a NEW run from, read and checked before
+    anything is built; None without ``init_from``. The file is a vprlab checkpoint (``.ckpt``) or a
+    `vprlab models export` (``.pth`` with its ``.vprlab.json``); only the model weights are taken (no
+    optimizer, schedule, epoch or RNG state). The architecture it stores must be this config's: the
+    backbone./aggregator. keys that differ (:data:`INIT_FROM_FREE` aside) are named and nothing runs."""
+    value = cfg.get("init_from")
+    if not value:
+        return None
+    if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto without a checkpoint yet: a fresh start
+        raise ConfigError(
+            f"init_from={value} and ckpt_path={cfg.ckpt_path}: ckpt_path resumes a run (its weights, optimizer and "
+            "epoch), init_from starts a new run from a checkpoint's weights; set only one of them"
+        )
+    path = Path(str(value)).expanduser()
+    allow_unsafe = bool(cfg.get("allow_unsafe_pickle"))
+    if path.suffix != ".ckpt" and sidecar_path(path).is_file():  # a `vprlab models export`
+        record = read_export_sidecar(path) or {}
+        stored, weights = record.get("training_config"), read_state_dict(path, allow_unsafe_pickle=allow_unsafe)
+        what = f"the export {path} ({sidecar_path(path).name})"
+    else:
+        try:
+            state = load_checkpoint(path, allow_unsafe_pickle=allow_unsafe)
+        except DataError:  # read, but a bare state dict: nothing says which architecture it is
+            state = {"model": None}
+        stored, weights, what = state.get("config"), state["model"], f"the checkpoint {path}"
+    if not isinstance(stored, dict):
+        raise ConfigError(
+            f"init_from={value}: {what} records no training configuration, so its architecture cannot be checked "
+            "against this run's; pass a checkpoint written by train.py (<run>/checkpoints/best.ckpt) or a "
+            "`vprlab models export` .pth with its .vprlab.json (for bare weights of the backbone: backbone.weights_path=)"
+        )
+    differ = model_differences(cfg, stored, ignore=INIT_FROM_FREE)
+    if differ:
+        published = (stored.get("pretrained") or {}).get("name")
+        hint = (f" The stored run fine-tuned {published}: add pretrained={published} for its architecture."
+                if published and published != (cfg.get("pretrained") or {}).get("name") else "")
+        raise ConfigError(
+            f"init_from={value}: {what} holds another architecture than this run's: {', '.join(differ)}. Set these "
+            f"keys (or the backbone=/aggregator=/experiment= that gave them) as the stored run had them.{hint}"
+        )
+    if cfg.backbone.get("pretrained"):  # every weight comes from the file: download no backbone weights
+        with open_dict(cfg):
+            cfg.backbone.pretrained = False
+    return path, weights
+
+
+def load_init_weights(model: torch.nn.Module, path: Path, weights: dict[str, Any]) -> None:
+    """Strict load of ``init_from``'s weights into the freshly built model: a missing, unexpected or
+    misshapen tensor is a ConfigError that names it (never a silently partial start)."""
+    differences = describe_differences(model.state_dict(), weights)
+    if differences:
+        raise ConfigError(f"init_from={path}: its weights do not fit the model this run built: {differences}")
+    model.load_state_dict(weights, strict=True)
+    log.info("new run initialised with the model weights of %s (no optimizer, schedule or epoch state)", path)
 
 
 def prepare_resume(cfg: DictConfig) -> tuple[DictConfig, Path | None, dict[str, Any] | None]:

@@ -35,7 +35,7 @@ from vprlab.engine.distributed import (
 from vprlab.engine.grad_cache import grad_cache_backward
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
-from vprlab.engine.resume import prepare_resume
+from vprlab.engine.resume import load_init_weights, prepare_init_from, prepare_resume
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
 from vprlab.losses import build_loss
@@ -52,7 +52,7 @@ from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
-from vprlab.utils.seed import rng_state, seed_everything, set_rng_state
+from vprlab.utils.seed import cpu_threads, rng_state, seed_everything, set_rng_state
 from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        # This job's peak memory (reset per job: a sweep may run many jobs in one process).
-        with PeakMemory(device) as peak:
+        # This job's peak memory (reset per job: a sweep may run many jobs in one process); its CPU thread
+        # count, on which a CPU run's numbers depend (trainer.num_threads, null: as it is).
+        with PeakMemory(device) as peak, cpu_threads(cfg.trainer.get("num_threads")):
             return _train(cfg, device, dist_info, peak, (resume_path, resume_state))
     finally:
         shutdown(dist_info)
@@ -93,6 +94,9 @@ def _train(
     cfg: DictConfig, device: torch.device, dist_info: DistInfo, peak: PeakMemory,
     resume: tuple[Path | None, dict[str, Any] | None] = (None, None),
 ) -> dict[str, Any]:
+    # init_from=<file>: a new run from its model weights, checked before anything is built or written
+    # (not when ckpt_path=auto found this run's own checkpoint: that run continues).
+    init = prepare_init_from(cfg) if resume[1] is None else None
     run_dir = Path(cfg.paths.output_dir)
     ckpt_dir = run_dir / "checkpoints"
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -146,6 +150,10 @@ def _train(
         if (cfg.get("pretrained") or {}).get("name"):  # a fine-tuned published model keeps its method's preprocessing
             model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
 
+    elif init is not None:  # init_from: the weights of a checkpoint or export, strictly; nothing else of it
+        load_init_weights(model, *init)
+        if (cfg.get("pretrained") or {}).get("name"):  # pretrained= gave the architecture: keep its preprocessing
+            model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
     elif (cfg.get("pretrained") or {}).get("name"):  # fine-tuning a published model: its released weights
         load_published_weights(model, str(cfg.pretrained.name), cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle))
     elif hasattr(model.aggregator, "init_from_features"):

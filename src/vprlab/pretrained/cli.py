@@ -18,6 +18,7 @@ from vprlab.pretrained.load import (
     sidecar_path,
 )
 from vprlab.pretrained.registry import PUBLISHED_MODELS
+from vprlab.utils.errors import EXIT_USER_ERROR, UserError
 
 
 def _preprocessing_label(prep) -> str:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(release_file(args.name))
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # unknown name, no network, Google Drive file
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR if isinstance(err, UserError) else 1  # a mistake to fix: 2; a failure: 1
     return 0
 
 

@@ -44,9 +44,9 @@ def release_file(name: str, *, progress: bool = True) -> Path:
     cached = spec.local_path()
     if cached.is_file():
         return cached
-    use_instead = (
-        f"pass its path: weights=/path/{spec.file_name} (load_pretrained, torch.hub) or "
-        f"pretrained.path=/path/{spec.file_name} (evaluate.py, train.py), or copy it to {cached}"
+    use_instead = (  # the name the URL serves: what a user who fetches the file by hand has
+        f"pass its path: weights=/path/{spec.download_name} (load_pretrained, torch.hub) or "
+        f"pretrained.path=/path/{spec.download_name} (evaluate.py, train.py), or copy it to {cached}"
     )
     if spec.url is None:
         raise MissingFileError(
@@ -60,7 +60,7 @@ def release_file(name: str, *, progress: bool = True) -> Path:
     except Exception as err:  # no network, proxy, interrupted download...: all end the same way
         raise DownloadError(
             f"could not download {spec.url} ({type(err).__name__}: {err}). Without network access, fetch "
-            f"{spec.file_name} elsewhere and {use_instead}"
+            f"{spec.download_name} elsewhere and {use_instead}"
         ) from err
     return cached
 
@@ -86,7 +86,7 @@ def read_published_state(
     spec = published_model(name)
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.file_name}")
+        raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.download_name}")
     container = _file_container(spec, path)
     if container == "matlab":
         raw = resolve_callable(spec.read)(path)  # type: ignore[arg-type]
@@ -99,7 +99,7 @@ def read_published_state(
         try:
             raw = resolve_callable(spec.convert)(raw, spec)
         except ValueError as err:
-            raise ConfigError(f"weights file {str(path)!r} is not {spec.name}'s file {spec.file_name}: {err}") from err
+            raise ConfigError(f"weights file {str(path)!r} is not {spec.name}'s file {spec.download_name}: {err}") from err
     return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in raw.items()}
 
 
@@ -131,7 +131,7 @@ def load_published_state(model: VPRModel, state: dict[str, torch.Tensor], spec: 
     if differences:
         raise ConfigError(
             f"{source} does not match the released {spec.name} ({spec.method} {spec.backbone}, {spec.descriptor_dim}-d, "
-            f"file {spec.file_name}): {differences}{_in_release_names(spec, expected, state)}"
+            f"file {spec.download_name}): {differences}{_in_release_names(spec, expected, state)}"
         )
     model.load_state_dict(state, strict=True)
 

@@ -182,6 +182,12 @@ class PublishedModel:
         if self.container == "matlab" and self.read is None:
             raise ConfigError(f"{self.name}: a matlab file needs a read= function")
 
+    @property
+    def download_name(self) -> str:
+        """The name of the file as its URL serves it (what a user who fetches it by hand gets): for most
+        releases ``file_name``; NetVLAD's URL serves ``Pitts30K_struct.mat``, cached as hloc names it."""
+        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if self.url else self.file_name
+
     def local_path(self) -> Path:
         """Where the file lives once downloaded: ``<torch hub dir>/<cache_dir>/<file_name>``."""
         return Path(torch.hub.get_dir()) / self.cache_dir / self.file_name

@@ -32,6 +32,7 @@ from vprlab.reports.tables import (
     seeds_report,
     sweep_report,
 )
+from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
 
 SUMMARY_COLUMNS = ["job", "model", "aggregator", "seed", "setting", "benchmark", "epoch", "R@1", "R@5", "R@10", "descriptor_dim",
@@ -39,17 +40,18 @@ SUMMARY_COLUMNS = ["job", "model", "aggregator", "seed", "setting", "benchmark",
 
 
 def select_runs(runs, where: list[str]):
-    """Rows whose column KEY has the text VALUE, for each ``KEY=VALUE`` of ``--where``."""
+    """Rows whose column KEY has the text VALUE, for each ``KEY=VALUE`` of ``--where``; a condition that
+    selects nothing is a ConfigError (a user error: `vprlab report` exits 2)."""
     for condition in where:
         key, sep, value = condition.partition("=")
         if not sep:
-            raise SystemExit(f"vprlab report: --where {condition!r}: write KEY=VALUE, e.g. --where aggregator.num_layers=2")
+            raise ConfigError(f"--where {condition!r}: write KEY=VALUE, e.g. --where aggregator.num_layers=2")
         if key not in runs.columns:
-            raise SystemExit(f"vprlab report: --where {key}=...: the runs have no column {key!r}; "
+            raise ConfigError(f"--where {key}=...: the runs have no column {key!r}; "
                              f"config keys that differ between them: {', '.join(runs.attrs.get('config_keys', [])) or 'none'}")
         mask = runs[key].map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)) == value
         if not mask.any():
-            raise SystemExit(f"vprlab report: --where {key}={value}: no run has it; values: "
+            raise ConfigError(f"--where {key}={value}: no run has it; values: "
                              f"{', '.join(sorted(runs[key].astype(str).unique()))}")
         attrs = dict(runs.attrs)
         runs = runs[mask]

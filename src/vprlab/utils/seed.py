@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -16,6 +18,29 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Run torch's CPU operations (and faiss's search) on ``count`` threads inside the block, then restore
+    the previous counts; None: leave them as they are.
+
+    Results depend on it: a parallel float reduction (BatchNorm statistics, a convolution's weight
+    gradient, oneDNN's NHWC convolutions) is summed in per-thread pieces, so another thread count
+    rounds differently and a training run drifts apart from the same run on another machine."""
+    if count is None:
+        yield
+        return
+    import faiss
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(int(count))
+    faiss.omp_set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
 
 
 def rng_state() -> dict:
