@@ -103,3 +103,16 @@ def test_train_py_names_the_refused_key_without_a_load_state_dict_dump(stored_ru
     assert result.returncode != 0
     assert "aggregator, optimizer.lr are not resume-safe" in result.stderr
     assert "load_state_dict" not in result.stderr and "size mismatch" not in result.stderr
+
+
+def test_a_run_stored_before_city_batches_resumes_with_the_order_it_trained_with():
+    """Checkpoints written before dataset.batch_order / drop_last existed shuffled all places and dropped the
+    last partial batch: resuming them must not switch to today's city-by-city default mid-run."""
+    stored = {"seed": 1, "trainer": {"max_epochs": 2}, "paths": {"output_dir": "/old"}, "ckpt_path": None,
+              "dataset": {"root": "/gsv", "places_per_batch": 8, "img_per_place": 4}}
+    cfg = OmegaConf.create({**stored, "paths": {"output_dir": "/new"}, "ckpt_path": "/old/last.ckpt"})
+    merged = resume_config(cfg, stored, ["ckpt_path=/old/last.ckpt"])
+    assert merged.dataset.batch_order == "shuffled" and merged.dataset.drop_last is True
+    recent = {**stored, "dataset": {**stored["dataset"], "batch_order": "city", "drop_last": False}}
+    merged = resume_config(cfg, recent, ["ckpt_path=/old/last.ckpt"])
+    assert merged.dataset.batch_order == "city" and merged.dataset.drop_last is False

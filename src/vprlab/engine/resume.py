@@ -108,9 +108,30 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
+# Keys added after runs were stored, with the value those runs trained with (not today's default): a run
+# stored before city-by-city batches shuffled all places and dropped the last partial batch, and resuming it
+# must go on doing so.
+KEYS_ADDED_LATER = {
+    "dataset.batch_order": "shuffled",
+    "dataset.drop_last": True,
+}
+
+
+def as_stored_run_trained(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with :data:`KEYS_ADDED_LATER` filled in where its training-data config lacks them."""
+    dataset = stored.get("dataset")
+    if not isinstance(dataset, dict) or "places_per_batch" not in dataset:  # not a place-batch training config
+        return stored
+    filled = {**dataset}
+    for key, value in KEYS_ADDED_LATER.items():
+        filled.setdefault(key.split(".", 1)[1], value)
+    return {**stored, "dataset": filled}
+
+
 def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] | None) -> DictConfig:
     """The stored run's config with the resume-safe values of ``cfg``; any other override is a ValueError
     that names it. ``overrides``: the command line's (None: compare ``cfg`` with ``stored`` key by key)."""
+    stored = as_stored_run_trained(stored)
     current = _flatten(_resolved(cfg))
     saved = _flatten(stored)
     if overrides is not None:
