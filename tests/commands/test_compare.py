@@ -19,14 +19,14 @@ from release_reference import release_checkpoint
 from vprlab.commands import compare
 from vprlab.commands.compare import (
     compare_models,
-    load_published,
     main,
-    published_for,
 )
 from vprlab.commands.evaluate import run_evaluation
 from vprlab.data.benchmark import BenchmarkCountWarning
 from vprlab.engine.checkpoint import save_checkpoint
 from vprlab.models.vpr_model import build_model
+from vprlab.reports import comparison
+from vprlab.reports.published import published_for, published_results
 
 SIZE = "[32,64]"
 ARCHITECTURES = {
@@ -138,7 +138,7 @@ def test_published_numbers_and_differences(models, tiny_synthetic, tmp_path):
     assert boq["published R@10"] is None and boq["diff R@10"] is None  # not published: no difference
     assert boq["published source"] == "made-up test row"
     assert gem["published R@1"] is None and gem["published source"] is None
-    paths = compare.write_comparison(result, tmp_path / "out")
+    paths = comparison.write_comparison(result, tmp_path / "out")
     back = _read_csv(paths["csv"])
     assert float(back[0]["diff R@1"]) == pytest.approx(boq["R@1"] - 12.5) and back[1]["published R@1"] == ""
     # LaTeX: one line per cell, measured (published, difference) where published, names escaped.
@@ -154,7 +154,7 @@ def test_published_numbers_and_differences(models, tiny_synthetic, tmp_path):
 
 
 def test_shipped_published_numbers_carry_their_source_and_match_the_boq_reference():
-    rows = load_published()
+    rows = published_results()
     assert all(r["source"] for r in rows)
     row = published_for(rows, "boq_resnet50_16384", "pitts30k_test")  # config name -> paper name
     assert (row["R@1"], row["R@5"], row["R@10"], row["R@20"]) == (92.4, 96.5, 97.4, 98.1) and "BoQ README" in row["source"]
@@ -305,7 +305,7 @@ def test_plot_stays_readable_with_long_names_and_labels_every_size(length):
     for i, (name, dim, speed) in enumerate(zip(names, (128, 512, 4096, 8448, 16384), (3.1, 7.9, 12.4, 55.0, 140.0))):
         for bench in ("pitts30k_test", "real_nordland64"):
             rows.append({"model": name, "benchmark": bench, "R@1": 40.0 + i, "descriptor_dim": dim, "img_per_s": speed})
-    fig = compare.comparison_figure(compare.Comparison(rows, [], (1, 5, 10), "cpu", "test"))
+    fig = comparison.comparison_figure(comparison.Comparison(rows, [], (1, 5, 10), "cpu", "test"))
     renderer = fig.canvas.get_renderer()
     inside = fig.bbox
     (legend,) = fig.legends

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 from conftest import CONF, SHARED, compose_config
 from omegaconf import OmegaConf
@@ -9,11 +11,10 @@ from rich.console import Console
 
 from vprlab.pretrained import RELEASED_MODELS, released_model
 from vprlab.reports.paper import (
-    PAPER_BENCHMARKS,
     compare_with_paper,
-    load_paper_results,
-    paper_benchmark,
+    paper_results,
 )
+from vprlab.reports.published import PAPER_BENCHMARKS, paper_benchmark
 
 REPRODUCE = {"reproduce_boq_resnet50": "boq_resnet50", "reproduce_boq_dinov2": "boq_dinov2"}
 
@@ -44,7 +45,7 @@ def _recipe_benchmarks(recipe: str) -> list[str]:
 @pytest.mark.parametrize("recipe", sorted(REPRODUCE))
 def test_reproduce_recipe_covers_the_papers_benchmarks(recipe) -> None:
     model = REPRODUCE[recipe]
-    published = {row["benchmark"] for row in load_paper_results() if row["model"] == model}
+    published = {row["benchmark"] for row in paper_results() if row["model"] == model}
     benchmarks = _recipe_benchmarks(recipe)
     assert len(set(benchmarks)) == len(benchmarks)
     assert all(paper_benchmark(b) in published for b in benchmarks), benchmarks
@@ -66,13 +67,16 @@ def test_reproduce_recipe_composes_for_evaluate(recipe, tmp_path) -> None:
 
 
 def test_paper_results_ship_with_the_package() -> None:
-    rows = load_paper_results()
+    rows = paper_results()
     assert len(rows) == 32 and {row["model"] for row in rows} == {"boq_resnet50", "boq_dinov2"}
     pitts = next(r for r in rows if r["model"] == "boq_dinov2" and r["benchmark"] == "Pitts30k-test")
     assert (pitts["R@1"], pitts["R@5"], pitts["R@10"], pitts["R@20"]) == (93.7, 97.1, 97.9, 98.5)
+    assert all(row["source"].startswith("BoQ README") for row in rows)
     reference = SHARED / "reference" / "boq_paper_results.csv"
-    if reference.is_file():  # the packaged copy is the reference file, unchanged
-        assert load_paper_results(reference) == rows
+    if reference.is_file():  # the packaged rows are the reference file's, unchanged (read here without vprlab)
+        with reference.open(newline="") as f:
+            expected = [{k: float(v) if k.startswith("R@") else v for k, v in r.items()} for r in csv.DictReader(f)]
+        assert [{k: row[k] for k in expected[0]} for row in rows] == expected
 
 
 def test_benchmark_names_map_to_the_papers() -> None:
@@ -80,7 +84,7 @@ def test_benchmark_names_map_to_the_papers() -> None:
     assert paper_benchmark("Pitts30k-test") == "Pitts30k-test" == paper_benchmark("pitts30k_test")
     assert paper_benchmark("st_lucia") == "St-Lucia" and paper_benchmark("svox_night") == "SVOX-night"
     assert paper_benchmark("tokyo247") is None and paper_benchmark("synthetic") is None
-    published = {row["benchmark"] for row in load_paper_results()}
+    published = {row["benchmark"] for row in paper_results()}
     assert set(PAPER_BENCHMARKS.values()) == published
 
 

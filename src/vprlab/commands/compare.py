@@ -22,30 +22,29 @@ A name that is neither a released model nor a file, or an unknown benchmark conf
 
 Python (no Hydra)::
 
-    from vprlab.commands.compare import compare_models, write_comparison
+    from vprlab.commands.compare import compare_models
     from vprlab.data.benchmarks import load_benchmark
+    from vprlab.reports.comparison import write_comparison
 
     bench = load_benchmark(format="gt_csv", root="../shared/data/real/nordland_64x32_seqslam", name="nordland64")
     result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], cache_dir="cache")
     write_comparison(result, "comparison/")    # comparison.md / .csv / .tex / .png
 
 Published numbers come from ``vprlab/resources/published_results.csv`` (one row per released model
-and benchmark, with the source of every number); a benchmark is matched through the paper names of
-:data:`vprlab.reports.paper.PAPER_BENCHMARKS` or its config name.
+and benchmark, with the source of every number; read by :func:`vprlab.reports.published.published_results`);
+a benchmark is matched through the paper names of :data:`vprlab.reports.published.PAPER_BENCHMARKS` or
+its config name. The table and plot writers are :mod:`vprlab.reports.comparison`'s; this module parses
+the arguments, loads the models, evaluates and hands the rows to them.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +62,23 @@ from vprlab.evaluation.protocol import (
 from vprlab.evaluation.results import (
     SUBSET_MARK,
     markdown_table,
-    subset_footnote,
     subset_note,
 )
 from vprlab.models.fusion import fold_batchnorm as fold_batchnorm_into_convs
-from vprlab.reports.paper import paper_benchmark
+from vprlab.reports.comparison import (
+    SKIP_RULE,
+    Comparison,
+    Skipped,
+    skipped_lines,
+    subset_notes,
+    table_rows,
+    write_comparison,
+)
+from vprlab.reports.published import PUBLISHED_RESULTS, published_for, published_results
 from vprlab.utils.device import Precision, resolve_device
-from vprlab.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-PUBLISHED_RESULTS = "published_results.csv"
 KS = (1, 5, 10, 20)
 
 
@@ -164,48 +169,7 @@ def missing_weights(source: str, weights: str | Path | None) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------ published numbers
-
-
-def load_published(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Rows of the published-results CSV: model, method, benchmark, R@1..R@20 (None where the source
-    gives none), source, note."""
-    if path is None:
-        text = resources.files("vprlab").joinpath("resources", PUBLISHED_RESULTS).read_text()
-    else:
-        text = Path(path).read_text()
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        for k in KS:
-            value = (row.get(f"R@{k}") or "").strip()
-            row[f"R@{k}"] = float(value) if value else None
-        rows.append(row)
-    return rows
-
-
-def _bench_key(name: str) -> str:
-    return paper_benchmark(name) or name
-
-
-def published_for(rows: Sequence[dict], model_key: str | None, benchmark: str) -> dict | None:
-    """The published row of ``model_key`` on ``benchmark`` (config or paper name), or None."""
-    if model_key is None:
-        return None
-    wanted = _bench_key(benchmark)
-    for row in rows:
-        if row["model"] == model_key and _bench_key(row["benchmark"]) == wanted:
-            return row
-    return None
-
-
 # ------------------------------------------------------------------------------------ the comparison
-
-
-@dataclass
-class Skipped:
-    model: str  # "*" for every model
-    benchmark: str  # "*" for every benchmark
-    reason: str
 
 
 @dataclass
@@ -214,16 +178,6 @@ class MissingBenchmark:
 
     name: str
     reason: str
-
-
-@dataclass
-class Comparison:
-    rows: list[dict[str, Any]]
-    skipped: list[Skipped]
-    ks: tuple[int, ...]
-    device: str
-    published_source: str
-    notes: list[str] = field(default_factory=list)
 
 
 def split_label(item: str) -> tuple[str | None, str]:
@@ -288,7 +242,7 @@ def compare_models(
     present = [b for b in benchmarks if not isinstance(b, MissingBenchmark)]
     check_unique_names(present)
     ks = tuple(sorted(int(k) for k in ks))
-    published_rows = load_published(published) if published is None or isinstance(published, (str, Path)) else list(published)
+    published_rows = published_results(published) if published is None or isinstance(published, (str, Path)) else list(published)
     dev = resolve_device(device)
     amp = Precision.from_config(precision or "32", dev).dtype
     cache = DescriptorCache(cache_dir, dtype=cache_dtype) if cache_dir is not None else None
@@ -361,262 +315,6 @@ def compare_models(
         notes.append("img/s of a cached cell is that of the run that filled the cache (its device and batch size)")
     source = PUBLISHED_RESULTS if published is None else str(published) if isinstance(published, (str, Path)) else "the given rows"
     return Comparison(rows, skipped, ks, str(dev), source, notes)
-
-
-# ------------------------------------------------------------------------------------ output
-
-
-def _num(value: Any, digits: int = 1, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def table_rows(result: Comparison, ks: Sequence[int] | None = None) -> list[dict[str, str]]:
-    """The printed table: model, benchmark, dim, img/s, R@k, then published R@k and difference. Measured
-    cells of a benchmark evaluated on another number of images than it is published with end in
-    :data:`SUBSET_MARK` (:func:`subset_notes` says which)."""
-    ks = tuple(ks or [k for k in result.ks if k <= 10])
-    out = []
-    for row in result.rows:
-        mark = SUBSET_MARK if row.get("subset") else ""
-        line = {"model": row["model"], "benchmark": row["benchmark"], "dim": str(row["descriptor_dim"]),
-                "size": row["image_size"], "img/s": _num(row["img_per_s"], 0)}
-        line.update({f"R@{k}": _num(row[f"R@{k}"]) + mark for k in ks})
-        line.update({f"paper R@{k}": _num(row[f"published R@{k}"]) for k in ks})
-        line.update({f"Δ R@{k}": _num(row[f"diff R@{k}"], sign=True) for k in ks})
-        out.append(line)
-    return out
-
-
-def skipped_lines(result: Comparison) -> list[str]:
-    lines = []
-    for s in result.skipped:
-        if s.model == "*":
-            lines.append(f"benchmark {s.benchmark}: skipped for every model ({s.reason})")
-        else:
-            lines.append(f"model {s.model}: skipped on every benchmark ({s.reason})")
-    return lines
-
-
-def subset_notes(result: Comparison) -> list[str]:
-    """One line per benchmark evaluated on another number of images than it is published with."""
-    return list(dict.fromkeys(r["subset"] for r in result.rows if r.get("subset")))
-
-
-SKIP_RULE = ("Skipped cells (missing benchmark data or weights file) are not evaluated and not counted; "
-             "every other cell is evaluated as usual.")
-
-
-def comparison_markdown(result: Comparison, title: str = "Model comparison", command: str | None = None) -> str:
-    rows = table_rows(result)
-    parts = [f"# {title}\n\n"]
-    if command:
-        parts.append(f"Made by `{command}`.\n\n")
-    parts.append(markdown_table(rows, list(rows[0]) if rows else ["model", "benchmark"]) if rows else "(no cell evaluated)\n")
-    parts.append(subset_footnote(subset_notes(result)))
-    parts.append(
-        f"\nRecall@N in percent; paper: the published number ({result.published_source}, with the source of each "
-        f"number), Δ: measured minus published; '-': not published. img/s: database + query images per second "
-        f"during descriptor extraction on {result.device}.\n"
-    )
-    for note in result.notes:
-        parts.append(f"Note: {note}.\n")
-    sources = sorted({r["published source"] for r in result.rows if r["published source"]})
-    if sources:
-        parts.append("\nSources of the published numbers:\n\n" + "".join(f"- {s}\n" for s in sources))
-    parts.append(f"\n## Skipped\n\n{SKIP_RULE}\n\n")
-    lines = skipped_lines(result)
-    parts.append("".join(f"- {line}\n" for line in lines) if lines else "Nothing was skipped.\n")
-    return "".join(parts)
-
-
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
-        text = text.replace(a, b)
-    return text
-
-
-def comparison_latex(result: Comparison) -> str:
-    """A booktabs table: one row per evaluated cell, measured R@k with the published number and the
-    difference in parentheses where there is one."""
-    ks = [k for k in result.ks if k <= 10]
-    head = ["Model", "Benchmark", "Dim", "img/s", *[f"R@{k}" for k in ks]]
-    lines = [r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    for row in result.rows:
-        cells = [_latex_escape(str(row["model"])), _latex_escape(str(row["benchmark"])), str(row["descriptor_dim"]), _num(row["img_per_s"], 0)]
-        for k in ks:
-            cell = _num(row[f"R@{k}"]) + (r"$^\dagger$" if row.get("subset") else "")
-            if row[f"published R@{k}"] is not None:
-                cell += f" ({_num(row[f'published R@{k}'])}, {_num(row[f'diff R@{k}'], sign=True)})"
-            cells.append(cell)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    caption = "Recall@N (\\%); in parentheses: published number and measured minus published."
-    notes = subset_notes(result)
-    if notes:
-        caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
-                    + "; ".join(_latex_escape(n) for n in notes) + ".")
-    if result.skipped:
-        caption += " Skipped: " + "; ".join(_latex_escape(line) for line in skipped_lines(result)) + "."
-    return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
-
-
-def comparison_csv(result: Comparison) -> str:
-    """Every evaluated cell with all its numbers, then one ``skipped`` line per skipped model or benchmark."""
-    columns = ["status", "model", "source", "kind", "checkpoint_hash", "benchmark", "image_size", "descriptor_dim",
-               "num_queries", "num_db", "expected_num_queries", "expected_num_db", "subset", *[f"R@{k}" for k in result.ks], *[f"published R@{k}" for k in result.ks],
-               *[f"diff R@{k}" for k in result.ks], "published source", "img_per_s", "speed measured", "reason"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in result.rows:
-        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns if c in row} | {"status": "ok"})
-    for s in result.skipped:
-        writer.writerow({"status": "skipped", "model": s.model, "benchmark": s.benchmark, "reason": s.reason})
-    return buffer.getvalue()
-
-
-def _tick_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _readable_log_ticks(ax: Any, ticks: Sequence[float], renderer: Any) -> list[float]:
-    """Label the log x axis at ``ticks`` only (no minor labels), dropping a tick whose label would touch the
-    one before it; returns the ticks kept."""
-    from matplotlib.ticker import NullFormatter, NullLocator
-
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    low, high = ax.get_xlim()
-    ticks = sorted({float(t) for t in ticks if low <= t <= high})
-    ax.set_xticks(ticks, [_tick_text(t) for t in ticks])
-    ax.figure.canvas.draw()  # tick labels are placed when drawn
-    kept, last = [], None
-    for tick, label in zip(ticks, ax.get_xticklabels()):
-        box = label.get_window_extent(renderer)
-        if last is None or box.x0 > last.x1 + 3:
-            kept.append(tick)
-            last = box
-    ax.set_xticks(kept, [_tick_text(t) for t in kept])
-    return kept
-
-
-def _nice_ticks(low: float, high: float) -> list[float]:
-    """1-2-5 values between ``low`` and ``high`` (a log axis' candidates)."""
-    out, decade = [], 10.0 ** math.floor(math.log10(low))
-    while decade <= high:
-        out += [m * decade for m in (1, 2, 5) if low <= m * decade <= high]
-        decade *= 10
-    return out
-
-
-def _fit_legend(fig: Any, handles: list, renderer: Any, fontsize: int = 8) -> Any:
-    """A legend under the axes that lies inside the figure: as many columns (at most 4) as fit its
-    width, labels wrapped when one column is still too wide; the figure grows to hold its height."""
-    import textwrap
-
-    width = fig.bbox.width * 0.96
-    labels = [h.get_label() for h in handles]
-    for ncol in range(min(4, len(handles)), 0, -1):
-        legend = fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
-        fig.canvas.draw()
-        box = legend.get_window_extent(renderer)
-        if box.width <= width:
-            break
-        legend.remove()
-    else:  # one column is too wide: wrap the labels to the figure's width
-        chars = max(12, int(max(len(x) for x in labels) * width / box.width) - 2)
-        for handle, label in zip(handles, labels):
-            handle.set_label("\n".join(textwrap.wrap(label, chars, break_long_words=True, break_on_hyphens=False)))
-        legend = fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=fontsize, frameon=False)
-        fig.canvas.draw()
-        box = legend.get_window_extent(renderer)
-    needed = box.height / fig.dpi + 0.15  # inches under the axes for the legend
-    w, h = fig.get_size_inches()
-    if needed > 0.4 * h:  # keep the axes readable: a taller figure instead of squeezed plots
-        fig.set_size_inches(w, h + needed - 0.4 * h)
-    return legend, needed / fig.get_size_inches()[1]
-
-
-def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
-    """:func:`comparison_figure` saved to ``path`` (None when no cell has a recall)."""
-    fig = comparison_figure(result)
-    if fig is None:
-        return None
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def comparison_figure(result: Comparison) -> Any:
-    """R@1 against descriptor size and against extraction speed, one point per evaluated cell
-    (colour: benchmark, marker: model). Both x axes are logarithmic with labels at the descriptor
-    sizes present and at 1-2-5 speeds, never overlapping; the legend is sized to stay inside the figure
-    however long the model names. None when no cell has a recall."""
-    rows = [r for r in result.rows if r.get("R@1") is not None]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    benchmarks = list(dict.fromkeys(r["benchmark"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    markers = "os^Dv<>pP*Xh"
-    colors = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    renderer = fig.canvas.get_renderer()
-    ticks: list[list[float]] = []
-    for ax, key, label in ((axes[0], "descriptor_dim", "descriptor size (dimensions)"),
-                           (axes[1], "img_per_s", f"extraction speed (images/s, {result.device})")):
-        xs = []
-        for r in rows:
-            x = float(r[key])
-            if not math.isfinite(x) or x <= 0:
-                continue
-            xs.append(x)
-            ax.scatter(x, r["R@1"], marker=markers[models.index(r["model"]) % len(markers)],
-                       color=colors(benchmarks.index(r["benchmark"]) % 10), s=50)
-        ax.set_xscale("log")
-        if xs:
-            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-        ticks.append(sorted(set(xs)) if key == "descriptor_dim" else _nice_ticks(*ax.get_xlim()) if xs else [])
-        ax.set_xlabel(label)
-        ax.set_ylabel("R@1 (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(True, alpha=0.3)
-    handles = [plt.Line2D([], [], marker=markers[i % len(markers)], color="gray", linestyle="", label=m) for i, m in enumerate(models)]
-    subsets = {r["benchmark"] for r in rows if r.get("subset")}
-    handles += [plt.Line2D([], [], marker="o", color=colors(i % 10), linestyle="",
-                           label=f"{b}{SUBSET_MARK} (not the published image counts)" if b in subsets else b)
-                for i, b in enumerate(benchmarks)]
-    fig.suptitle("R@1 against descriptor size and extraction speed")
-    _, bottom = _fit_legend(fig, handles, renderer)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    for ax, candidates in zip(axes, ticks):  # after the layout: label widths are measured where they are drawn
-        if candidates:
-            _readable_log_ticks(ax, candidates, renderer)
-    return fig
-
-
-def write_comparison(result: Comparison, out_dir: str | Path, stem: str = "comparison", command: str | None = None) -> dict[str, Path]:
-    """comparison.md, .csv, .tex and .png under ``out_dir`` (``command``: quoted in the Markdown)."""
-    out = Path(out_dir)
-    paths = {
-        "markdown": atomic_write_text(out / f"{stem}.md", comparison_markdown(result, command=command)),
-        "csv": atomic_write_text(out / f"{stem}.csv", comparison_csv(result)),
-        "latex": atomic_write_text(out / f"{stem}.tex", comparison_latex(result)),
-    }
-    plot = comparison_plot(result, out / f"{stem}.png")
-    if plot is not None:
-        paths["plot"] = plot
-    return paths
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -2,20 +2,17 @@
 `evaluate.py compare_with_paper=...` (:func:`compare_with_paper`) and built from run folders by
 `vprlab report paper` (:func:`paper_report`, Markdown and LaTeX).
 
-The published numbers ship with vprlab (``vprlab/resources/boq_paper_results.csv``: one row per
-model and benchmark, recall@1/5/10/20 in percent). Benchmark configs are matched to the paper's
-benchmark names through :data:`PAPER_BENCHMARKS` (``nordland`` is the 1-frame "Nordland*",
+The paper's numbers are the rows of vprlab's published results whose source is the BoQ README
+(:func:`paper_results`; ``vprlab/resources/published_results.csv``, one row per model and benchmark,
+recall@1/5/10/20 in percent). Benchmark configs are matched to the paper's benchmark names through
+:data:`~vprlab.reports.published.PAPER_BENCHMARKS` (``nordland`` is the 1-frame "Nordland*",
 ``nordland_10frames`` the 10-frame "Nordland**").
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,61 +26,28 @@ from vprlab.evaluation.results import (
     subset_footnote,
     subset_note,
 )
+from vprlab.reports.comparison import number_text
+from vprlab.reports.published import paper_benchmark, published_results
 from vprlab.reports.tables import _settings, _write, config_keys, epoch_statement
 from vprlab.utils.console import make_console
 from vprlab.utils.io import atomic_write_text
 
-PAPER_RESULTS = "boq_paper_results.csv"
-# Our benchmark config name -> the paper's benchmark name.
-PAPER_BENCHMARKS: dict[str, str] = {
-    "msls_val": "MSLS-val",
-    "msls_challenge": "MSLS-Challenge",
-    "pitts30k_test": "Pitts30k-test",
-    "pitts250k_test": "Pitts250k-test",
-    "nordland": "Nordland*",
-    "nordland_10frames": "Nordland**",
-    "sped": "SPED",
-    "amstertime": "AmsterTime",
-    "eynsham": "Eynsham",
-    "st_lucia": "St-Lucia",
-    "svox_night": "SVOX-night",
-    "svox_sun": "SVOX-sun",
-    "svox_rain": "SVOX-rain",
-    "svox_snow": "SVOX-snow",
-    "svox_overcast": "SVOX-overcast",
-    "svox_all": "SVOX-all",
-    "sf_landmark": "SF-Landmark",
-}
-_RECALL = re.compile(r"^R@(\d+)$")
+# The rows of published_results.csv that are the BoQ paper's table (its README's results).
+PAPER_SOURCE = "BoQ README"
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9*]", "", name.lower())
+def paper_results(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The BoQ paper's rows of the published results (:func:`~vprlab.reports.published.published_results`;
+    ``path``: another published-results CSV), each under the paper's model name (``boq_resnet50``,
+    ``boq_dinov2``): model, benchmark, R@1..R@20, descriptor_dim, eval_size, source, note."""
+    from vprlab.pretrained import released_model
 
-
-_BY_NORMALISED = {_normalise(k): v for k, v in PAPER_BENCHMARKS.items()} | {_normalise(v): v for v in PAPER_BENCHMARKS.values()}
-
-
-def paper_benchmark(name: str) -> str | None:
-    """The paper's name for benchmark ``name`` (a config name such as ``pitts30k_test`` or the paper's
-    own spelling), or None when the paper has no such benchmark."""
-    return _BY_NORMALISED.get(_normalise(name))
-
-
-def load_paper_results(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Rows of the published results: model, descriptor_dim, eval_size, benchmark, R@1..R@20, note."""
-    if path is None:
-        text = resources.files("vprlab").joinpath("resources", PAPER_RESULTS).read_text()
-    else:
-        text = Path(path).read_text()
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        rows.append({k: (float(v) if _RECALL.match(k) else v) for k, v in row.items()})
-    return rows
+    return [{**row, "model": released_model(row["model"]).paper_model}
+            for row in published_results(path) if row["source"].startswith(PAPER_SOURCE)]
 
 
 def paper_models(rows: Sequence[dict] | None = None) -> list[str]:
-    return sorted({row["model"] for row in (rows if rows is not None else load_paper_results())})
+    return sorted({row["model"] for row in (rows if rows is not None else paper_results())})
 
 
 def _resolve_model(model: str, paper_rows: Sequence[dict]) -> str:
@@ -99,12 +63,6 @@ def _resolve_model(model: str, paper_rows: Sequence[dict]) -> str:
     if paper_model not in models:
         raise ValueError(f"compare_with_paper={model!r}: the paper reports {models}; use one of them")
     return paper_model
-
-
-def _fmt(value: float | None, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.1f}" if sign else f"{value:.1f}"
 
 
 def compare_with_paper(
@@ -126,7 +84,7 @@ def compare_with_paper(
     (evaluate.py ``skip_missing=true``) is shown as skipped with its reason.
     With ``out_dir`` the same table is written to ``<out_dir>/paper_comparison_<model>.md``.
     """
-    paper_rows = load_paper_results(paper_path)
+    paper_rows = paper_results(paper_path)
     model = _resolve_model(model, paper_rows)
     published = {row["benchmark"]: row for row in paper_rows if row["model"] == model}
     comparison = []
@@ -152,10 +110,10 @@ def compare_with_paper(
         table.add_column(f"R@{k}", justify="right")
     for entry in comparison:
         if entry["skipped"]:
-            cells = [f"skipped / {_fmt(entry[f'paper R@{k}'])}" for k in ks]
+            cells = [f"skipped / {number_text(entry[f'paper R@{k}'])}" for k in ks]
         else:
             mark = SUBSET_MARK if entry["subset"] else ""
-            cells = [f"{_fmt(entry[f'R@{k}'])}{mark} / {_fmt(entry[f'paper R@{k}'])} ({_fmt(entry[f'delta R@{k}'], sign=True)})"
+            cells = [f"{number_text(entry[f'R@{k}'])}{mark} / {number_text(entry[f'paper R@{k}'])} ({number_text(entry[f'delta R@{k}'], sign=True)})"
                      for k in ks]
         table.add_row(str(entry["benchmark"]), entry["paper benchmark"] or "-", *cells)
     console = console or make_console()
@@ -166,7 +124,7 @@ def compare_with_paper(
         console.print(f"paper benchmarks not evaluated here: {', '.join(not_run)}")
     if out_dir is not None:
         path = Path(out_dir) / f"paper_comparison_{model}.md"
-        atomic_write_text(path, comparison_markdown(comparison, title, ks, not_run))
+        atomic_write_text(path, paper_comparison_markdown(comparison, title, ks, not_run))
         print(f"comparison: {path}")  # plain print: a path must never be wrapped
     return comparison
 
@@ -183,15 +141,15 @@ def _notes_below(comparison: Sequence[dict]) -> list[str]:
     return lines
 
 
-def comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int], not_run: Sequence[str] = ()) -> str:
+def paper_comparison_markdown(comparison: Sequence[dict], title: str, ks: Sequence[int], not_run: Sequence[str] = ()) -> str:
     header = ["benchmark", "paper"] + [label for k in ks for label in (f"R@{k}", f"paper R@{k}", f"Δ R@{k}")]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for entry in comparison:
         cells = [str(entry["benchmark"]), (entry["paper benchmark"] or "-").replace("*", "\\*")]
         mark = SUBSET_MARK if entry.get("subset") else ""
         for k in ks:
-            ours = "skipped" if entry.get("skipped") else _fmt(entry[f"R@{k}"]) + mark
-            cells += [ours, _fmt(entry[f"paper R@{k}"]), _fmt(entry[f"delta R@{k}"], sign=True)]
+            ours = "skipped" if entry.get("skipped") else number_text(entry[f"R@{k}"]) + mark
+            cells += [ours, number_text(entry[f"paper R@{k}"]), number_text(entry[f"delta R@{k}"], sign=True)]
         lines.append("| " + " | ".join(cells) + " |")
     footnote = subset_footnote([e["subset"] for e in comparison if e.get("subset")])
     if footnote:
@@ -234,7 +192,7 @@ def paper_table(measured: pd.DataFrame | Sequence[dict], model: str = "boq_resne
     report are appended with empty paper cells. ``n``: runs averaged per benchmark; ``subset``: why a
     benchmark's numbers are not the published protocol's (other image counts), else empty."""
     measured = pd.DataFrame(list(measured)) if not isinstance(measured, pd.DataFrame) else measured
-    published = [row for row in load_paper_results() if row["model"] == model]
+    published = [row for row in paper_results() if row["model"] == model]
     if not published:
         raise ValueError(f"the paper has no results for {model!r}; use one of boq_resnet50, boq_dinov2")
     ours: dict[str, dict[str, float]] = {}
@@ -270,12 +228,6 @@ def _text_of(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _cell(value: Any, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.1f}" if sign else f"{value:.1f}"
-
-
 def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper") -> str:
     """A booktabs table; ``-`` where a number is missing; measured cells of a subset marked with a dagger
     and named in the caption."""
@@ -286,7 +238,7 @@ def paper_latex(table: pd.DataFrame, caption: str, label: str = "tab:boq-paper")
     for record in table.to_dict("records"):
         cells = [str(record["benchmark"]).replace("*", r"$^*$").replace("_", r"\_")]
         dagger = r"$^\dagger$" if _text_of(record.get("subset")) else ""
-        cells += [_cell(record.get(c), sign=c.startswith("Δ")) + (dagger if c.startswith("ours") and not pd.isna(record.get(c)) else "")
+        cells += [number_text(record.get(c), sign=c.startswith("Δ")) + (dagger if c.startswith("ours") and not pd.isna(record.get(c)) else "")
                   for c in columns[1:]]
         lines.append(" & ".join(cells) + r" \\")
     notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
@@ -320,7 +272,7 @@ def paper_model_of(runs: pd.DataFrame) -> str | None:
     another model (a training run, a checkpoint) or the rows hold several."""
     if "model" not in runs.columns or runs["model"].isna().any() or not len(runs):
         return None
-    paper_rows, found = load_paper_results(), set()
+    paper_rows, found = paper_results(), set()
     for name in runs["model"].astype(str).unique():
         try:
             found.add(_resolve_model(name, paper_rows))
@@ -339,7 +291,7 @@ def paper_report(
     published numbers."""
     runs = pd.DataFrame(list(runs)) if not isinstance(runs, pd.DataFrame) else runs
     evaluated = paper_model_of(runs[runs["benchmark"].notna()] if "benchmark" in runs.columns else runs)
-    model = _resolve_model(model, load_paper_results()) if model else evaluated or "boq_resnet50"
+    model = _resolve_model(model, paper_results()) if model else evaluated or "boq_resnet50"
     if evaluated and evaluated != model:
         names = ", ".join(sorted(runs["model"].astype(str).unique()))
         raise ValueError(f"--model {model}: the runs evaluated {names}, whose paper numbers are {evaluated}'s; pass "
@@ -348,12 +300,12 @@ def paper_report(
     measured = table[[c for c in table.columns if c.startswith("ours")]].notna().any(axis=1).sum()
     caption = f"Recall@N (\\%) of {model.replace('_', '-')}: the BoQ paper vs.\\ our runs ({measured} benchmarks measured)."
     markdown_rows = [{k: (str(v).replace("*", "\\*") if k == "benchmark" else "-" if pd.isna(v) else str(int(v)) if k == "n"
-                          else _cell(v, sign=k.startswith("Δ")) + (SUBSET_MARK if k.startswith("ours") and _text_of(r.get("subset")) else ""))
+                          else number_text(v, sign=k.startswith("Δ")) + (SUBSET_MARK if k.startswith("ours") and _text_of(r.get("subset")) else ""))
                       for k, v in r.items() if k != "subset"} for r in table.to_dict("records")]
     notes = [n for r in table.to_dict("records") for n in _text_of(r.get("subset")).split("\n") if n]
     markdown = (
         f"# BoQ paper vs measured ({model})\n\nPaper numbers from the BoQ README "
-        "(`src/vprlab/resources/boq_paper_results.csv`); `-` = not measured here. Δ = ours - paper; ours = mean over "
+        "(`src/vprlab/resources/published_results.csv`, source: BoQ README); `-` = not measured here. Δ = ours - paper; ours = mean over "
         "the n runs of one setting (they differ in nothing but the seed).\n\n"
         + "".join(f"{line}\n\n" for line in _measured_by(runs))
         + markdown_table(markdown_rows, [c for c in table.columns if c != "subset"])
