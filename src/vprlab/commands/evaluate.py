@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vprlab.commands.benchmarks import benchmark_hint
 from vprlab.config.composition import check_component_keys
 from vprlab.engine.checkpoint import load_checkpoint
-from vprlab.engine.resume import command_line_overrides, refuse_overrides
+from vprlab.engine.resume import refuse_overrides
 from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
     check_unique_names,
@@ -34,6 +34,7 @@ from vprlab.evaluation.results import (
 )
 from vprlab.models.fusion import fold_batchnorm
 from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.utils.config import command_line_overrides
 from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.errors import ConfigError, MissingFileError
 from vprlab.utils.images import as_hw

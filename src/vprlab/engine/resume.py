@@ -32,6 +32,7 @@ from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.checkpointer import load_resume_checkpoint
 from vprlab.pretrained.layouts import describe_differences
 from vprlab.pretrained.load import read_export_sidecar, sidecar_path
+from vprlab.utils.config import command_line_overrides, flatten_keys
 from vprlab.utils.errors import ConfigError, DataError
 from vprlab.utils.weights import read_state_dict
 
@@ -58,15 +59,6 @@ def is_resume_safe(key: str) -> bool:
     return key_in(key, RESUME_SAFE)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): node}
-
-
 def override_keys(overrides: Sequence[str]) -> list[str]:
     """``["+a.b=1", "aggregator=gem", "~x"]`` -> ``["a.b", "aggregator", "x"]``."""
     keys = []
@@ -86,17 +78,6 @@ def refuse_overrides(overrides: Sequence[str] | None, patterns: Sequence[str], r
             f"{reason}, so {', '.join(refused)} cannot be honoured: {'it' if len(refused) == 1 else 'they'} would only "
             f"make this run's config disagree with what it computes. {advice}"
         )
-
-
-def command_line_overrides() -> list[str] | None:
-    """The overrides of the running Hydra job, or None outside Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return None
-    if not HydraConfig.initialized():
-        return None
-    return list(HydraConfig.get().overrides.task)
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -132,8 +113,8 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
     """The stored run's config with the resume-safe values of ``cfg``; any other override is a ValueError
     that names it. ``overrides``: the command line's (None: compare ``cfg`` with ``stored`` key by key)."""
     stored = as_stored_run_trained(stored)
-    current = _flatten(_resolved(cfg))
-    saved = _flatten(stored)
+    current = flatten_keys(_resolved(cfg))
+    saved = flatten_keys(stored)
     if overrides is not None:
         changed = override_keys(overrides)
     else:
@@ -171,8 +152,8 @@ def resume_config(cfg: DictConfig, stored: dict[str, Any], overrides: list[str] 
 def model_differences(cfg: DictConfig, stored: dict[str, Any], ignore: Sequence[str] = ("backbone.pretrained",)) -> list[str]:
     """The backbone./aggregator. keys whose value in ``cfg`` differs from the ``stored`` config, each as
     ``key (stored: x, this run: y)``; keys matching ``ignore`` (:func:`key_in`) are not compared."""
-    current = {k: v for k, v in _flatten(_resolved(cfg)).items() if k.startswith(("backbone.", "aggregator."))}
-    saved = {k: v for k, v in _flatten(stored).items() if k.startswith(("backbone.", "aggregator."))}
+    current = {k: v for k, v in flatten_keys(_resolved(cfg)).items() if k.startswith(("backbone.", "aggregator."))}
+    saved = {k: v for k, v in flatten_keys(stored).items() if k.startswith(("backbone.", "aggregator."))}
     differ = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k) and not key_in(k, ignore))
     return [f"{k} (stored: {saved.get(k, '<not set>')}, this run: {current.get(k, '<not set>')})" for k in differ]
 

@@ -203,7 +203,7 @@ def _train(
             if tcfg.eval_before_training and step == 0 and benchmarks and main:
                 before = evaluate_model(model, benchmarks, **eval_kwargs)
                 history.append({"epoch": 0, "step": 0, "metrics": before})
-                logger.log(_flatten(before), step=0)
+                logger.log(_benchmark_metric_keys(before), step=0)
             barrier(dist_info)
 
             for epoch in range(epoch, max_epochs):
@@ -271,16 +271,16 @@ def _train(
                 if main and benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or epoch + 1 == max_epochs):
                     epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
                     history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
-                    logger.log({**_flatten(epoch_metrics), "epoch": epoch + 1}, step=step)
+                    logger.log({**_benchmark_metric_keys(epoch_metrics), "epoch": epoch + 1}, step=step)
                 checkpointer.after_epoch(epoch + 1, epoch_metrics, partial(checkpoint_state, epoch + 1))
                 barrier(dist_info)
 
         final = history[-1]["metrics"] if history else {}
         logger.log({"system/peak_mem_mb": peak.peak_mb, "system/start_mem_mb": peak.start_mb,
                     "system/peak_mem_kind": peak.kind}, step=step)
-        summary = {**_flatten(final), "best/" + (monitor or "none"): checkpointer.best_metric, "train/steps": step}
+        summary = {**_benchmark_metric_keys(final), "best/" + (monitor or "none"): checkpointer.best_metric, "train/steps": step}
         if history and history[0]["epoch"] == 0:
-            summary.update({f"before/{k}": v for k, v in _flatten(history[0]["metrics"]).items()})
+            summary.update({f"before/{k}": v for k, v in _benchmark_metric_keys(history[0]["metrics"]).items()})
         logger.update_summary(summary)
     finally:
         logger.finish()
@@ -384,5 +384,6 @@ def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
     return f"{benchmarks[0].name}/R@1" if benchmarks else None
 
 
-def _flatten(metrics: dict[str, dict]) -> dict[str, Any]:
+def _benchmark_metric_keys(metrics: dict[str, dict]) -> dict[str, Any]:
+    """``{"pitts30k_test": {"R@1": 90.0}}`` -> ``{"pitts30k_test/R@1": 90.0}``: the names the logger records."""
     return {f"{bench}/{k}": v for bench, values in metrics.items() for k, v in values.items()}

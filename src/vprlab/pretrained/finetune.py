@@ -25,6 +25,7 @@ from vprlab.pretrained.load import (
     release_file,
 )
 from vprlab.pretrained.registry import resolve_callable
+from vprlab.utils.config import command_line_overrides
 from vprlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,22 +42,13 @@ def published_configs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return resolve_callable(spec.configs)(spec)
 
 
-def command_line_overrides() -> list[str]:
-    """The running Hydra job's command-line overrides ([] outside Hydra)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-    except ImportError:  # pragma: no cover - Hydra is a dependency
-        return []
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 def apply_published_architecture(cfg: DictConfig) -> DictConfig:
     """With ``cfg.pretrained.name`` set: replace ``cfg.backbone`` / ``cfg.aggregator`` by the published
     architecture (in place; returns ``cfg``). Without it: ``cfg`` unchanged."""
     pretrained = cfg.get("pretrained")
     if not pretrained or not pretrained.get("name"):
         return cfg
-    overrides = command_line_overrides()
+    overrides = command_line_overrides() or []  # None outside Hydra: nothing given on a command line
     groups = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] in ("backbone", "aggregator")]
     if groups:
         raise ConfigError(

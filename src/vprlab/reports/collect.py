@@ -39,6 +39,7 @@ import yaml
 
 from vprlab.evaluation.results import read_results
 from vprlab.tracking.logger import read_metrics
+from vprlab.utils.config import flatten_keys
 from vprlab.utils.run_status import ERROR_FILE, read_run_error
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,9 @@ def is_run_specific(key: str) -> bool:
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"optimizer": {"lr": 1e-3}}`` -> ``{"optimizer.lr": 1e-3}``; lists become JSON text."""
-    if not isinstance(config, dict):
-        return {prefix.rstrip("."): config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
-    return flat
+    if isinstance(config, dict) and not config:
+        return {}
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten_keys(config, prefix).items()}
 
 
 def setting_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
