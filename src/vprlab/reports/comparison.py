@@ -22,6 +22,7 @@ from vprlab.evaluation.results import (
     markdown_table,
     subset_footnote,
 )
+from vprlab.reports.plots import fit_legend, nice_ticks, pyplot, readable_log_ticks, save_figure
 from vprlab.utils.io import atomic_write_text
 
 
@@ -156,80 +157,10 @@ def comparison_csv(result: Comparison) -> str:
     return buffer.getvalue()
 
 
-def _tick_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _readable_log_ticks(ax: Any, ticks: Sequence[float], renderer: Any) -> list[float]:
-    """Label the log x axis at ``ticks`` only (no minor labels), dropping a tick whose label would touch the
-    one before it; returns the ticks kept."""
-    from matplotlib.ticker import NullFormatter, NullLocator
-
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    low, high = ax.get_xlim()
-    ticks = sorted({float(t) for t in ticks if low <= t <= high})
-    ax.set_xticks(ticks, [_tick_text(t) for t in ticks])
-    ax.figure.canvas.draw()  # tick labels are placed when drawn
-    kept, last = [], None
-    for tick, label in zip(ticks, ax.get_xticklabels()):
-        box = label.get_window_extent(renderer)
-        if last is None or box.x0 > last.x1 + 3:
-            kept.append(tick)
-            last = box
-    ax.set_xticks(kept, [_tick_text(t) for t in kept])
-    return kept
-
-
-def _nice_ticks(low: float, high: float) -> list[float]:
-    """1-2-5 values between ``low`` and ``high`` (a log axis' candidates)."""
-    out, decade = [], 10.0 ** math.floor(math.log10(low))
-    while decade <= high:
-        out += [m * decade for m in (1, 2, 5) if low <= m * decade <= high]
-        decade *= 10
-    return out
-
-
-def _fit_legend(fig: Any, handles: list, renderer: Any, fontsize: int = 8) -> Any:
-    """A legend under the axes that lies inside the figure: as many columns (at most 4) as fit its
-    width, labels wrapped when one column is still too wide; the figure grows to hold its height."""
-    import textwrap
-
-    width = fig.bbox.width * 0.96
-    labels = [h.get_label() for h in handles]
-    for ncol in range(min(4, len(handles)), 0, -1):
-        legend = fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
-        fig.canvas.draw()
-        box = legend.get_window_extent(renderer)
-        if box.width <= width:
-            break
-        legend.remove()
-    else:  # one column is too wide: wrap the labels to the figure's width
-        chars = max(12, int(max(len(x) for x in labels) * width / box.width) - 2)
-        for handle, label in zip(handles, labels):
-            handle.set_label("\n".join(textwrap.wrap(label, chars, break_long_words=True, break_on_hyphens=False)))
-        legend = fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=fontsize, frameon=False)
-        fig.canvas.draw()
-        box = legend.get_window_extent(renderer)
-    needed = box.height / fig.dpi + 0.15  # inches under the axes for the legend
-    w, h = fig.get_size_inches()
-    if needed > 0.4 * h:  # keep the axes readable: a taller figure instead of squeezed plots
-        fig.set_size_inches(w, h + needed - 0.4 * h)
-    return legend, needed / fig.get_size_inches()[1]
-
-
 def comparison_plot(result: Comparison, path: str | Path) -> Path | None:
     """:func:`comparison_figure` saved to ``path`` (None when no cell has a recall)."""
     fig = comparison_figure(result)
-    if fig is None:
-        return None
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return None if fig is None else save_figure(fig, path)
 
 
 def comparison_figure(result: Comparison) -> Any:
@@ -240,11 +171,7 @@ def comparison_figure(result: Comparison) -> Any:
     rows = [r for r in result.rows if r.get("R@1") is not None]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     markers = "os^Dv<>pP*Xh"
@@ -265,7 +192,7 @@ def comparison_figure(result: Comparison) -> Any:
         ax.set_xscale("log")
         if xs:
             ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-        ticks.append(sorted(set(xs)) if key == "descriptor_dim" else _nice_ticks(*ax.get_xlim()) if xs else [])
+        ticks.append(sorted(set(xs)) if key == "descriptor_dim" else nice_ticks(*ax.get_xlim()) if xs else [])
         ax.set_xlabel(label)
         ax.set_ylabel("R@1 (%)")
         ax.set_ylim(0, 100)
@@ -276,11 +203,11 @@ def comparison_figure(result: Comparison) -> Any:
                            label=f"{b}{SUBSET_MARK} (not the published image counts)" if b in subsets else b)
                 for i, b in enumerate(benchmarks)]
     fig.suptitle("R@1 against descriptor size and extraction speed")
-    _, bottom = _fit_legend(fig, handles, renderer)
+    _, bottom = fit_legend(fig, handles, renderer)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     for ax, candidates in zip(axes, ticks):  # after the layout: label widths are measured where they are drawn
         if candidates:
-            _readable_log_ticks(ax, candidates, renderer)
+            readable_log_ticks(ax, candidates, renderer)
     return fig
 
 

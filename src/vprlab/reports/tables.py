@@ -29,6 +29,7 @@ from vprlab.evaluation.results import (
     subset_note,
 )
 from vprlab.reports.collect import EPOCH_RULES, IDENTITY_COLUMNS
+from vprlab.reports.plots import pyplot, save_figure
 from vprlab.utils.io import atomic_write_text
 
 RECALLS = ("R@1", "R@5", "R@10")
@@ -36,15 +37,6 @@ RECALLS = ("R@1", "R@5", "R@10")
 _PER_RUN = {"run_dir", "job", "seed", "wandb_name", "steps", "wall_time_s", "status"}
 # Per-setting values that must be the same for every seed (a difference means the runs are not one setting).
 _CONSTANT = ("descriptor_dim", "params", "aggregator_params", "trainable_params")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on clusters and CI
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def pick_benchmark(runs: pd.DataFrame, benchmark: str | None = None) -> str:
@@ -182,6 +174,11 @@ def format_mean_std(table: pd.DataFrame, metrics: Sequence[str] = RECALLS, digit
     return table
 
 
+def _epoch_rule(runs: pd.DataFrame) -> str | None:
+    """The ``--epoch`` rule the rows were collected with (the first one given), or None."""
+    return runs["epoch_rule"].dropna().iloc[0] if "epoch_rule" in runs.columns and runs["epoch_rule"].notna().any() else None
+
+
 def epoch_statement(runs: pd.DataFrame) -> str:
     """One sentence: which epoch of each training run the numbers are from."""
     rules = [r for r in runs.get("epoch_rule", pd.Series(dtype=object)).dropna().unique()]
@@ -277,7 +274,7 @@ def sweep_report(
     speed = table.pivot(index=rows, columns=cols, values="train_img_per_s").reindex_like(grid) if "train_img_per_s" in table else None
     epoch_text = epoch_statement(data)
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * grid.shape[1], 1.6 + 1.1 * grid.shape[0]))
     values = grid.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0.0, vmax=100.0)
@@ -302,15 +299,12 @@ def sweep_report(
                 label += f"\n{speed.iloc[i, j]:.0f} img/s"
             ax.text(j, i, label, ha="center", va="center", fontsize=8, color="black" if value > 55 else "white")
     fig.colorbar(image, ax=ax, label=f"{metric} (%), fixed 0-100 scale")
-    rule = data["epoch_rule"].dropna().iloc[0] if "epoch_rule" in data.columns and data["epoch_rule"].notna().any() else None
+    rule = _epoch_rule(data)
     ax.set_title(f"{title}: {metric} on {benchmark}\n" + (f"epoch: {rule}; " if rule else "") + "mean ± std over n seeds",
                  fontsize=9)
     fig.tight_layout()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "heatmap.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(fig, out_dir / "heatmap.png")
 
     shown = format_mean_std(table, metrics)
     columns = [rows, cols, *[m for m in RECALLS if m in shown.columns], "n", "seeds", "descriptor_dim", "params",
@@ -353,7 +347,7 @@ def compare_report(
                "params", "aggregator_params", "train_img_per_s", "eval_img_per_s", "peak_mem_mb"]
     columns = [c for c in columns if c in shown.columns]
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     has_dims = "descriptor_dim" in table.columns and table["descriptor_dim"].notna().any()
     for bench, part in table.groupby("benchmark"):
@@ -379,7 +373,7 @@ def compare_report(
     ax.set_ylim(0, 100)
     ax.set_xlabel("descriptor dimension (log)")
     ax.set_ylabel("R@1 (%), mean ± std over seeds")
-    rule = data["epoch_rule"].dropna().iloc[0] if "epoch_rule" in data.columns and data["epoch_rule"].notna().any() else None
+    rule = _epoch_rule(data)
     benches = ", ".join(map(str, table["benchmark"].unique()))
     ax.set_title(f"{title}: R@1 on {benches}" + (f"\nepoch: {rule}" if rule else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -387,10 +381,7 @@ def compare_report(
         ax.legend(fontsize=8)
     fig.tight_layout()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "r1_vs_dim.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(fig, out_dir / "r1_vs_dim.png")
 
     markdown = (
         f"# {title}\n\nRecall@N (%) as mean ± std over the n seeds of one setting (runs that differ in nothing but "
