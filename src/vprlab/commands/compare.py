@@ -24,7 +24,8 @@ Python (no Hydra)::
 
     from vprlab.commands.compare import compare_models, write_comparison
     from vprlab.data.benchmarks import load_benchmark
-    
+    from vprlab.evaluation.settings import EvalSettings
+
     bench = load_benchmark(format="gt_csv", root="../shared/data/real/nordland_64x32_seqslam", name="nordland64")
     result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], EvalSettings(cache_dir="cache"))
     write_comparison(result, "comparison/")    # comparison.md / .csv / .tex / .png
@@ -49,7 +50,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
 from vprlab.commands.models import LoadedModel, load_model
 from vprlab.evaluation.protocol import (
     check_unique_names,
@@ -57,7 +57,6 @@ from vprlab.evaluation.protocol import (
     run_benchmark,
     transform_for_settings,
 )
-from vprlab.evaluation.settings import EvalSettings
 from vprlab.evaluation.results import (
     SUBSET_MARK,
     markdown_table,
