@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vprlab.evaluation.retrieval import search
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.utils.io import print_results
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         start = time.perf_counter()
         with AnonPeak() as anon:
-            scores, indices = search(db, queries, k=args.k, db_chunk_size=args.chunk, use_gpu="auto", progress=True)
+            scores, indices = search(db, queries, args.k, EvalSettings(db_chunk_size=args.chunk, use_gpu="auto", progress=True))
         search_s = time.perf_counter() - start
         anon_after = anon_rss_mb()
 

@@ -108,6 +108,7 @@ def raw_pixel_runs(out: Path) -> None:
     from vprlab.evaluation.recall import compute_recalls
     from vprlab.evaluation.results import write_results
     from vprlab.evaluation.retrieval import search
+    from vprlab.evaluation.settings import EvalSettings
 
     benches = {split: load_benchmark(format="gt_csv", root=REPO / "data" / "nordland_real" / split, name=f"nordland_real_{split}")
                for split in ("val", "test")}
@@ -120,7 +121,7 @@ def raw_pixel_runs(out: Path) -> None:
             start = time.perf_counter()
             db, q = raw_descriptors(bench.db_paths, size), raw_descriptors(bench.query_paths, size)
             seconds = time.perf_counter() - start
-            _, predictions = search(db, q, k=20, progress=False)
+            _, predictions = search(db, q, 20, EvalSettings(progress=False))
             recalls = compute_recalls(predictions, bench.positives, ks=(1, 5, 10, 20), num_db=len(db)).as_dict()
             rows.append({"model": f"rawpixels_{size[0]}x{size[1]}", "checkpoint_hash": "none", "benchmark": bench.name,
                          "image_size": f"{size[0]}x{size[1]}", "descriptor_dim": int(db.shape[1]), **recalls,
@@ -228,6 +229,7 @@ def layout_check(out: Path, seed: int = 1) -> None:
     from vprlab.commands.evaluate import load_model_for_eval
     from vprlab.data.benchmarks import load_benchmark
     from vprlab.evaluation.protocol import evaluate_model
+    from vprlab.evaluation.settings import EvalSettings
 
     bench = load_benchmark(format="gt_csv", root=REPO / "data" / "nordland_real" / "val", name="nordland_real_val")
     torch.set_num_threads(1)
@@ -238,7 +240,7 @@ def layout_check(out: Path, seed: int = 1) -> None:
             continue
         cfg = OmegaConf.create({"pretrained": None, "ckpt_path": str(ckpt), "weights_path": None, "allow_unsafe_pickle": False})
         model = load_model_for_eval(cfg)[0].eval()
-        plain = evaluate_model(model, [bench], batch_size=128, progress=False)[bench.name]["R@1"]
+        plain = evaluate_model(model, [bench], EvalSettings(batch_size=128, progress=False))[bench.name]["R@1"]
         generator = torch.Generator().manual_seed(0)
 
         def shuffle(module, args, kwargs, state={}):  # noqa: B006 - one permutation per model, drawn on first use
@@ -249,7 +251,7 @@ def layout_check(out: Path, seed: int = 1) -> None:
             return (x.flatten(2)[:, :, state["perm"]].reshape(b, c, h, w), *args[1:]), kwargs
 
         handle = model.aggregator.register_forward_pre_hook(shuffle, with_kwargs=True)
-        shuffled = evaluate_model(model, [bench], batch_size=128, progress=False)[bench.name]["R@1"]
+        shuffled = evaluate_model(model, [bench], EvalSettings(batch_size=128, progress=False))[bench.name]["R@1"]
         handle.remove()
         rows.append((name, plain, shuffled))
     lines = ["| method (seed %d best.ckpt) | val R@1 | val R@1, feature-map positions shuffled |" % seed, "|---|---:|---:|"]

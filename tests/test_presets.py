@@ -275,7 +275,7 @@ def test_mixvpr_and_salad_resize_bilinear_as_their_code(tmp_path) -> None:
     from PIL import Image
 
     from vprlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
-    from vprlab.engine.trainer import validation_preprocessing
+    from vprlab.evaluation.settings import validation_preprocessing
     from vprlab.models.backbones.resnet import ResNetBackbone
 
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ from vprlab.commands.compare import (
 from vprlab.commands.evaluate import run_evaluation
 from vprlab.data.benchmark import BenchmarkCountWarning
 from vprlab.engine.checkpoint import save_checkpoint
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.models.vpr_model import build_model
 from vprlab.reports import comparison
 from vprlab.reports.published import published_for, published_results
@@ -132,7 +133,7 @@ def test_published_numbers_and_differences(models, tiny_synthetic, tmp_path):
     published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source\n"
                          "boq_resnet50_16384,synthetic,12.5,40,,90,made-up test row\n")
     result = compare_models([("boq_resnet50_16384", str(models["released"])), str(models["gem"])], [bench],
-                            cache_dir=None, device="cpu", batch_size=16, published=published, progress=False)
+                            EvalSettings(device="cpu", batch_size=16, progress=False), published=published)
     boq, gem = result.rows
     assert boq["published R@1"] == 12.5 and boq["diff R@1"] == pytest.approx(boq["R@1"] - 12.5)
     assert boq["published R@10"] is None and boq["diff R@10"] is None  # not published: no difference
@@ -279,7 +280,7 @@ def test_labels_and_subset_marks_flow_into_every_output(models, tiny_synthetic, 
     assert f"| {float(rows['mine']['R@1']):.1f}†" in mine_line and note in markdown
     assert "| boq_resnet50_16384 (boq_finetuned.pth) | synthetic |" in markdown
     latex = (tmp_path / "out" / "comparison.tex").read_text()
-    assert f"mine & synthetic & 256 &" in latex and f"{float(rows['mine']['R@1']):.1f}$^\\dagger$" in latex
+    assert "mine & synthetic & 256 &" in latex and f"{float(rows['mine']['R@1']):.1f}$^\\dagger$" in latex
     assert "Not the published benchmark" in latex
     assert note in printed
     # A label used twice, and a path with '=' in a folder name (Hydra job folders) that is not a label.

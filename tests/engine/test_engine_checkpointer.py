@@ -294,9 +294,9 @@ def test_training_keeps_the_top_k_epochs_and_validates_with_the_recipe_preproces
     seen = []
     real = trainer.evaluate_model
 
-    def spy(model, benchmarks, **kwargs):
-        seen.append(kwargs["preprocessing"])
-        return real(model, benchmarks, **kwargs)
+    def spy(model, benchmarks, settings):
+        seen.append(settings.preprocessing)
+        return real(model, benchmarks, settings)
 
     monkeypatch.setattr(trainer, "evaluate_model", spy)
     overrides = tiny_train_overrides(

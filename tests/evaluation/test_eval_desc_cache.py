@@ -16,6 +16,7 @@ from vprlab.commands.evaluate import run_evaluation
 from vprlab.evaluation.protocol import BenchmarkDescriptors, score_benchmark
 from vprlab.evaluation.results import read_results
 from vprlab.evaluation.retrieval import search
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.evaluation.submission import image_key, msls_prediction_lines
 from vprlab.models.vpr_model import build_model
 
@@ -103,7 +104,7 @@ def test_chunked_search_equals_unchunked_search(tmp_path, utm_tree, weights):
 
     bench = SimpleNamespace(name="b", positives=[np.array([i]) for i in range(20)], queries_without_positive="miss")
     descriptors = BenchmarkDescriptors(db, q, 1.0, 1.0)
-    runs = [score_benchmark(bench, descriptors, k=25, db_chunk_size=c, use_gpu=False, progress=False) for c in (None, 7, 64)]
+    runs = [score_benchmark(bench, descriptors, EvalSettings(k=25, db_chunk_size=c, use_gpu=False, progress=False)) for c in (None, 7, 64)]
     for run in runs[1:]:
         np.testing.assert_array_equal(run.predictions, runs[0].predictions)
         assert run.metrics["R@20"] == runs[0].metrics["R@20"]
@@ -113,9 +114,9 @@ def test_float16_search_equals_search_of_rounded_descriptors():
     rng = np.random.default_rng(4)
     db = rng.standard_normal((200, 32)).astype(np.float32)
     q = rng.standard_normal((15, 32)).astype(np.float32)
-    _, expected = search(db.astype(np.float16).astype(np.float32), q, k=10, use_gpu=False)
+    _, expected = search(db.astype(np.float16).astype(np.float32), q, 10, EvalSettings(progress=False, use_gpu=False))
     for database in (db, db.astype(np.float16)):
-        _, got = search(database, q, k=10, float16=True, db_chunk_size=64, use_gpu=False)
+        _, got = search(database, q, 10, EvalSettings(progress=False, search_float16=True, db_chunk_size=64, use_gpu=False))
         np.testing.assert_array_equal(got, expected)
 
 
@@ -173,9 +174,9 @@ def test_the_database_streams_into_the_cache_entry_instead_of_memory(tmp_path, u
     seen = {}
     real = evaluate_module.score_benchmark
 
-    def spy(benchmark, descriptors, **kwargs):
+    def spy(benchmark, descriptors, settings):
         seen["database"] = descriptors.database
-        return real(benchmark, descriptors, **kwargs)
+        return real(benchmark, descriptors, settings)
 
     monkeypatch.setattr(evaluate_module, "score_benchmark", spy)
     streamed = run_evaluation(_cfg(tmp_path, utm_tree, weights, "cache_dtype=float16"))["custom"]

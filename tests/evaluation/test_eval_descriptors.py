@@ -10,6 +10,7 @@ from vprlab.evaluation.descriptors import (
     extract_descriptors_timed,
     resolve_amp_dtype,
 )
+from vprlab.evaluation.settings import EvalSettings
 
 
 def _tiny_model():
@@ -49,7 +50,7 @@ def _manual(model, paths):
 
 def test_matches_manual_forward_in_order(image_paths):
     model = _tiny_model()
-    descriptors = extract_descriptors(model, image_paths, to_tensor, batch_size=4, progress=False)
+    descriptors = extract_descriptors(model, image_paths, to_tensor, EvalSettings(batch_size=4, progress=False))
     assert descriptors.dtype == np.float32
     assert descriptors.shape == (6, 4)
     np.testing.assert_allclose(descriptors, _manual(model, image_paths), rtol=1e-5, atol=1e-6)
@@ -57,7 +58,7 @@ def test_matches_manual_forward_in_order(image_paths):
 
 def test_tuple_output_timing_and_mode_restored(image_paths):
     model = TupleModel().train()
-    result = extract_descriptors_timed(model, image_paths, to_tensor, batch_size=2, progress=False)
+    result = extract_descriptors_timed(model, image_paths, to_tensor, EvalSettings(batch_size=2, progress=False))
     assert model.training
     assert result.images_per_second > 0 and result.seconds > 0
     np.testing.assert_allclose(result.descriptors, _manual(model.inner, image_paths), rtol=1e-5, atol=1e-6)
@@ -65,7 +66,7 @@ def test_tuple_output_timing_and_mode_restored(image_paths):
 
 def test_bf16_autocast_on_cpu_is_close(image_paths):
     model = _tiny_model()
-    descriptors = extract_descriptors(model, image_paths, to_tensor, amp_dtype="bf16", progress=False)
+    descriptors = extract_descriptors(model, image_paths, to_tensor, EvalSettings(amp_dtype="bf16", progress=False))
     assert descriptors.dtype == np.float32
     np.testing.assert_allclose(descriptors, _manual(model, image_paths), atol=5e-2)
 
@@ -74,16 +75,16 @@ def test_unreadable_and_missing_images_name_the_path(tmp_path, image_paths):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(OSError, match="broken.png"):
-        extract_descriptors(_tiny_model(), [image_paths[0], broken], to_tensor, progress=False)
+        extract_descriptors(_tiny_model(), [image_paths[0], broken], to_tensor, EvalSettings(progress=False))
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        extract_descriptors(_tiny_model(), [tmp_path / "missing.png"], to_tensor, progress=False)
+        extract_descriptors(_tiny_model(), [tmp_path / "missing.png"], to_tensor, EvalSettings(progress=False))
 
 
 def test_bad_model_output_and_empty_input(image_paths):
     with pytest.raises(ValueError, match=r"\[batch, descriptor_dim\]"):
-        extract_descriptors(nn.Identity(), image_paths[:1], to_tensor, progress=False)
+        extract_descriptors(nn.Identity(), image_paths[:1], to_tensor, EvalSettings(progress=False))
     with pytest.raises(ValueError, match="no images"):
-        extract_descriptors(_tiny_model(), [], to_tensor, progress=False)
+        extract_descriptors(_tiny_model(), [], to_tensor, EvalSettings(progress=False))
 
 
 def test_resolve_amp_dtype():

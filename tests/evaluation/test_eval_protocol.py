@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.transforms.functional import to_tensor
 
 from vprlab.evaluation.protocol import evaluate
+from vprlab.evaluation.settings import EvalSettings
 
 
 @dataclass
@@ -69,7 +70,7 @@ def test_evaluate_end_to_end_known_recalls(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # k=5 > 4 db images must clamp silently
         results = evaluate(
-            MeanColour(), _benchmarks(tmp_path), transform_for, batch_size=3, ks=(1, 2, 5), progress=False
+            MeanColour(), _benchmarks(tmp_path), EvalSettings(batch_size=3, ks=(1, 2, 5), progress=False), transform_for
         )
 
     assert sizes_asked == [(4, 4), None]
@@ -91,4 +92,4 @@ def test_evaluate_end_to_end_known_recalls(tmp_path):
 def test_duplicate_benchmark_names_are_rejected(tmp_path):
     bench = _benchmarks(tmp_path)[0]
     with pytest.raises(ValueError, match="colours"):
-        evaluate(MeanColour(), [bench, bench], lambda size: to_tensor, progress=False)
+        evaluate(MeanColour(), [bench, bench], EvalSettings(progress=False), lambda size: to_tensor)

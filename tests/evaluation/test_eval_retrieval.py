@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from vprlab.evaluation.retrieval import faiss_num_gpus, search
+from vprlab.evaluation.settings import EvalSettings
 
 
 def _normalised(rng, n, dim):
@@ -23,7 +24,7 @@ def data():
 
 def test_search_matches_numpy_brute_force(data):
     database, queries = data
-    scores, indices = search(database, queries, k=5, use_gpu=False)
+    scores, indices = search(database, queries, 5, EvalSettings(progress=False, use_gpu=False))
     expected_scores, expected_indices = _brute_force(database, queries, 5)
     assert scores.dtype == np.float32 and indices.dtype == np.int64
     assert scores.shape == indices.shape == (11, 5)
@@ -35,8 +36,8 @@ def test_search_matches_numpy_brute_force(data):
 @pytest.mark.parametrize("k", [1, 7, 37, 50])
 def test_chunked_search_equals_unchunked(data, chunk, k):
     database, queries = data
-    full_scores, full_indices = search(database, queries, k=k, use_gpu=False)
-    scores, indices = search(database, queries, k=k, db_chunk_size=chunk, use_gpu=False)
+    full_scores, full_indices = search(database, queries, k, EvalSettings(progress=False, use_gpu=False))
+    scores, indices = search(database, queries, k, EvalSettings(progress=False, db_chunk_size=chunk, use_gpu=False))
     assert indices.shape == (11, min(k, 37))
     np.testing.assert_array_equal(indices, full_indices)
     np.testing.assert_allclose(scores, full_scores, rtol=1e-6, atol=1e-6)
@@ -44,7 +45,7 @@ def test_chunked_search_equals_unchunked(data, chunk, k):
 
 def test_k_larger_than_database_returns_every_item_ranked(data):
     database, queries = data
-    _, indices = search(database, queries, k=1000, use_gpu=False)
+    _, indices = search(database, queries, 1000, EvalSettings(progress=False, use_gpu=False))
     assert indices.shape == (11, 37)
     assert all(sorted(row) == list(range(37)) for row in indices.tolist())
 
@@ -53,7 +54,7 @@ def test_equal_scores_are_ordered_by_database_index():
     database = np.eye(3, dtype=np.float32)[[0, 1, 0, 2, 0]]  # item 0 repeated at 0, 2, 4
     queries = np.array([[1, 0, 0]], dtype=np.float32)
     for chunk in (None, 1, 2):
-        _, indices = search(database, queries, k=5, db_chunk_size=chunk, use_gpu=False)
+        _, indices = search(database, queries, 5, EvalSettings(progress=False, db_chunk_size=chunk, use_gpu=False))
         assert indices[0, :3].tolist() == [0, 2, 4]
 
 
@@ -68,13 +69,13 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="k must be >= 1"):
         search(database, database, k=0)
     with pytest.raises(ValueError, match="db_chunk_size"):
-        search(database, database, k=1, db_chunk_size=0)
+        search(database, database, 1, EvalSettings(progress=False, db_chunk_size=0))
     with pytest.raises(ValueError, match="empty"):
         search(database[:0], database, k=1)
     with pytest.raises(ValueError, match="2-D"):
         search(database[0], database, k=1)
     with pytest.raises(ValueError, match="use_gpu"):
-        search(database, database, k=1, use_gpu="sometimes")
+        search(database, database, 1, EvalSettings(progress=False, use_gpu="sometimes"))
 
 
 def test_no_queries_gives_empty_result():
@@ -86,15 +87,15 @@ def test_no_queries_gives_empty_result():
 def test_use_gpu_true_without_faiss_gpu_says_what_to_do(data):
     database, queries = data
     with pytest.raises(RuntimeError, match="faiss-gpu"):
-        search(database, queries, k=1, use_gpu=True)
+        search(database, queries, 1, EvalSettings(progress=False, use_gpu=True))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(faiss_num_gpus() == 0, reason="faiss build without GPU support")
 def test_gpu_search_matches_cpu(data):
     database, queries = data
-    cpu_scores, cpu_indices = search(database, queries, k=10, db_chunk_size=8, use_gpu=False)
-    gpu_scores, gpu_indices = search(database, queries, k=10, db_chunk_size=8, use_gpu=True)
+    cpu_scores, cpu_indices = search(database, queries, 10, EvalSettings(progress=False, db_chunk_size=8, use_gpu=False))
+    gpu_scores, gpu_indices = search(database, queries, 10, EvalSettings(progress=False, db_chunk_size=8, use_gpu=True))
     np.testing.assert_array_equal(gpu_indices, cpu_indices)
     np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-4, atol=1e-4)
 
@@ -131,15 +132,15 @@ def test_several_gpus_each_search_one_shard_and_the_merge_is_exact(three_fake_gp
     rng = np.random.default_rng(4)
     database = rng.standard_normal((100, 16)).astype(np.float32)
     queries = rng.standard_normal((9, 16)).astype(np.float32)
-    expected_scores, expected_indices = search(database, queries, k=7, use_gpu=False)
+    expected_scores, expected_indices = search(database, queries, 7, EvalSettings(progress=False, use_gpu=False))
     assert not three_fake_gpus
-    scores, indices = search(database, queries, k=7, use_gpu=True)
+    scores, indices = search(database, queries, 7, EvalSettings(progress=False, use_gpu=True))
     assert _rows_per_device(three_fake_gpus) == {0: [34], 1: [34], 2: [32]}  # one shard per GPU
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
 
     three_fake_gpus.clear()
-    _, indices = search(database, queries, k=7, use_gpu="auto", db_chunk_size=10, num_gpus=2)
+    _, indices = search(database, queries, 7, EvalSettings(progress=False, use_gpu="auto", db_chunk_size=10), num_gpus=2)
     assert _rows_per_device(three_fake_gpus) == {0: [10] * 5, 1: [10] * 5}  # chunks dealt out in turn
     np.testing.assert_array_equal(indices, expected_indices)
 
@@ -149,7 +150,7 @@ def test_num_gpus_beyond_what_faiss_sees_and_a_failing_gpu_are_errors(three_fake
 
     database = np.eye(8, dtype=np.float32)
     with pytest.raises(ValueError, match=r"num_gpus=5 but faiss sees 3 GPU\(s\); use 1..3"):
-        search(database, database, k=1, use_gpu=True, num_gpus=5)
+        search(database, database, 1, EvalSettings(progress=False, use_gpu=True), num_gpus=5)
 
     def broken(index, resources, device, float16):
         if device == 1:
@@ -158,7 +159,7 @@ def test_num_gpus_beyond_what_faiss_sees_and_a_failing_gpu_are_errors(three_fake
 
     monkeypatch.setattr(retrieval, "_to_gpu", broken)
     with pytest.raises(RuntimeError, match="out of memory on GPU 1"):
-        search(database, database, k=1, use_gpu=True)
+        search(database, database, 1, EvalSettings(progress=False, use_gpu=True))
 
 
 @pytest.mark.gpu
@@ -167,8 +168,8 @@ def test_faiss_search_sharded_over_every_gpu_matches_cpu():
     rng = np.random.default_rng(0)
     database = rng.standard_normal((5000, 64)).astype(np.float32)
     queries = rng.standard_normal((50, 64)).astype(np.float32)
-    _, cpu = search(database, queries, k=10, use_gpu=False)
-    _, gpu = search(database, queries, k=10, use_gpu=True)  # one shard per GPU faiss sees
+    _, cpu = search(database, queries, 10, EvalSettings(progress=False, use_gpu=False))
+    _, gpu = search(database, queries, 10, EvalSettings(progress=False, use_gpu=True))  # one shard per GPU faiss sees
     assert (gpu == cpu).mean() > 0.99
 
 
@@ -188,7 +189,7 @@ def test_cpu_search_equals_a_faiss_flat_index_with_and_without_onednn(monkeypatc
     monkeypatch.setattr(retrieval, "_SCORE_BLOCK_ELEMENTS", 3000 * 16)  # query blocks of 16 rows
     for onednn in (True, False):
         monkeypatch.setattr(retrieval, "onednn_linear_available", lambda: onednn)
-        scores, indices = search(stored, queries, k=15, db_chunk_size=700, use_gpu=False)
+        scores, indices = search(stored, queries, 15, EvalSettings(progress=False, db_chunk_size=700, use_gpu=False))
         np.testing.assert_array_equal(indices, flat_indices)
         np.testing.assert_allclose(scores, flat_scores, rtol=1e-5, atol=1e-6)
 
@@ -213,7 +214,7 @@ def _reference_ties_to_lower_index(database, queries, k):
 
 def _assert_lower_index_wins(database, queries, k, **options):
     expected_scores, expected = _reference_ties_to_lower_index(database, queries, k)
-    scores, indices = search(database, queries, k=k, **options)
+    scores, indices = search(database, queries, k, EvalSettings(progress=False, **options))
     np.testing.assert_array_equal(indices, expected, err_msg=str(options))
     np.testing.assert_array_equal(scores, expected_scores.astype(np.float32))
 
@@ -228,7 +229,7 @@ def test_ties_at_the_cut_keep_the_lower_database_index_on_every_cpu_path(monkeyp
     assert len({tuple(r) for r in database}) == 5  # 40 items, 5 distinct vectors
     for chunk in (None, 1, 3, 7, 16, 39):
         for k in (1, 2, 5, 9, 17, 40):
-            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, float16=float16, use_gpu=False)
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, search_float16=float16, use_gpu=False)
 
 
 def test_ties_keep_the_lower_index_whatever_the_backend_selects(monkeypatch):
@@ -265,7 +266,7 @@ def test_ties_keep_the_lower_index_on_a_real_gpu(float16):
     database, queries = _tied_data(seed=3, num_db=3000, num_queries=50, distinct=7)
     for chunk in (None, 700):
         for k in (1, 5, 25):
-            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, float16=float16, use_gpu=True)
+            _assert_lower_index_wins(database, queries, k, db_chunk_size=chunk, search_float16=float16, use_gpu=True)
 
 
 def test_rows_that_tie_with_everything_are_researched_a_few_at_a_time(monkeypatch):
@@ -284,7 +285,7 @@ def test_rows_that_tie_with_everything_are_researched_a_few_at_a_time(monkeypatc
     monkeypatch.setattr(retrieval, "_onednn_knn", spy)
     database = np.ones((100, 4), np.float32) / 2
     queries = np.zeros((6, 4), np.float32)  # every score is 0: all 100 items tie
-    scores, indices = search(database, queries, k=3, use_gpu=False)
+    scores, indices = search(database, queries, 3, EvalSettings(progress=False, use_gpu=False))
     assert indices.tolist() == [[0, 1, 2]] * 6 and not scores.any()
     assert max(rows * k for rows, k in calls[1:]) <= 100  # groups of at most 64 // k rows (1 row once k >= 64)
     assert calls[0] == (6, 4) and calls[-1][1] == 100

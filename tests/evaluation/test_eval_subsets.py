@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import pytest
 from conftest import compose_config
 from omegaconf import OmegaConf
 

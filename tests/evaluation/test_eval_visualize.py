@@ -10,6 +10,7 @@ from PIL import Image
 from vprlab.evaluation.visualize import (
     attention_maps,
     choose_queries,
+    PictureSettings,
     feature_grid,
     save_attention_figure,
 )
@@ -20,13 +21,14 @@ from vprlab.models.vpr_model import VPRModel
 def test_choose_queries():
     positives = [np.array([0]), np.array([1]), np.array([], dtype=np.int64), np.array([3]), np.array([4])]
     predictions = np.array([[0, 1], [2, 1], [1, 0], [3, 0], [0, 4]])
-    assert choose_queries(5, 3) == [0, 2, 4]
-    assert choose_queries(5, 9) == [0, 1, 2, 3, 4]
-    assert choose_queries(5, 2, select="failures", positives=positives, predictions=predictions) == [1, 4]
-    assert choose_queries(5, 2, select="random", seed=1) == choose_queries(5, 2, select="random", seed=1)
-    assert choose_queries(5, 0) == [] and choose_queries(5, 0, explicit=[3]) == [3]
+    P = PictureSettings
+    assert choose_queries(5, P(num_queries=3)) == [0, 2, 4]
+    assert choose_queries(5, P(num_queries=9)) == [0, 1, 2, 3, 4]
+    assert choose_queries(5, P(num_queries=2, select="failures"), positives, predictions) == [1, 4]
+    assert choose_queries(5, P(num_queries=2, select="random", seed=1)) == choose_queries(5, P(num_queries=2, select="random", seed=1))
+    assert choose_queries(5, P(num_queries=0)) == [] and choose_queries(5, P(num_queries=0, queries=[3])) == [3]
     with pytest.raises(ValueError, match=r"visualize.queries \[7\] outside \[0, 5\)"):
-        choose_queries(5, 1, explicit=[7])
+        choose_queries(5, P(num_queries=1, queries=[7]))
 
 
 @pytest.mark.parametrize(("tokens", "size", "grid"), [(576, (384, 384), (24, 24)), (529, (322, 322), (23, 23)),
@@ -54,8 +56,8 @@ def test_attention_maps_of_boq_over_the_image(tmp_path):
     np.testing.assert_allclose(maps[1].reshape(6, -1).sum(axis=1), 1.0, rtol=1e-5)  # softmax over the tokens
     image = tmp_path / "q.png"
     Image.new("RGB", (64, 40), (10, 200, 30)).save(image)
-    out = save_attention_figure(tmp_path / "a.png", str(image), maps, (40, 64), learned_queries=[0, 5])
+    out = save_attention_figure(tmp_path / "a.png", str(image), maps, (40, 64), PictureSettings(attention_queries=[0, 5]))
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"attention_queries \[9\] outside \[0, 6\)"):
-        save_attention_figure(tmp_path / "b.png", str(image), maps, (40, 64), learned_queries=[9])
+        save_attention_figure(tmp_path / "b.png", str(image), maps, (40, 64), PictureSettings(attention_queries=[9]))
     assert attention_maps(torch.nn.Identity(), torch.rand(3, 8, 8)) is None

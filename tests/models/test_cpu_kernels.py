@@ -116,6 +116,7 @@ def test_descriptor_extraction_gives_the_same_descriptors_with_and_without_it(tm
 
     from vprlab.data.transforms import eval_transform
     from vprlab.evaluation.descriptors import extract_descriptors
+    from vprlab.evaluation.settings import EvalSettings
     from vprlab.models.vpr_model import build_model
 
     paths = []
@@ -127,10 +128,10 @@ def test_descriptor_extraction_gives_the_same_descriptors_with_and_without_it(tm
          "num_trainable_blocks": 1, "train_image_size": 28, "eval_image_size": 28},
         {"_target_": "vprlab.models.aggregators.boq.BoQ", "proj_channels": 64, "num_queries": 4, "num_layers": 1, "row_dim": 2},
     )
-    fast = extract_descriptors(model, paths, eval_transform(28), batch_size=2, progress=False)
+    fast = extract_descriptors(model, paths, eval_transform(28), EvalSettings(batch_size=2, progress=False))
     monkeypatch.setattr(cpu_kernels, "onednn_linear_available", lambda: False)
     monkeypatch.setattr("vprlab.models.aggregators.boq.use_onednn", lambda x: False)
-    plain = extract_descriptors(model, paths, eval_transform(28), batch_size=2, progress=False)
+    plain = extract_descriptors(model, paths, eval_transform(28), EvalSettings(batch_size=2, progress=False))
     np.testing.assert_allclose(fast, plain, atol=1e-5)
 
 

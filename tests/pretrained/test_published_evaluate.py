@@ -18,6 +18,7 @@ from vprlab.commands.evaluate import load_model_for_eval, run_evaluation
 from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.evaluation.descriptors import extract_descriptors_timed
 from vprlab.evaluation.results import read_results
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.pretrained import load_pretrained, published_model
 
 NAME = "cosplace_resnet18_32"  # the cheapest published architecture: ResNet18 + GeM + FC, any image size
@@ -64,7 +65,7 @@ def mixed_benchmark(tmp_path_factory) -> Path:
 def test_native_size_images_are_batched_by_size(cosplace_file, mixed_benchmark) -> None:
     model, transform = load_pretrained(NAME, weights=cosplace_file)
     paths = [mixed_benchmark / "images" / f"db_{i}.png" for i in range(6)]
-    result = extract_descriptors_timed(model, paths, transform, batch_size=4, progress=False)
+    result = extract_descriptors_timed(model, paths, transform, EvalSettings(batch_size=4, progress=False))
     with torch.no_grad():
         one_by_one = torch.cat([model(transform(Image.open(p).convert("RGB")).unsqueeze(0)) for p in paths]).numpy()
     assert {Image.open(p).size for p in paths} == {(48, 40), (64, 48), (52, 36)}
@@ -133,7 +134,7 @@ def test_fine_tune_from_a_published_model_trains_evaluates_and_exports(cosplace_
     released, _ = load_pretrained(NAME, weights=cosplace_file)
     from vprlab.data.loaders import build_benchmarks
 
-    before = evaluate_model(released, build_benchmarks(cfg.benchmark), batch_size=16, progress=False)
+    before = evaluate_model(released, build_benchmarks(cfg.benchmark), EvalSettings(batch_size=16, progress=False))
     assert result["history"][0]["epoch"] == 0 and result["history"][0]["metrics"]["synthetic"]["R@1"] == before["synthetic"]["R@1"]
     assert result["metrics"]["synthetic"]["descriptor_dim"] == 32
 

@@ -25,9 +25,10 @@ Python (no Hydra)::
     from vprlab.commands.compare import compare_models
     from vprlab.data.benchmarks import load_benchmark
     from vprlab.reports.comparison import write_comparison
+    from vprlab.evaluation.settings import EvalSettings
 
     bench = load_benchmark(format="gt_csv", root="../shared/data/real/nordland_64x32_seqslam", name="nordland64")
-    result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], cache_dir="cache")
+    result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], EvalSettings(cache_dir="cache"))
     write_comparison(result, "comparison/")    # comparison.md / .csv / .tex / .png
 
 Published numbers come from ``vprlab/resources/published_results.csv`` (one row per released model
@@ -48,23 +49,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import OmegaConf
-
-from vprlab.commands.evaluate import load_model_for_eval
-from vprlab.evaluation.cache import DescriptorCache
+from vprlab.commands.models import LoadedModel, load_model
 from vprlab.evaluation.protocol import (
     check_unique_names,
     eval_size_for,
-    make_transform_for,
     run_benchmark,
+    transform_for_settings,
 )
 from vprlab.evaluation.results import (
     SUBSET_MARK,
     markdown_table,
     subset_note,
 )
-from vprlab.models.fusion import fold_batchnorm as fold_batchnorm_into_convs
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.reports.comparison import (
     SKIP_RULE,
     Comparison,
@@ -75,7 +72,6 @@ from vprlab.reports.comparison import (
     write_comparison,
 )
 from vprlab.reports.published import PUBLISHED_RESULTS, published_for, published_results
-from vprlab.utils.device import Precision, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +79,6 @@ KS = (1, 5, 10, 20)
 
 
 # ------------------------------------------------------------------------------------ models
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to evaluate: what the table calls it, the hash that keys its cache entries, the
-    eval transform per benchmark size, and the key of its rows in the published-results CSV."""
-
-    model: torch.nn.Module
-    name: str
-    weights_hash: str
-    transform_for: Callable[[Any], Callable]
-    published_key: str | None
-    kind: str  # "released" | "checkpoint" | "weights file"
 
 
 def _released_names() -> tuple[set[str], Callable[[str], str]]:
@@ -116,34 +99,22 @@ def is_released(source: str) -> bool:
 
 
 def load_compare_model(source: str, weights: str | Path | None = None, allow_unsafe_pickle: bool = False) -> LoadedModel:
-    """The one adapter between this command and the model registry.
+    """One ``--models`` item through the one evaluation loader (:func:`vprlab.commands.models.load_model`).
 
     ``source``: a released model name (weights from ``weights``, a local copy of its file, or the
     torch hub cache, downloaded once; each method with its own evaluation preprocessing), a vprlab checkpoint (``*.ckpt``, rebuilt from its stored
     config exactly as ``evaluate.py ckpt_path=...`` does), or another weights file in a release
     layout (architecture read off its keys). Names and hashes are those ``evaluate.py`` uses, so both
     share descriptor cache entries."""
-    if is_released(source):
-        from vprlab.pretrained import load_for_evaluation
-
-        from vprlab.pretrained import published_model
-
-        model, name, weights_hash = load_for_evaluation(source, weights, allow_unsafe_pickle)
-        if weights is not None and Path(weights).name != published_model(source).file_name:
-            name = f"{name} ({Path(weights).name})"  # maybe fine-tuned: never shown as the published model itself
-        return LoadedModel(model, name, weights_hash, make_transform_for(model), _released_names()[1](source), "released")
-    if weights is not None:
+    if weights is not None and not is_released(source):
         raise ValueError(f"--weights {source}=...: {source!r} is not a released model name; only released names take a weights file")
-    path = Path(source).expanduser()
-    if path.suffix == ".ckpt":
-        cfg = OmegaConf.create({"pretrained": None, "ckpt_path": str(path), "weights_path": None,
-                                "allow_unsafe_pickle": bool(allow_unsafe_pickle)})
-        model, name, weights_hash = load_model_for_eval(cfg)
-        return LoadedModel(model.eval(), name, weights_hash, make_transform_for(model), None, "checkpoint")
-    from vprlab.pretrained import load_for_evaluation
+    loaded = load_model(source if is_released(source) else str(Path(source).expanduser()), weights,
+                        allow_unsafe_pickle=allow_unsafe_pickle)
+    from vprlab.pretrained import published_model
 
-    model, name, weights_hash = load_for_evaluation(str(path), None, allow_unsafe_pickle)
-    return LoadedModel(model, name, weights_hash, make_transform_for(model), None, "weights file")
+    if weights is not None and Path(weights).name != published_model(source).file_name:
+        loaded.name = f"{loaded.name} ({Path(weights).name})"  # maybe fine-tuned: never shown as the published model itself
+    return loaded
 
 
 def missing_weights(source: str, weights: str | Path | None) -> str | None:
@@ -203,21 +174,11 @@ def _model_spec(item: Any) -> tuple[str | None, str, str | None]:
 def compare_models(
     models: Sequence[str | tuple[str, str | None]],
     benchmarks: Sequence[Any],
+    settings: EvalSettings,
     *,
     weights: dict[str, str] | None = None,
-    cache_dir: str | Path | None = None,
-    cache_dtype: str = "float32",
-    device: str = "auto",
-    batch_size: int = 32,
-    num_workers: int = 0,
-    precision: str | None = None,
-    ks: Sequence[int] = KS,
     published: str | Path | Sequence[dict] | None = None,
     allow_unsafe_pickle: bool = False,
-    progress: bool = True,
-    channels_last: bool = False,
-    fold_batchnorm: bool = False,
-    loader: Callable[..., LoadedModel] = load_compare_model,
 ) -> Comparison:
     """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
     benchmarks from their configs and calls this).
@@ -226,7 +187,9 @@ def compare_models(
     table and plot), or ``(source, weights path)`` pairs; ``weights`` maps a released name to a local
     copy of its file. ``benchmarks``: :class:`~vprlab.data.benchmark.Benchmark`
     values, or :class:`MissingBenchmark` for one that is not on disk (skipped and listed).
-    ``cache_dir``: the descriptor cache (evaluate.py's keys; None: no cache). One model is in memory at
+    ``settings``: how every cell is evaluated (:class:`~vprlab.evaluation.settings.EvalSettings`: device,
+    batch size, precision, recall ks, search options; ``cache_dir``: the descriptor cache, evaluate.py's
+    keys; None: no cache; the command builds it from evaluate.yaml's keys). One model is in memory at
     a time. Returns the rows (one per evaluated cell, with the published numbers and differences) and
     the skipped cells with their reasons."""
     weights = dict(weights or {})
@@ -241,11 +204,8 @@ def compare_models(
                          "model; each LABEL= must name one model")
     present = [b for b in benchmarks if not isinstance(b, MissingBenchmark)]
     check_unique_names(present)
-    ks = tuple(sorted(int(k) for k in ks))
+    ks = tuple(sorted(settings.ks))
     published_rows = published_results(published) if published is None or isinstance(published, (str, Path)) else list(published)
-    dev = resolve_device(device)
-    amp = Precision.from_config(precision or "32", dev).dtype
-    cache = DescriptorCache(cache_dir, dtype=cache_dtype) if cache_dir is not None else None
 
     skipped = [Skipped("*", b.name, b.reason) for b in benchmarks if isinstance(b, MissingBenchmark)]
     # Check every file before any model is loaded, so all missing ones are listed at once.
@@ -263,7 +223,7 @@ def compare_models(
         if not present:
             break
         try:
-            loaded = loader(source, w, allow_unsafe_pickle)
+            loaded = load_compare_model(source, w, allow_unsafe_pickle)
         except (RuntimeError, FileNotFoundError) as err:  # a release that could not be downloaded
             if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
                 raise
@@ -275,18 +235,11 @@ def compare_models(
             raise ValueError(f"--models: {names[name]!r} and {source!r} would both be called {name!r} in the tables; "
                              f"name them with LABEL=, e.g. --models a={names[name]} b={source}")
         names[name] = source
-        model = loaded.model.to(dev).eval()
-        if fold_batchnorm:  # as evaluate.py: BatchNorm folded into its convolution (models/fusion.py)
-            fold_batchnorm_into_convs(model)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+        model = settings.prepare_model(loaded.model.eval())  # as evaluate.py: device, folded BatchNorm, NHWC
+        transform_for = transform_for_settings(model, settings)
         for bench in present:
             size = eval_size_for(model, bench.image_size)  # None: the method's native size
-            run = run_benchmark(
-                model, bench, loaded.transform_for, batch_size=batch_size, num_workers=num_workers, device=dev,
-                ks=ks, amp_dtype=amp, progress=progress, cache=cache, weights_hash=loaded.weights_hash,
-                resolved_image_size=size,
-            )
+            run = run_benchmark(model, bench, settings, transform_for, loaded.weights_hash)
             metrics = run.metrics
             row: dict[str, Any] = {
                 "model": name, "source": source, "kind": loaded.kind, "checkpoint_hash": loaded.weights_hash,
@@ -314,7 +267,7 @@ def compare_models(
     if any(r["from_cache"] for r in rows):
         notes.append("img/s of a cached cell is that of the run that filled the cache (its device and batch size)")
     source = PUBLISHED_RESULTS if published is None else str(published) if isinstance(published, (str, Path)) else "the given rows"
-    return Comparison(rows, skipped, ks, str(dev), source, notes)
+    return Comparison(rows, skipped, ks, str(settings.device), source, notes)
 
 
 # ------------------------------------------------------------------------------------ the command
@@ -382,14 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights = _parse_weights(args.weights)
         benchmarks, cfg = build_named_benchmarks(args.benchmarks, args.override)
         start = time.perf_counter()
-        result = compare_models(
-            args.models, benchmarks, weights=weights,
-            cache_dir=None if args.no_cache or not cfg.cache else str(cfg.cache_dir), cache_dtype=str(cfg.cache_dtype),
-            device=str(cfg.device), batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
-            precision=cfg.precision, ks=tuple(cfg.recall_ks), published=args.published,
-            allow_unsafe_pickle=args.allow_unsafe_pickle, progress=bool(cfg.progress), channels_last=bool(cfg.channels_last),
-            fold_batchnorm=bool(cfg.fold_batchnorm),
-        )
+        settings = EvalSettings.from_eval_config(cfg)  # evaluate.yaml's keys, as evaluate.py reads them
+        if args.no_cache:
+            settings = settings.replace(cache_dir=None)
+        result = compare_models(args.models, benchmarks, settings, weights=weights, published=args.published,
+                                allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
         print(f"vprlab compare: {err}", file=sys.stderr)
         return 2

@@ -12,19 +12,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vprlab.commands.benchmarks import benchmark_hint
+from vprlab.commands.models import configured_name, load_model
 from vprlab.config.composition import check_component_keys
-from vprlab.engine.checkpoint import load_checkpoint
 from vprlab.engine.resume import refuse_overrides
-from vprlab.evaluation.cache import DescriptorCache
 from vprlab.evaluation.protocol import (
     check_unique_names,
     eval_size_for,
     log_metrics,
-    make_transform_for,
     run_benchmark,
+    transform_for_settings,
 )
 from vprlab.evaluation.results import (
     benchmark_counts,
@@ -32,73 +31,37 @@ from vprlab.evaluation.results import (
     read_results,
     write_results,
 )
-from vprlab.models.fusion import fold_batchnorm
-from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.evaluation.settings import EvalSettings
+from vprlab.evaluation.visualize import PictureSettings
+from vprlab.models.vpr_model import VPRModel
 from vprlab.utils.config import command_line_overrides
-from vprlab.utils.device import Precision, resolve_device
 from vprlab.utils.errors import ConfigError, MissingFileError
 from vprlab.utils.images import as_hw
 from vprlab.utils.instantiate import build
-from vprlab.utils.weights import file_hash, read_state_dict, state_dict_hash
 
 log = logging.getLogger(__name__)
 
 
 def load_model_for_eval(cfg: DictConfig) -> tuple[VPRModel, str, str]:
-    """The model to evaluate, its display name and a hash of its weights.
+    """The model evaluate.py evaluates, its display name and a hash of its weights, from evaluate.yaml's keys
+    (the one loader, :func:`vprlab.commands.models.load_model`, does the loading).
 
-    From a vprlab checkpoint the model is rebuilt from the config stored in it (so the
-    evaluate.yaml backbone/aggregator groups are ignored); otherwise from those groups,
-    with weights from ``weights_path`` or, with a warning, untrained. ``pretrained=<name>``
-    selects a published model instead (any `vprlab models list` name) (``pretrained.path``: a local copy of its file).
+    From a vprlab checkpoint (``ckpt_path``) the model is rebuilt from the config stored in it (so the
+    evaluate.yaml backbone/aggregator groups are ignored); otherwise from those groups, with weights from
+    ``weights_path`` or, with a warning, untrained. ``pretrained=<name>`` selects a published model
+    instead (any `vprlab models list` name) (``pretrained.path``: a local copy of its file).
     """
+    allow = bool(cfg.allow_unsafe_pickle)
     if cfg.get("pretrained"):
-        from vprlab.pretrained import load_for_evaluation
-
         if cfg.get("ckpt_path") or cfg.get("weights_path"):
             raise ConfigError("pretrained= and ckpt_path=/weights_path= both name the weights; set only one of them")
-        return load_for_evaluation(
-            cfg.pretrained.name, cfg.pretrained.get("path"), bool(cfg.allow_unsafe_pickle), protocol=cfg.pretrained.get("protocol"),
-        )
-    if cfg.get("ckpt_path"):
-        state = load_checkpoint(cfg.ckpt_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
-        train_cfg = OmegaConf.create(state["config"])
-        # The checkpoint holds every weight: never download pretrained backbone weights.
-        train_cfg.backbone.pretrained = False
-        model = build_model(train_cfg.backbone, train_cfg.aggregator)
-        model.load_state_dict(state["model"])
-        if (train_cfg.get("pretrained") or {}).get("name"):  # fine-tuned from a published model: its preprocessing
-            from vprlab.pretrained import published_model
-
-            model.eval_preprocessing = published_model(train_cfg.pretrained.name).preprocessing
-        return model, evaluation_name(cfg), file_hash(cfg.ckpt_path)
-    backbone_cfg = OmegaConf.create(OmegaConf.to_container(cfg.backbone, resolve=True))
-    if cfg.get("weights_path"):
-        backbone_cfg.pretrained = False
-    model = build_model(backbone_cfg, cfg.aggregator)
-    name = evaluation_name(cfg)
-    if cfg.get("weights_path"):
-        weights = read_state_dict(cfg.weights_path, allow_unsafe_pickle=bool(cfg.allow_unsafe_pickle))
-        own = model.state_dict()
-        reshaped = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
-                    if k in own and v.shape != own[k].shape]
-        if reshaped:  # torch would dump every mismatch; name a few and say what to do
-            raise ConfigError(
-                f"weights '{cfg.weights_path}' do not fit the configured model: {len(reshaped)} tensors have other "
-                f"shapes, e.g. {'; '.join(reshaped[:3])}; set backbone=/aggregator= and their sizes to those of "
-                "the model the file was trained with (or pass that run's checkpoint as ckpt_path=)"
-            )
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                f"weights '{cfg.weights_path}' do not match the configured model: "
-                f"missing keys {list(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
-                f"unexpected keys {list(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}; "
-                "check backbone=/aggregator= and their sizes"
-            )
-        return model, name, file_hash(cfg.weights_path)
-    log.warning("no ckpt_path or weights_path given: evaluating an untrained model")
-    return model, name, state_dict_hash(model.state_dict())
+        loaded = load_model(cfg.pretrained.name, cfg.pretrained.get("path"), protocol=cfg.pretrained.get("protocol"),
+                            allow_unsafe_pickle=allow)
+    elif cfg.get("ckpt_path"):
+        loaded = load_model(str(cfg.ckpt_path), kind="checkpoint", allow_unsafe_pickle=allow)
+    else:
+        loaded = load_model(cfg.get("weights_path"), architecture=cfg, allow_unsafe_pickle=allow)
+    return loaded.model, loaded.name, loaded.weights_hash
 
 
 # The keys that describe the model: with ckpt_path= or pretrained= the file's own architecture is built,
@@ -138,17 +101,6 @@ def _size_text(size: Any) -> str:
     return "x".join(str(int(v)) for v in as_hw(size))
 
 
-def _search_k(cfg: DictConfig, ks: Sequence[int], benchmark: Any) -> int:
-    """How many predictions per query: the recall ks, the pictures and the submission file."""
-    k = max(ks)
-    visualize = cfg.visualize
-    if visualize and (int(visualize.num_queries or 0) > 0 or visualize.queries):
-        k = max(k, int(visualize.top_k))
-    if getattr(benchmark, "submission_format", None):
-        k = max(k, int(cfg.submission_top_k))
-    return k
-
-
 def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weights_hash: str) -> list[Path]:
     from vprlab.evaluation.submission import write_msls_predictions
 
@@ -164,44 +116,35 @@ def _write_submission(cfg: DictConfig, benchmark: Any, run: Any, name: str, weig
     return list(paths)
 
 
-def _draw(cfg: DictConfig, model: torch.nn.Module, benchmark: Any, run: Any, transform: Callable,
-          size: tuple[int, int], device: torch.device, name: str, weights_hash: str) -> list[Path]:
-    """The retrieval grid (and, for BoQ, the attention maps) of the queries chosen in ``cfg.visualize``."""
+def _draw(pictures: PictureSettings | None, model: torch.nn.Module, benchmark: Any, run: Any, transform: Callable,
+          model_id: tuple[str, str]) -> list[Path]:
+    """The retrieval grid (and, for BoQ, the attention maps) of the queries chosen in ``visualize``;
+    ``model_id``: (display name, weights hash)."""
     from vprlab.evaluation.visualize import (
         choose_queries,
         draw_attention,
         save_retrieval_grid,
     )
 
-    vis = cfg.visualize
-    if not vis:
+    if pictures is None:
         return []
-    count = int(vis.num_queries or 0)
-    if count <= 0 and not vis.queries:
-        return []
+    name, weights_hash = model_id
     has_gt = getattr(benchmark, "has_ground_truth", True)
-    chosen = choose_queries(
-        benchmark.num_queries, count, select=str(vis.select),
-        explicit=list(vis.queries or []), positives=benchmark.positives if has_gt else None,
-        predictions=run.predictions, seed=int(vis.seed),
-    )
+    chosen = choose_queries(benchmark.num_queries, pictures, benchmark.positives if has_gt else None, run.predictions)
     if not chosen:
-        log.info("%s: no query matches visualize.select=%s; nothing to draw", benchmark.name, vis.select)
+        log.info("%s: no query matches visualize.select=%s; nothing to draw", benchmark.name, pictures.select)
         return []
-    out_dir = Path(vis.out_dir or Path(cfg.results_dir) / "visuals")
+    out_dir = Path(str(pictures.out_dir))
     stem = f"{benchmark.name}_{weights_hash}"
-    top_k = int(vis.top_k)
+    top_k = pictures.top_k
     written = [save_retrieval_grid(
-        out_dir / f"{stem}_top{top_k}.png", benchmark.query_paths, benchmark.db_paths, chosen,
-        run.predictions, run.scores, positives=benchmark.positives if has_gt else None, top_k=top_k,
+        out_dir / f"{stem}_top{top_k}.png", benchmark, chosen, run, pictures,
         title=f"{benchmark.name}: top-{top_k} of {name} (green: correct, red: wrong)",
     )]
-    if vis.attention:
+    if pictures.attention:
         for query in chosen:
             path = draw_attention(
-                model, transform, benchmark.query_paths[query], size, out_dir / f"{stem}_attention_q{query}.png",
-                device=device, learned_queries=vis.attention_queries,
-                num_learned_queries=int(vis.num_attention_queries),
+                model, transform, benchmark.query_paths[query], out_dir / f"{stem}_attention_q{query}.png", pictures,
                 title=f"{benchmark.name} query {query}: attention of BoQ's learned queries",
             )
             if path is None:
@@ -300,8 +243,7 @@ def evaluation_name(cfg: DictConfig) -> str:
         return display_name(str(cfg.pretrained.name), cfg.pretrained.get("protocol"))
     if cfg.get("ckpt_path"):
         return f"{Path(cfg.ckpt_path).parent.parent.name}/{Path(cfg.ckpt_path).stem}"
-    name = f"{cfg.backbone.get('model_name', 'backbone')}-{str(cfg.aggregator._target_).rsplit('.', 1)[-1]}"
-    return name if cfg.get("weights_path") else name + "-untrained"
+    return configured_name(cfg, bool(cfg.get("weights_path")))
 
 
 def _nothing_present(cfg: DictConfig, skipped: Sequence[dict]) -> None:
@@ -336,42 +278,29 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict]:
     if not benchmarks:
         _nothing_present(cfg, skipped)
     check_unique_names(benchmarks)
-    device = resolve_device(str(cfg.device))
-    precision = Precision.from_config(cfg.precision or "32", device)
+    settings = EvalSettings.from_eval_config(cfg)  # every evaluation setting, read once
     model, name, weights_hash = load_model_for_eval(cfg)
-    model.to(device)
-    if cfg.fold_batchnorm:  # evaluation only: BatchNorm folded into its convolution (models/fusion.py)
-        fold_batchnorm(model.eval())
-    if cfg.channels_last:  # NHWC: faster convolutions (CPU oneDNN, tensor cores)
-        model.to(memory_format=torch.channels_last)
-    transform_for = make_transform_for(model)
-    cache = DescriptorCache(cfg.cache_dir, dtype=str(cfg.cache_dtype)) if cfg.cache else None
-    ks = tuple(int(k) for k in cfg.recall_ks)
-    progress = bool(cfg.progress)
+    settings.prepare_model(model)
+    transform_for = transform_for_settings(model, settings)
+    ks = settings.ks
 
     metrics: dict[str, dict] = {}
     rows, extra_files = [], []
     for bench in benchmarks:
         size = eval_size_for(model, bench.image_size)  # None: native size (published CosPlace, NetVLAD...)
-        run = run_benchmark(
-            model, bench, transform_for, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
-            device=device, ks=ks, amp_dtype=precision.dtype, progress=progress,
-            db_chunk_size=cfg.db_chunk_size, use_gpu=cfg.faiss_gpu,
-            search_float16=bool(cfg.search_float16), k=_search_k(cfg, ks, bench),
-            cache=cache, weights_hash=weights_hash, resolved_image_size=size,
-        )
+        run = run_benchmark(model, bench, settings, transform_for, weights_hash)
         log_metrics(bench.name, run.metrics)
         metrics[bench.name] = run.metrics
         rows.append({
             "model": name, "checkpoint_hash": weights_hash, "benchmark": bench.name, "image_size": _size_text(size),
             "descriptor_dim": run.metrics["descriptor_dim"], **benchmark_counts(bench), **run.metrics, "queries_without_positive": bench.queries_without_positive,
-            "from_cache": run.descriptors.from_cache, "protocol": bench.protocol, "precision": precision.name,
+            "from_cache": run.descriptors.from_cache, "protocol": bench.protocol, "precision": settings.precision,
             "backbone": type(model.backbone).__name__, "aggregator": type(model.aggregator).__name__.lower(),
             "status": "evaluated",
         })
         if getattr(bench, "submission_format", None):
             extra_files += _write_submission(cfg, bench, run, name, weights_hash)
-        extra_files += _draw(cfg, model, bench, run, transform_for(bench.image_size), size, device, name, weights_hash)
+        extra_files += _draw(settings.pictures, model, bench, run, transform_for(bench.image_size), (name, weights_hash))
 
     print_recall_table(rows, title=f"Recall@N (%) of {name}")
     for note in _notes(rows):

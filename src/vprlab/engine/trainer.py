@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vprlab.config.checks import validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
-from vprlab.data.transforms import DeviceNormalize, EvalPreprocessing
+from vprlab.data.transforms import DeviceNormalize
 from vprlab.engine.checkpointer import Checkpointer
 from vprlab.engine.distributed import (
     DistInfo,
@@ -38,6 +38,7 @@ from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
 from vprlab.engine.resume import load_init_weights, prepare_init_from, prepare_resume
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.losses import build_loss
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.models.vpr_model import build_model
@@ -163,11 +164,7 @@ def _train(
     # A resumed run drops the rows the interrupted one wrote after this checkpoint: no duplicates.
     logger = RunLogger(run_dir, resolved, **OmegaConf.to_container(cfg.logger, resolve=True), enabled=main,
                        resume_step=step if state is not None else None)
-    eval_kwargs = dict(
-        batch_size=int(tcfg.eval_batch_size), num_workers=int(loader_setting(cfg.dataset, "num_workers")),
-        device=device, ks=tuple(tcfg.recall_ks), amp_dtype=precision.dtype,
-        preprocessing=validation_preprocessing(tcfg.get("val_preprocessing"), model.backbone),
-    )
+    eval_settings = EvalSettings.from_train_config(cfg, device, loader_setting(cfg.dataset, "num_workers"), model.backbone)
     log.info(
         "model: %s + %s, %d-d descriptors, %.2fM trainable params; %d places, %d steps/epoch x %d epochs on %s (%s)",
         type(model.backbone).__name__, type(model.aggregator).__name__, model.descriptor_dim,
@@ -201,7 +198,7 @@ def _train(
         cpu_linears = onednn_linears(model, enabled=device.type == "cpu" and not tcfg.compile)
         with StopOnSignal() as stop, cpu_linears:
             if tcfg.eval_before_training and step == 0 and benchmarks and main:
-                before = evaluate_model(model, benchmarks, **eval_kwargs)
+                before = evaluate_model(model, benchmarks, eval_settings)
                 history.append({"epoch": 0, "step": 0, "metrics": before})
                 logger.log(_benchmark_metric_keys(before), step=0)
             barrier(dist_info)
@@ -269,7 +266,7 @@ def _train(
 
                 epoch_metrics: dict[str, Any] = {}
                 if main and benchmarks and ((epoch + 1) % int(tcfg.eval_every_n_epochs) == 0 or epoch + 1 == max_epochs):
-                    epoch_metrics = evaluate_model(model, benchmarks, **eval_kwargs)
+                    epoch_metrics = evaluate_model(model, benchmarks, eval_settings)
                     history.append({"epoch": epoch + 1, "step": step, "metrics": epoch_metrics})
                     logger.log({**_benchmark_metric_keys(epoch_metrics), "epoch": epoch + 1}, step=step)
                 checkpointer.after_epoch(epoch + 1, epoch_metrics, partial(checkpoint_state, epoch + 1))
@@ -350,22 +347,6 @@ class NonFiniteGuard:
                 "checkpoint is untouched. Lower optimizer.lr, set trainer.grad_clip, or use trainer.precision=32"
             )
         return False
-
-
-def validation_preprocessing(cfg: Any, backbone: torch.nn.Module) -> EvalPreprocessing | None:
-    """``trainer.val_preprocessing``: how the epoch-end validation prepares its images when a recipe's
-    own code validates differently from the final evaluation (SALAD: 224x224 PIL bilinear during
-    training, 322x322 for its results); null = the benchmark's size or the backbone's ``eval_image_size``."""
-    if not cfg:
-        return None
-    fields = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    try:
-        return EvalPreprocessing(**fields, mean=tuple(backbone.mean), std=tuple(backbone.std))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(
-            f"trainer.val_preprocessing={fields}: {err}; give size [H, W], interpolation (bilinear | bicubic) "
-            "and stage (pil | tensor | normalized), or null for the benchmark's / backbone's evaluation size"
-        ) from err
 
 
 def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:

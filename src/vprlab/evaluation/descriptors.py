@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vprlab.data.decoding import decode_tensor, plain_jpeg, read_encoded, uint8_to_float
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.models.cpu_kernels import onednn_linears
 from vprlab.utils.io import NpyRowWriter
 from vprlab.utils.progress import progress_bar
@@ -156,14 +156,9 @@ def extract_descriptors_timed(
     model: nn.Module,
     image_paths: Sequence[str | os.PathLike],
     transform: Callable,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp_dtype: torch.dtype | str | None = None,
+    settings: EvalSettings | None = None,
     desc: str = "",
-    progress: bool = True,
-    out_path: str | os.PathLike | None = None,
-    out_dtype: Any = np.float32,
+    writer: NpyRowWriter | None = None,
 ) -> ExtractionResult:
     """Like :func:`extract_descriptors`, and also reports the end-to-end throughput.
 
@@ -171,22 +166,24 @@ def extract_descriptors_timed(
     previous train/eval mode is restored afterwards (training loops call this
     mid-epoch).
 
-    With ``out_path`` the descriptors are written batch by batch into that ``.npy`` (as
-    ``out_dtype``, renamed into place when complete) and returned memory-mapped: a database
-    larger than RAM (SF-XL) never sits in memory.
+    ``settings``: batch size, workers, device, autocast dtype and progress bar (default: :class:`EvalSettings`).
+    With ``writer`` (an :class:`~vprlab.utils.io.NpyRowWriter` for ``len(image_paths)`` rows) the
+    descriptors are written batch by batch into its ``.npy`` (renamed into place when complete) and
+    returned memory-mapped: a database larger than RAM (SF-XL) never sits in memory.
     """
+    settings = settings if settings is not None else EvalSettings()
+    batch_size, device = int(settings.batch_size), torch.device(settings.device)
     if len(image_paths) == 0:
         raise ValueError(f"no images to extract descriptors from ({desc or 'empty path list'})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device)
-    dtype = resolve_amp_dtype(amp_dtype)
+    dtype = resolve_amp_dtype(settings.amp_dtype)
 
     loader = DataLoader(
         ImagePathDataset(image_paths, transform),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=int(settings.num_workers),
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         collate_fn=collate_images,
@@ -197,19 +194,18 @@ def extract_descriptors_timed(
     # (evaluate.py channels_last=true, trainer.channels_last=true) gets NHWC batches.
     channels_last = _is_channels_last(model)
     chunks: list[np.ndarray] = []
-    writer = NpyRowWriter(out_path, len(image_paths), out_dtype) if out_path is not None else contextlib.nullcontext()
     start = time.perf_counter()
     try:
         with (
-            writer,
+            writer if writer is not None else contextlib.nullcontext(),
             torch.inference_mode(),
             torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None),
             onednn_linears(model, enabled=device.type == "cpu" and dtype is None),  # fp32 CPU: oneDNN GEMMs
-            progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=progress) as bar,
+            progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=bool(settings.progress)) as bar,
         ):
             for images in loader:
                 descriptors = _forward_images(model, images, device, channels_last)
-                if out_path is not None:
+                if writer is not None:
                     writer.write(descriptors)
                 else:
                     chunks.append(descriptors)
@@ -217,7 +213,7 @@ def extract_descriptors_timed(
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    if out_path is not None:
+    if writer is not None:
         descriptors = writer.result
     else:
         descriptors = np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
@@ -229,18 +225,8 @@ def extract_descriptors_timed(
 
 
 def extract_descriptors(
-    model: nn.Module,
-    image_paths: Sequence[str | os.PathLike],
-    transform: Callable,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp_dtype: torch.dtype | str | None = None,
-    desc: str = "",
-    progress: bool = True,
+    model: nn.Module, image_paths: Sequence[str | os.PathLike], transform: Callable,
+    settings: EvalSettings | None = None, desc: str = "",
 ) -> np.ndarray:
     """Run ``model`` over the images in order; returns float32 descriptors [len(image_paths), D]."""
-    return extract_descriptors_timed(
-        model, image_paths, transform, batch_size=batch_size, num_workers=num_workers,
-        device=device, amp_dtype=amp_dtype, desc=desc, progress=progress,
-    ).descriptors
+    return extract_descriptors_timed(model, image_paths, transform, settings, desc).descriptors

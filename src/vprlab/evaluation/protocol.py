@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from vprlab.data.transforms import eval_transform
-from vprlab.evaluation.cache import CacheKey, DescriptorCache, fingerprint
+from vprlab.evaluation.cache import CacheKey, fingerprint
 from vprlab.evaluation.descriptors import extract_descriptors_timed, resolve_amp_dtype
 from vprlab.evaluation.recall import compute_recalls
 from vprlab.evaluation.retrieval import search
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.utils.images import as_hw
+from vprlab.utils.io import NpyRowWriter
 
 if TYPE_CHECKING:
     from vprlab.data.benchmarks import Benchmark
@@ -67,18 +69,13 @@ def benchmark_descriptors(
     model: nn.Module,
     benchmark: Benchmark,
     transform: Callable,
-    *,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp_dtype: torch.dtype | str | None = None,
-    progress: bool = True,
-    cache: DescriptorCache | None = None,
+    settings: EvalSettings,
     cache_key: CacheKey | None = None,
 ) -> BenchmarkDescriptors:
-    """Database and query descriptors of ``benchmark``: from ``cache`` when it holds ``cache_key``,
-    else extracted with ``model`` (and then stored there)."""
-    if cache is not None and cache_key is not None:
+    """Database and query descriptors of ``benchmark``: from the settings' descriptor cache when it holds
+    ``cache_key``, else extracted with ``model`` (and then stored there)."""
+    cache = settings.descriptor_cache() if cache_key is not None else None
+    if cache is not None:
         hit = cache.load(cache_key)
         if hit is not None:
             log.info("%s: descriptors read from the cache (%s)", benchmark.name, cache.entry_dir(cache_key))
@@ -90,21 +87,16 @@ def benchmark_descriptors(
                 images_per_second=float(hit.meta.get("extract_img_per_s", float("nan"))),
                 from_cache=True,
             )
-    common = dict(
-        transform=transform, batch_size=batch_size, num_workers=num_workers,
-        device=device, amp_dtype=amp_dtype, progress=progress,
-    )
-    caching = cache is not None and cache_key is not None
     # With a cache the database streams straight into its entry (in the cache's dtype, so a first
     # run scores what cached reruns score): a database larger than RAM never sits in memory.
-    stream = dict(out_path=cache.begin(cache_key), out_dtype=cache.np_dtype) if caching else {}
-    database = extract_descriptors_timed(model, benchmark.db_paths, desc=f"{benchmark.name} database", **common, **stream)
-    queries = extract_descriptors_timed(model, benchmark.query_paths, desc=f"{benchmark.name} queries", **common)
+    writer = NpyRowWriter(cache.begin(cache_key), len(benchmark.db_paths), cache.np_dtype) if cache is not None else None
+    database = extract_descriptors_timed(model, benchmark.db_paths, transform, settings, f"{benchmark.name} database", writer)
+    queries = extract_descriptors_timed(model, benchmark.query_paths, transform, settings, f"{benchmark.name} queries")
     seconds = database.seconds + queries.seconds
     num_images = len(benchmark.db_paths) + len(benchmark.query_paths)
     images_per_second = num_images / seconds if seconds > 0 else float("inf")
     db_desc, q_desc = database.descriptors, queries.descriptors
-    if caching:
+    if cache is not None:
         q_desc = cache.storage_round_trip(q_desc)
         folder = cache.save(
             cache_key, db_desc, q_desc, extract_seconds=seconds, extract_img_per_s=images_per_second,
@@ -114,22 +106,13 @@ def benchmark_descriptors(
     return BenchmarkDescriptors(db_desc, q_desc, seconds, images_per_second)
 
 
-def score_benchmark(
-    benchmark: Benchmark,
-    descriptors: BenchmarkDescriptors,
-    ks: Sequence[int] = (1, 5, 10, 20),
-    k: int | None = None,
-    db_chunk_size: int | None = None,
-    use_gpu: bool | str = "auto",
-    search_float16: bool = False,
-    progress: bool = True,
-) -> BenchmarkRun:
-    """Search the database for every query (top ``max(k, max(ks))``) and compute Recall@ks."""
+def score_benchmark(benchmark: Benchmark, descriptors: BenchmarkDescriptors, settings: EvalSettings) -> BenchmarkRun:
+    """Search the database for every query (top ``settings.search_k(benchmark)``) and compute Recall@ks."""
     num_db = int(descriptors.database.shape[0])
+    ks = settings.ks
     start = time.perf_counter()
     scores, predictions = search(
-        descriptors.database, descriptors.queries, k=max(int(k or 0), *ks), db_chunk_size=db_chunk_size,
-        use_gpu=use_gpu, float16=search_float16, progress=progress, desc=f"{benchmark.name} search",
+        descriptors.database, descriptors.queries, settings.search_k(benchmark), settings, f"{benchmark.name} search",
     )
     search_seconds = time.perf_counter() - start
     metrics: dict[str, Any]
@@ -158,41 +141,25 @@ def score_benchmark(
 def run_benchmark(
     model: nn.Module,
     benchmark: Benchmark,
-    transform_for: Callable[[Any], Callable],
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    ks: Sequence[int] = (1, 5, 10, 20),
-    amp_dtype: torch.dtype | str | None = None,
-    progress: bool = True,
-    db_chunk_size: int | None = None,
-    use_gpu: bool | str = "auto",
-    search_float16: bool = False,
-    k: int | None = None,
-    cache: DescriptorCache | None = None,
+    settings: EvalSettings,
+    transform_for: Callable[[Any], Callable] | None = None,
     weights_hash: str | None = None,
-    resolved_image_size: Any = None,
 ) -> BenchmarkRun:
-    """Descriptors (cached when ``cache`` and ``weights_hash`` are given), search and recall for one
-    benchmark. ``resolved_image_size`` is the size actually used (for the cache key) when the
-    benchmark's own ``image_size`` is None."""
+    """Descriptors (cached when ``settings.cache_dir`` is set; ``weights_hash`` keys the entries), search
+    and recall for one benchmark. ``transform_for(image_size)`` gives the eval transform (default:
+    :func:`transform_for_settings`)."""
+    transform_for = transform_for if transform_for is not None else transform_for_settings(model, settings)
     transform = transform_for(benchmark.image_size)
     key = None
-    if cache is not None:
+    if settings.cache_dir is not None:
         if weights_hash is None:
             raise ValueError("a descriptor cache needs the weights hash to key its entries; pass weights_hash")
-        size = benchmark.image_size if benchmark.image_size is not None else resolved_image_size
+        size = eval_size_for(model, benchmark.image_size if benchmark.image_size is not None else settings.image_size)
         if size is None and getattr(model, "eval_preprocessing", None) is None:
             raise ValueError(f"benchmark {benchmark.name!r}: the descriptor cache needs the resolved image size")
-        key = cache_key_for(benchmark, weights_hash, size, transform, amp_dtype)
-    descriptors = benchmark_descriptors(
-        model, benchmark, transform, batch_size=batch_size, num_workers=num_workers, device=device,
-        amp_dtype=amp_dtype, progress=progress, cache=cache, cache_key=key,
-    )
-    return score_benchmark(
-        benchmark, descriptors, ks=ks, k=k, db_chunk_size=db_chunk_size, use_gpu=use_gpu,
-        search_float16=search_float16, progress=progress,
-    )
+        key = cache_key_for(benchmark, weights_hash, size, transform, settings.amp_dtype)
+    descriptors = benchmark_descriptors(model, benchmark, transform, settings, key)
+    return score_benchmark(benchmark, descriptors, settings)
 
 
 def check_unique_names(benchmarks: Sequence[Benchmark]) -> None:
@@ -213,13 +180,14 @@ def log_metrics(name: str, metrics: dict[str, Any]) -> None:
 
 
 def evaluate(
-    model: nn.Module, benchmarks: Sequence[Benchmark], transform_for: Callable[[Any], Callable], **options: Any
+    model: nn.Module, benchmarks: Sequence[Benchmark], settings: EvalSettings,
+    transform_for: Callable[[Any], Callable] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Recall@k of ``model`` on each benchmark, keyed by benchmark name; ``options`` are those of
-    :func:`run_benchmark` (batch_size, num_workers, device, ks, amp_dtype, progress, db_chunk_size, ...).
+    """Recall@k of ``model`` on each benchmark, keyed by benchmark name, evaluated as ``settings`` say.
 
     ``transform_for(benchmark.image_size)`` gives the eval transform for each
-    benchmark (models are evaluated at the size they were published with).
+    benchmark (models are evaluated at the size they were published with; default:
+    :func:`transform_for_settings`).
     Each metrics dict holds ``R@k`` (percent) for every k, ``num_queries``,
     ``num_db``, ``num_without_positive``, ``descriptor_dim``,
     ``extract_img_per_s`` (database + query images over extraction wall time),
@@ -228,7 +196,7 @@ def evaluate(
     check_unique_names(benchmarks)
     results: dict[str, dict[str, Any]] = {}
     for benchmark in benchmarks:
-        metrics = run_benchmark(model, benchmark, transform_for, **options).metrics
+        metrics = run_benchmark(model, benchmark, settings, transform_for).metrics
         results[benchmark.name] = metrics
         log_metrics(benchmark.name, metrics)
     return results
@@ -277,16 +245,17 @@ def make_transform_for(
     return transform_for
 
 
-def evaluate_model(
-    model: torch.nn.Module, benchmarks: Sequence, *, default_image_size: Any = None, preprocessing: Any = None,
-    **kwargs: Any,
-) -> dict[str, dict]:
+def transform_for_settings(model: torch.nn.Module, settings: EvalSettings) -> Callable[[Any], Callable]:
+    """:func:`make_transform_for` with the settings' default image size and preprocessing."""
+    return make_transform_for(model, settings.image_size, settings.preprocessing)
+
+
+def evaluate_model(model: torch.nn.Module, benchmarks: Sequence, settings: EvalSettings) -> dict[str, dict]:
     """Evaluate ``model`` on every benchmark with bicubic antialiased resizing at the
-    benchmark's configured size and the backbone's normalisation (or with ``preprocessing``,
-    see :func:`make_transform_for`)."""
-    transform_for = make_transform_for(model, default_image_size, preprocessing)
+    benchmark's configured size and the backbone's normalisation (or with ``settings.preprocessing``,
+    see :func:`make_transform_for`); the model's train/eval mode is restored afterwards."""
     was_training = model.training
     try:
-        return evaluate(model, list(benchmarks), transform_for, **kwargs)
+        return evaluate(model, list(benchmarks), settings, transform_for_settings(model, settings))
     finally:
         model.train(was_training)

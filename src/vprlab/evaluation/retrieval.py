@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 import torch
 
+from vprlab.evaluation.settings import EvalSettings
 from vprlab.models.cpu_kernels import linear, onednn_linear_available
 from vprlab.utils.progress import progress_bar
 
@@ -163,10 +164,7 @@ def search(
     database: np.ndarray,
     queries: np.ndarray,
     k: int,
-    db_chunk_size: int | None = None,
-    use_gpu: bool | str = "auto",
-    float16: bool = False,
-    progress: bool = False,
+    settings: EvalSettings | None = None,
     desc: str = "search",
     num_gpus: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -174,13 +172,15 @@ def search(
 
     Returns ``(scores [num_queries, k] float32, indices [num_queries, k] int64)``,
     best first. ``k`` larger than the database is clamped to the database size.
+    ``settings`` (:class:`~vprlab.evaluation.settings.EvalSettings`; None: its defaults without a
+    progress bar) gives ``db_chunk_size``, ``use_gpu``, ``search_float16`` and ``progress``.
     ``use_gpu``: "auto" uses faiss GPUs when this faiss build has any, true
     requires one, false stays on CPU. Equal scores are ordered by database index,
     and of several equal-score items at the k-th place the lower indices are kept
     (as faiss's CPU search does), on every path: CPU (oneDNN or faiss), chunked,
     float16, GPU, several GPUs.
 
-    ``float16``: store the database in float16 (a float32 database is rounded
+    ``search_float16``: store the database in float16 (a float32 database is rounded
     once; a float16 one is kept as is and cast chunk by chunk); on a GPU the
     faiss index itself stores float16. Scores are then those of the rounded
     descriptors. ``progress`` shows a bar over the database chunks.
@@ -189,6 +189,8 @@ def search(
     them) search at the same time, each its own chunks; without ``db_chunk_size`` the
     database is split into one shard per GPU. The merge is the same exact top-k merge.
     """
+    settings = settings if settings is not None else EvalSettings(progress=False)
+    db_chunk_size, use_gpu, float16 = settings.db_chunk_size, settings.use_gpu, bool(settings.search_float16)
     database = _as_matrix("database descriptors", database, keep_float16=True)
     if float16 and database.dtype != np.float16:
         database = database.astype(np.float16)
@@ -233,7 +235,7 @@ def search(
                 results[start] = (scores, indices + start)
                 bar.update(part.shape[0])
 
-    with progress_bar(desc=desc, total=num_db, unit="db", enabled=progress) as bar:
+    with progress_bar(desc=desc, total=num_db, unit="db", enabled=bool(settings.progress)) as bar:
         if len(devices) == 1:
             run(devices[0], starts)
         else:  # faiss releases the GIL while it searches, so the GPUs work at the same time

@@ -15,7 +15,9 @@ import io
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,18 +29,46 @@ SELECTIONS = ("spread", "failures", "random")
 _GREEN, _RED, _GREY, _BLUE = "#1a9850", "#d73027", "#9e9e9e", "#2c7fb8"
 
 
+@dataclass(frozen=True)
+class PictureSettings:
+    """What evaluate.py draws (``visualize`` in conf/evaluate.yaml) and how the figures look."""
+
+    num_queries: int = 0  # queries drawn per benchmark (0: none, unless ``queries`` names some)
+    top_k: int = 5  # retrieved images per query
+    select: str = "spread"  # which queries: spread | failures | random
+    queries: Sequence[int] | None = None  # these query indices instead
+    seed: int = 0  # of select=random
+    attention: bool = True  # BoQ's attention maps too
+    attention_queries: Sequence[int] | None = None  # BoQ's learned queries to show (None: spread)
+    num_attention_queries: int = 4
+    thumb_size: int = 224
+    dpi: int = 100
+    out_dir: str | None = None  # where evaluate.py writes them
+
+    @classmethod
+    def from_config(cls, vis: Any, default_out_dir: str | os.PathLike) -> PictureSettings | None:
+        """evaluate.yaml's ``visualize`` node (``out_dir`` null: ``default_out_dir``); None when nothing
+        is to be drawn."""
+        if not vis or (int(vis.num_queries or 0) <= 0 and not vis.queries):
+            return None
+        return cls(out_dir=str(vis.out_dir or default_out_dir),
+            num_queries=int(vis.num_queries or 0), top_k=int(vis.top_k), select=str(vis.select),
+            queries=list(vis.queries or []), seed=int(vis.seed), attention=bool(vis.attention),
+            attention_queries=None if vis.attention_queries is None else list(vis.attention_queries),
+            num_attention_queries=int(vis.num_attention_queries),
+        )
+
+
 def choose_queries(
     num_queries: int,
-    count: int,
-    select: str = "spread",
-    explicit: Sequence[int] | None = None,
+    settings: PictureSettings,
     positives: Sequence[np.ndarray] | None = None,
     predictions: np.ndarray | None = None,
-    seed: int = 0,
 ) -> list[int]:
-    """Indices of the queries to draw: ``explicit`` when given, else ``count`` of them:
-    ``spread`` evenly over the list, ``random`` (seeded), or ``failures`` (top-1 is not a positive,
+    """Indices of the queries to draw: ``settings.queries`` when given, else ``settings.num_queries`` of
+    them: ``spread`` evenly over the list, ``random`` (seeded), or ``failures`` (top-1 is not a positive,
     among queries that have one; the first ones in query order)."""
+    explicit, count, select, seed = settings.queries, settings.num_queries, settings.select, settings.seed
     if explicit:
         chosen = [int(i) for i in explicit]
         bad = [i for i in chosen if not 0 <= i < num_queries]
@@ -85,19 +115,20 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
 
 def save_retrieval_grid(
     path: str | os.PathLike,
-    query_paths: Sequence[str],
-    db_paths: Sequence[str],
+    benchmark: Any,
     query_indices: Sequence[int],
-    predictions: np.ndarray,
-    scores: np.ndarray | None = None,
-    positives: Sequence[np.ndarray] | None = None,
-    top_k: int = 5,
-    thumb_size: int = 224,
+    run: Any,
+    settings: PictureSettings,
     title: str = "",
-    dpi: int = 100,
 ) -> Path:
-    """A PNG grid: per query, the query image then its ``top_k`` retrieved database images;
-    frames are green for a positive, red for a wrong match, grey without ground truth."""
+    """A PNG grid: per query of ``benchmark`` (its query and database paths, and its positives when it has
+    ground truth), the query image then its ``settings.top_k`` retrieved database images (``run.predictions``,
+    ``run.scores``: None for no scores); frames are green for a positive, red for a wrong match, grey
+    without ground truth."""
+    query_paths, db_paths = benchmark.query_paths, benchmark.db_paths
+    positives = benchmark.positives if getattr(benchmark, "has_ground_truth", True) else None
+    predictions, scores = run.predictions, getattr(run, "scores", None)
+    top_k, thumb_size, dpi = settings.top_k, settings.thumb_size, settings.dpi
     from matplotlib.figure import Figure
 
     if not query_indices:
@@ -175,16 +206,16 @@ def save_attention_figure(
     image_path: str,
     maps: Sequence[np.ndarray],
     image_size: tuple[int, int],
-    learned_queries: Sequence[int] | None = None,
-    num_learned_queries: int = 4,
+    settings: PictureSettings,
     title: str = "",
-    dpi: int = 100,
 ) -> Path:
     """Rows: BoQ blocks; columns: the image, then the attention of each chosen learned query
-    upsampled to the image (bilinear) and overlaid. ``learned_queries`` defaults to
-    ``num_learned_queries`` indices spread over the queries (the same ones for every image, so a
+    upsampled to the image (bilinear) and overlaid. ``settings.attention_queries`` defaults to
+    ``settings.num_attention_queries`` indices spread over the queries (the same ones for every image, so a
     query's role can be compared across images)."""
     from matplotlib.figure import Figure
+
+    learned_queries, num_learned_queries = settings.attention_queries, settings.num_attention_queries
 
     num_q = maps[0].shape[0]
     if learned_queries is None:
@@ -215,27 +246,23 @@ def save_attention_figure(
                 ax.set_title(f"query {q}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, dpi)
+    return _save(fig, path, settings.dpi)
 
 
 def draw_attention(
     model: torch.nn.Module,
     transform: Callable,
     image_path: str,
-    image_size: tuple[int, int],
     path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    learned_queries: Sequence[int] | None = None,
-    num_learned_queries: int = 4,
+    settings: PictureSettings,
     title: str = "",
 ) -> Path | None:
-    """Run ``model`` on one image and save its attention figure; None for models without attention."""
+    """Run ``model`` (on the device its weights are on) on one image and save its attention figure, drawn at
+    the size ``transform`` gives; None for models without attention."""
     with Image.open(image_path) as image:
         tensor = transform(image.convert("RGB"))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     maps = attention_maps(model, tensor, device)
     if maps is None:
         return None
-    return save_attention_figure(
-        path, image_path, maps, image_size, learned_queries=learned_queries,
-        num_learned_queries=num_learned_queries, title=title,
-    )
+    return save_attention_figure(path, image_path, maps, tuple(int(v) for v in tensor.shape[-2:]), settings, title)
