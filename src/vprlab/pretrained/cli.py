@@ -63,7 +63,7 @@ def _fine_tuned_from(ckpt: str, allow_unsafe_pickle: bool) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vprlab models", description="Released models: list, download, export.")
+    parser = argparse.ArgumentParser(prog="vprlab models", description="Published models: list, download, export.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every published model: method, backbone, descriptor size, eval preprocessing, local file, URL")
     export = commands.add_parser("export", help="write a trained checkpoint in its release layout (BoQ, or the published model it was fine-tuned from)")
