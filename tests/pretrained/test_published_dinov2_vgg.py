@@ -18,7 +18,11 @@ from safetensors.torch import save_file
 
 from vprlab.models.backbones.dinov2 import nearest_patch_multiple
 from vprlab.pretrained.catalog import published_model
-from vprlab.pretrained.families import dinov2_vgg as family
+from vprlab.pretrained.families import cosplace as cosplace_family
+from vprlab.pretrained.families import megaloc as megaloc_family
+from vprlab.pretrained.families import netvlad as netvlad_family
+from vprlab.pretrained.families import salad as salad_family
+from vprlab.pretrained.keymaps import map_keys
 from vprlab.pretrained.load import load_published_state, read_published_state
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.utils.weights import read_state_dict
@@ -197,7 +201,7 @@ def test_salad_float16_file_loads(salad_raw, salad_model, tmp_path) -> None:
     half = {k: v.half() for k, v in salad_raw.items()}
     path = tmp_path / "dino_salad_fp16.ckpt"
     torch.save(half, path)
-    converted = family.convert_salad(read_state_dict(path), published_model("salad_dinov2_8448"))
+    converted = salad_family.convert_salad(read_state_dict(path), published_model("salad_dinov2_8448"))
     assert converted["backbone.dino.pos_embed"].dtype == torch.float16
     salad_model.load_state_dict(converted, strict=True)  # the copy casts to float32
     assert salad_model.backbone.dino.pos_embed.dtype == torch.float32
@@ -210,19 +214,19 @@ def test_salad_mapping_names_missing_misshapen_and_unknown_keys(salad_raw) -> No
     raw = dict(salad_raw)
     del raw["backbone.model.blocks.3.attn.qkv.bias"]
     with pytest.raises(ValueError, match=r"missing keys: backbone\.dino\.blocks\.3\.attn\.qkv\.bias"):
-        family.convert_salad(raw, None)
+        salad_family.convert_salad(raw, None)
     raw = dict(salad_raw)
     raw["aggregator.cluster_features.3.weight"] = torch.zeros(256, 512, 1, 1)  # MegaLoc's width
     with pytest.raises(ValueError, match=r"shape mismatches: aggregator\.cluster_features\.3\.weight \(256, 512, 1, 1\) \(expected \(128, 512, 1, 1\)\)"):
-        family.convert_salad(raw, None)
+        salad_family.convert_salad(raw, None)
     raw = dict(salad_raw)
     raw["model.backbone.norm.weight"] = torch.zeros(768)
     with pytest.raises(ValueError, match=r"1 keys that no mapping knows: model\.backbone\.norm\.weight"):
-        family.convert_salad(raw, None)
+        salad_family.convert_salad(raw, None)
     raw = dict(salad_raw)
     raw["backbone.model.head.weight"] = torch.zeros(2, 768)
     with pytest.raises(ValueError, match=r"unexpected keys: backbone\.dino\.head\.weight"):
-        family.convert_salad(raw, None)
+        salad_family.convert_salad(raw, None)
 
 
 # ------------------------------------------------------------------ MegaLoc
@@ -235,7 +239,7 @@ def test_megaloc_safetensors_file_loads_and_matches_the_readme(megaloc_raw, mega
     save_file(megaloc_raw, str(path))
     raw = read_state_dict(path)
     assert sorted(raw) == sorted(layout) and all(tuple(raw[k].shape) == s for k, s in layout.items())
-    assert family.megaloc_layout(raw) == "safetensors"
+    assert megaloc_family.megaloc_layout(raw) == "safetensors"
     state = read_published_state("megaloc_dinov2_8448", path)
     assert list(state) == list(megaloc_model.state_dict())
     load_published_state(megaloc_model, state, published_model("megaloc_dinov2_8448"), "test file")
@@ -265,7 +269,7 @@ def test_megaloc_legacy_file_gives_the_same_descriptors(megaloc_raw, megaloc_mod
     torch.save(legacy, legacy_path)
     del legacy
     legacy_raw = read_state_dict(legacy_path)
-    assert list(legacy_raw) == list(legacy_layout) and family.megaloc_layout(legacy_raw) == "legacy"
+    assert list(legacy_raw) == list(legacy_layout) and megaloc_family.megaloc_layout(legacy_raw) == "legacy"
     legacy_state = read_published_state("megaloc_dinov2_8448_legacy", legacy_path)
     assert "backbone.dino.mask_token" not in legacy_state and list(legacy_state) == list(megaloc_model.state_dict())
     megaloc_model.load_state_dict(legacy_state, strict=True)
@@ -276,7 +280,7 @@ def test_megaloc_legacy_file_gives_the_same_descriptors(megaloc_raw, megaloc_mod
 def test_megaloc_rounds_sides_to_multiples_of_14_like_the_readme(megaloc_raw, megaloc_model) -> None:
     # Python's round: 147/14 = 10.5 -> 10 (to even), 133/14 = 9.5 -> 10, 115/14 = 8.2 -> 8.
     assert [nearest_patch_multiple(s) for s in (147, 133, 115, 21, 35, 49, 140)] == [140, 140, 112, 28, 28, 56, 140]
-    megaloc_model.load_state_dict(family.convert_megaloc(megaloc_raw, None), strict=True)
+    megaloc_model.load_state_dict(megaloc_family.convert_megaloc(megaloc_raw, None), strict=True)
     x = torch.randn(1, 3, 147, 115, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         out = megaloc_model(x)
@@ -291,28 +295,28 @@ def test_megaloc_legacy_layout_maps_to_the_same_state(megaloc_raw) -> None:
     legacy_layout = read_tsv("megaloc_dinov2_8448.legacy_megaloc_torch.tsv")
     assert len(legacy_layout) == 190
     legacy = {k: megaloc_raw.get(k.replace("backbone.model.", "backbone.", 1), torch.zeros(legacy_layout[k])) for k in legacy_layout}
-    assert family.megaloc_layout(legacy) == "legacy" and family.megaloc_layout(megaloc_raw) == "safetensors"
-    from_legacy = family.convert_megaloc(legacy, None)
-    current = family.convert_megaloc(megaloc_raw, None)
+    assert megaloc_family.megaloc_layout(legacy) == "legacy" and megaloc_family.megaloc_layout(megaloc_raw) == "safetensors"
+    from_legacy = megaloc_family.convert_megaloc(legacy, None)
+    current = megaloc_family.convert_megaloc(megaloc_raw, None)
     assert list(from_legacy) == list(current) and all(from_legacy[k] is current[k] for k in current)
     assert "backbone.dino.mask_token" not in current
     del legacy["backbone.model.norm.bias"]
     with pytest.raises(ValueError, match=r"megaloc\.torch layout.*missing keys: backbone\.dino\.norm\.bias"):
-        family.convert_megaloc(legacy, None)
+        megaloc_family.convert_megaloc(legacy, None)
 
 
 def test_megaloc_mapping_names_missing_and_misshapen_keys(megaloc_raw) -> None:
     raw = {k: v for k, v in megaloc_raw.items() if k != "aggregator.linear.bias"}
     with pytest.raises(ValueError, match=r"model\.safetensors layout.*missing keys: aggregator\.projection\.bias"):
-        family.convert_megaloc(raw, None)
+        megaloc_family.convert_megaloc(raw, None)
     raw = dict(megaloc_raw)
     raw["backbone.pos_embed"] = torch.zeros(1, 1025, 768)
     with pytest.raises(ValueError, match=r"backbone\.dino\.pos_embed \(1, 1025, 768\) \(expected \(1, 1370, 768\)\)"):
-        family.convert_megaloc(raw, None)
+        megaloc_family.convert_megaloc(raw, None)
     raw = {k: v for k, v in megaloc_raw.items() if not k.startswith("aggregator.linear")}
     raw["aggregator.fc.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"no mapping knows: aggregator\.fc\.weight"):
-        family.convert_megaloc(raw, None)
+        megaloc_family.convert_megaloc(raw, None)
 
 
 # ------------------------------------------------------------------ NetVLAD
@@ -412,7 +416,7 @@ def _netvlad_mat(folder: Path, whitening: bool):
     average = np.broadcast_to(np.array([120.5, 115.25, 104.0], dtype=np.float32), (4, 5, 3)).copy()
     random_netvlad_mat(path, average, whitening=whitening)
     net = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)["net"]
-    return path, net, family.read_netvlad_mat(path)
+    return path, net, netvlad_family.read_netvlad_mat(path)
 
 
 @pytest.fixture(scope="module")
@@ -428,9 +432,9 @@ def test_netvlad_mat_loads_and_matches_the_readme(netvlad_mat, tmp_path, dim) ->
     entry = published_model("netvlad_vgg16_pitts30k" if dim == 4096 else "netvlad_vgg16_pitts30k_32768")
     path, net, raw = netvlad_mat
     assert raw["layers.0.weights.0"].shape == (3, 3, 3, 64) and raw["layers.30.weights.1"].shape == (512, 64)
-    torch.testing.assert_close(raw[family.MEAN_PIXEL_KEY], torch.tensor([120.5, 115.25, 104.0]))
+    torch.testing.assert_close(raw[netvlad_family.MEAN_PIXEL_KEY], torch.tensor([120.5, 115.25, 104.0]))
     model = entry.build_model().eval()
-    state = family.convert_netvlad(raw, entry)
+    state = netvlad_family.convert_netvlad(raw, entry)
     assert list(state) == list(model.state_dict())
     assert set(read_published_state(entry.name, path)) == set(state)  # the registry reads the .mat with read_netvlad_mat
     model.load_state_dict(state, strict=True)
@@ -449,25 +453,25 @@ def test_netvlad_mapping_errors(netvlad_mat, tmp_path) -> None:
     entry = published_model("netvlad_vgg16_pitts30k_32768")
     broken = {k: v for k, v in raw.items() if k != "layers.26.weights.0"}
     with pytest.raises(ValueError, match=r"missing layers\.26\.weights\.0 \(expected shape \(3, 3, 512, 512\)\)"):
-        family.convert_netvlad(broken, entry)
+        netvlad_family.convert_netvlad(broken, entry)
     broken = {**raw, "layers.30.weights.0": torch.zeros(256, 64)}
     with pytest.raises(ValueError, match=r"layers\.30\.weights\.0 has shape \(256, 64\), expected \(512, 64\)"):
-        family.convert_netvlad(broken, entry)
+        netvlad_family.convert_netvlad(broken, entry)
     whitened = published_model("netvlad_vgg16_pitts30k")
     with pytest.raises(ValueError, match=r"missing layers\.33\.weights\.0 \(expected shape \(32768, 4096\)\)"):
-        family.convert_netvlad(raw, whitened)  # this file has no whitening: only the 32768-d model loads from it
+        netvlad_family.convert_netvlad(raw, whitened)  # this file has no whitening: only the 32768-d model loads from it
     broken = {**raw, "layers.3.weights.0": torch.zeros(3)}  # weights on a ReLU position
     with pytest.raises(ValueError, match=r"arrays that no mapping knows: layers\.3\.weights\.0"):
-        family.convert_netvlad(broken, entry)
+        netvlad_family.convert_netvlad(broken, entry)
     with pytest.raises(ValueError, match="4096-d .whitened. or 32768-d, not 512"):
-        family.build_netvlad(SimpleNamespace(descriptor_dim=512))
-    assert not family.netvlad_whitened(SimpleNamespace(descriptor_dim=32768))
-    assert family.netvlad_whitened(SimpleNamespace(descriptor_dim=512, options={"whitening": True}))
+        netvlad_family.build_netvlad(SimpleNamespace(descriptor_dim=512))
+    assert not netvlad_family.netvlad_whitened(SimpleNamespace(descriptor_dim=32768))
+    assert netvlad_family.netvlad_whitened(SimpleNamespace(descriptor_dim=512, options={"whitening": True}))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        family.read_netvlad_mat(tmp_path / "missing.mat")
+        netvlad_family.read_netvlad_mat(tmp_path / "missing.mat")
     (tmp_path / "bad.mat").write_bytes(b"not a matlab file")
     with pytest.raises(ValueError, match=r"bad\.mat' could not be read as a MATLAB file"):
-        family.read_netvlad_mat(tmp_path / "bad.mat")
+        netvlad_family.read_netvlad_mat(tmp_path / "bad.mat")
 
 
 # ------------------------------------------------------------------ CosPlace / EigenPlaces VGG16
@@ -508,25 +512,25 @@ def test_cosplace_vgg16_release_loads_and_matches_the_readme(name, tmp_path) -> 
     del raw["aggregation.1.p"]
     raw["aggregation.2.p"] = torch.tensor([3.0])
     with pytest.raises(ValueError, match=r"no mapping knows: aggregation\.2\.p"):
-        family.convert_cosplace_vgg16(raw, entry)
+        cosplace_family.convert_cosplace_vgg16(raw, entry)
 
 
 # ------------------------------------------------------------------ export and fine-tuning
 
 
 def test_export_is_the_inverse_mapping_in_the_release_order(salad_raw, megaloc_raw) -> None:
-    salad = family.export_salad(family.convert_salad(salad_raw, None))
+    salad = salad_family.export_salad(salad_family.convert_salad(salad_raw, None))
     assert list(salad) == list(read_tsv("salad_dinov2_8448.tsv")) and all(salad[k] is salad_raw[k] for k in salad)
-    megaloc = family.export_megaloc(family.convert_megaloc(megaloc_raw, None))
+    megaloc = megaloc_family.export_megaloc(megaloc_family.convert_megaloc(megaloc_raw, None))
     assert list(megaloc) == list(read_tsv("megaloc_dinov2_8448.tsv"))  # sorted by name, as safetensors stores them
     assert all(megaloc[k] is megaloc_raw[k] for k in megaloc)
     entry = published_model("cosplace_vgg16_64")
     raw = {f"backbone.{i}.{p}": torch.zeros(1) for i in (0, 2, 28) for p in ("weight", "bias")}
     raw.update({"aggregation.1.p": torch.ones(1), "aggregation.3.weight": torch.zeros(1), "aggregation.3.bias": torch.zeros(1)})
-    mapped = family.map_keys(raw, family.COSPLACE_VGG16_RULES, "test")
-    assert list(family.export_cosplace_vgg16(mapped, entry)) == list(raw)
+    mapped = map_keys(raw, cosplace_family.COSPLACE_VGG16_RULES, "test")
+    assert list(cosplace_family.export_cosplace_vgg16(mapped, entry)) == list(raw)
     with pytest.raises(ValueError, match=r"no mapping knows: aggregator\.extra"):
-        family.export_cosplace_vgg16({"aggregator.extra": torch.zeros(1)}, entry)
+        cosplace_family.export_cosplace_vgg16({"aggregator.extra": torch.zeros(1)}, entry)
 
 
 @pytest.mark.parametrize("name", ["salad_dinov2_8448", "megaloc_dinov2_8448", "netvlad_vgg16_pitts30k", "cosplace_vgg16_128"])
@@ -567,6 +571,6 @@ def test_fine_tune_netvlad_from_the_mat_file(netvlad_mat, tiny_synthetic, tmp_pa
     state = ckpt["model"]
     # Frozen conv1_1 and the mean pixel are the file's; the trained assignment moved.
     assert torch.equal(state["backbone.net.0.weight"], raw["layers.0.weights.0"].permute(3, 2, 0, 1))
-    assert torch.equal(state["backbone.pixel_mean"], raw[family.MEAN_PIXEL_KEY])
+    assert torch.equal(state["backbone.pixel_mean"], raw[netvlad_family.MEAN_PIXEL_KEY])
     assert not torch.equal(state["aggregator.conv.weight"], raw["layers.30.weights.0"].t()[:, :, None, None])
     assert result["metrics"]["synthetic"]["descriptor_dim"] == 32768

@@ -1,4 +1,4 @@
-"""``vprlab models``: list the released models, download one, export a trained checkpoint in the release layout."""
+"""``vprlab models``: list the published models, download one, export a trained checkpoint in the release layout."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from pathlib import Path
 
 import torch
 
-from vprlab.pretrained.load import (
-    _hub_backbone_name,
-    checkpoint_published_name,
-    export_published,
-    export_release,
-    release_file,
-    sidecar_path,
-)
-from vprlab.pretrained.registry import PUBLISHED_MODELS
+from vprlab.pretrained.catalog import PUBLISHED_MODELS
+from vprlab.pretrained.download import release_file
+from vprlab.pretrained.export import checkpoint_published_name, export_published, export_release
+from vprlab.pretrained.families.boq import hub_backbone_name
+from vprlab.pretrained.sidecar import sidecar_path
 from vprlab.utils.errors import EXIT_USER_ERROR, UserError
 
 
@@ -67,7 +63,7 @@ def _fine_tuned_from(ckpt: str, allow_unsafe_pickle: bool) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vprlab models", description="Released models: list, download, export.")
+    parser = argparse.ArgumentParser(prog="vprlab models", description="Published models: list, download, export.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every published model: method, backbone, descriptor size, eval preprocessing, local file, URL")
     export = commands.add_parser("export", help="write a trained checkpoint in its release layout (BoQ, or the published model it was fine-tuned from)")
@@ -94,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {out}: {architecture.describe()}")
             print(f"wrote {sidecar_path(out)}: eval image size, transform and training config (read by load_pretrained)")
             print(f"load it with vprlab.load_pretrained({str(out)!r}) or torch.hub.load(<vprlab repo>, 'get_trained_boq', "
-                  f"backbone_name={_hub_backbone_name(architecture)!r}, output_dim={architecture.descriptor_dim}, weights={str(out)!r})")
+                  f"backbone_name={hub_backbone_name(architecture)!r}, output_dim={architecture.descriptor_dim}, weights={str(out)!r})")
         else:
             print(release_file(args.name))
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # unknown name, no network, Google Drive file

@@ -19,11 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vprlab.models.vpr_model import VPRModel
 from vprlab.pretrained.catalog import published_model
-from vprlab.pretrained.load import (
-    load_published_state,
-    read_published_state,
-    release_file,
-)
+from vprlab.pretrained.download import release_file
+from vprlab.pretrained.load import load_published_state, read_published_state
 from vprlab.pretrained.registry import resolve_callable
 from vprlab.utils.config import command_line_overrides
 from vprlab.utils.errors import ConfigError

@@ -1,18 +1,19 @@
-"""Key layouts of weight files: conversion to the release layout (vprlab, Lightning and
-OpenVPRLab checkpoints), strict loading with the differences named, and the architecture a
-state dict describes."""
+"""Key layouts of BoQ weight files: conversion of vprlab, Lightning and OpenVPRLab checkpoints to the
+release layout, and the strict load of a file whose architecture was read off its keys
+(:func:`vprlab.pretrained.families.boq.infer_architecture`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 
 from vprlab.models.vpr_model import VPRModel
-from vprlab.pretrained.registry import BoQArchitecture
+from vprlab.pretrained.keymaps import describe_differences, load_strict
 from vprlab.utils.errors import ConfigError
+
+__all__ = ["NON_MODEL_PREFIXES", "WRAPPER_PREFIXES", "describe_differences", "load_release_state_dict", "to_release_layout"]
 
 NON_MODEL_PREFIXES = ("loss_function.", "loss_fn.", "miner.")
 # Wrappers around the whole model: DistributedDataParallel and torch.compile.
@@ -71,87 +72,8 @@ def to_release_layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torc
     return state, notes
 
 
-def _list(keys: Sequence[str], limit: int = 8) -> str:
-    keys = list(keys)
-    return ", ".join(keys[:limit]) + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def describe_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
-    """Missing keys, unexpected keys and shape mismatches between two key -> tensor/shape mappings
-    (empty string when they agree)."""
-    def shape(v: Any) -> tuple[int, ...]:
-        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
-
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {shape(found[k])} (expected {shape(expected[k])})" for k in expected if k in found and shape(found[k]) != shape(expected[k])]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys: {_list(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys: {_list(unexpected)}")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches: {_list(shapes, 5)}")
-    return "; ".join(parts)
-
-
 def load_release_state_dict(model: VPRModel, state: Mapping[str, torch.Tensor], source: str, expected: str | None = None) -> None:
     """Load ``state`` (release layout) into ``model`` strictly: same keys, same shapes, or a
     ValueError that names ``source`` and every difference."""
-    differences = describe_differences(model.state_dict(), state)
-    if differences:
-        what = expected or "the model"
-        raise ConfigError(
-            f"{source} does not match {what}: {differences}. Pass the weights of that model, or load the file "
-            "by path (vprlab.load_pretrained('/path/file.pth')) to rebuild the architecture it describes"
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _block_count(state: Mapping[str, Any], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    indices = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    return max(indices) + 1 if indices else 0
-
-
-# (bottleneck blocks?, blocks in layer3) -> torchvision model
-_RESNET_BY_LAYER3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101", (True, 36): "resnet152"}
-_DINOV2_BY_WIDTH = {384: "vit_small_patch14_dinov2", 768: "vit_base_patch14_dinov2", 1024: "vit_large_patch14_dinov2", 1536: "vit_giant_patch14_dinov2"}
-
-
-def infer_architecture(state: Mapping[str, torch.Tensor], source: str = "the state dict") -> BoQArchitecture:
-    """Read the backbone and BoQ sizes off a release-layout state dict (see :func:`to_release_layout`)."""
-    if "aggregator.proj_c.weight" not in state or "aggregator.fc.weight" not in state:
-        prefixes = sorted({".".join(k.split(".")[:2]) for k in state if k.startswith("aggregator.")})
-        raise ConfigError(f"{source} is not a BoQ model: no aggregator.proj_c / aggregator.fc weights (aggregator keys: {_list(prefixes) or 'none'})")
-    if "backbone.net.0.weight" in state:
-        bottleneck = "backbone.net.4.0.conv3.weight" in state
-        layer3_blocks = _block_count(state, "backbone.net.6.")
-        backbone = _RESNET_BY_LAYER3.get((bottleneck, layer3_blocks))
-        if backbone is None:
-            raise ConfigError(f"{source}: a ResNet with {layer3_blocks} blocks in layer3 (bottleneck={bottleneck}) is not a torchvision ResNet18/34/50/101/152")
-        crop_last_block = "backbone.net.7.0.conv1.weight" not in state
-    elif "backbone.dino.pos_embed" in state:
-        width = int(state["backbone.dino.pos_embed"].shape[-1])
-        if width not in _DINOV2_BY_WIDTH:
-            raise ConfigError(f"{source}: DINOv2 width {width} is none of {sorted(_DINOV2_BY_WIDTH)}")
-        backbone, crop_last_block = _DINOV2_BY_WIDTH[width], True
-    else:
-        prefixes = sorted({".".join(k.split(".")[:2]) for k in state if not k.startswith("aggregator.")})
-        raise ConfigError(
-            f"cannot tell the backbone of {source}: expected backbone.net.* (ResNet), backbone.dino.* (DINOv2) or "
-            f"OpenVPRLab's backbone.frozen_layers/unfrozen_layers.*; found {_list(prefixes)}"
-        )
-    proj_channels, in_channels = (int(v) for v in state["aggregator.proj_c.weight"].shape[:2])
-    num_layers = _block_count(state, "aggregator.boqs.")
-    if num_layers == 0 or "aggregator.boqs.0.queries" not in state:
-        raise ConfigError(f"{source} is not a BoQ model: no aggregator.boqs.0.queries")
-    return BoQArchitecture(
-        backbone=backbone,
-        in_channels=in_channels,
-        proj_channels=proj_channels,
-        num_queries=int(state["aggregator.boqs.0.queries"].shape[1]),
-        num_layers=num_layers,
-        row_dim=int(state["aggregator.fc.weight"].shape[0]),
-        crop_last_block=crop_last_block,
-    )
+    load_strict(model, state, source, expected or "the model", ". Pass the weights of that model, or load the file "
+                "by path (vprlab.load_pretrained('/path/file.pth')) to rebuild the architecture it describes")

@@ -1,125 +1,31 @@
-"""The released BoQ models by name: architecture, release file, URL and evaluation size."""
+"""The one registry of published models (timm-like): each family module under
+:mod:`vprlab.pretrained.families` describes its released files as :class:`PublishedModel` entries
+(its ``default_cfgs``) and adds them with :func:`register` when it is imported;
+:mod:`vprlab.pretrained.catalog` imports every family, so ``PUBLISHED_MODELS`` is complete as soon
+as :mod:`vprlab.pretrained` is imported."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from vprlab.models.aggregators.boq import BoQ
-from vprlab.models.backbones.dinov2 import DINOV2_MODELS, DinoV2Backbone
-from vprlab.models.backbones.resnet import ResNetBackbone
+from vprlab.data.transforms import EvalPreprocessing
 from vprlab.models.vpr_model import VPRModel
+from vprlab.utils.errors import ConfigError
 
-RELEASE_URL = "https://github.com/amaralibey/Bag-of-Queries/releases/download/v1.0/{file_name}"
-
-
-# ------------------------------------------------------------------------------------ architecture
-
-
-@dataclass(frozen=True)
-class BoQArchitecture:
-    """Everything needed to rebuild a backbone + BoQ model whose weights come from a file."""
-
-    backbone: str  # a torchvision ResNet name or a timm DINOv2 name (DINOV2_MODELS)
-    in_channels: int
-    proj_channels: int
-    num_queries: int = 64
-    num_layers: int = 2
-    row_dim: int = 32
-    crop_last_block: bool = True  # ResNets only
-    eval_image_size: tuple[int, int] | None = None  # None: the backbone's default (384 / 322)
-
-    @property
-    def is_dinov2(self) -> bool:
-        return self.backbone in DINOV2_MODELS
-
-    @property
-    def descriptor_dim(self) -> int:
-        return self.proj_channels * self.row_dim
-
-    def describe(self) -> str:
-        crop = "" if self.is_dinov2 or self.crop_last_block else ", layer4 kept"
-        return (
-            f"{self.backbone}{crop} + BoQ(in {self.in_channels}, proj {self.proj_channels}, "
-            f"{self.num_queries} queries, {self.num_layers} layers, row_dim {self.row_dim}) -> {self.descriptor_dim}-d"
-        )
-
-    def build(self, model_class: type[VPRModel] = VPRModel) -> VPRModel:
-        """The model with random weights; never downloads anything."""
-        sizes = {} if self.eval_image_size is None else {"eval_image_size": self.eval_image_size}
-        if self.is_dinov2:
-            backbone = DinoV2Backbone(self.backbone, pretrained=False, num_trainable_blocks=2, **sizes)
-        else:
-            backbone = ResNetBackbone(
-                self.backbone, pretrained=False, crop_last_block=self.crop_last_block, num_trainable_blocks=2, **sizes
-            )
-        aggregator = BoQ(backbone.out_channels, self.proj_channels, self.num_queries, self.num_layers, self.row_dim)
-        return model_class(backbone, aggregator)
-
-
-@dataclass(frozen=True)
-class ReleasedModel:
-    """One published checkpoint: where it lives, what it is, and which paper rows it reproduces."""
-
-    name: str  # our name, also the conf/pretrained option
-    hub_backbone: str  # backbone_name in get_trained_boq
-    file_name: str
-    paper_model: str  # the model column of the paper results
-    architecture: BoQArchitecture
-
-    @property
-    def url(self) -> str:
-        return RELEASE_URL.format(file_name=self.file_name)
-
-    @property
-    def descriptor_dim(self) -> int:
-        return self.architecture.descriptor_dim
-
-
-RELEASED_MODELS: dict[str, ReleasedModel] = {
-    model.name: model
-    for model in (
-        ReleasedModel(
-            "boq_resnet50_16384", "resnet50", "resnet50_16384.pth", "boq_resnet50",
-            BoQArchitecture("resnet50", in_channels=1024, proj_channels=512, eval_image_size=(384, 384)),
-        ),
-        ReleasedModel(
-            "boq_dinov2_12288", "dinov2", "dinov2_12288.pth", "boq_dinov2",
-            BoQArchitecture("vit_base_patch14_dinov2", in_channels=768, proj_channels=384, eval_image_size=(322, 322)),
-        ),
-    )
-}
-# Other spellings people use for the same files: the release file stems and the paper's model names.
-_ALIASES = {alias: model.name for model in RELEASED_MODELS.values() for alias in (Path(model.file_name).stem, model.paper_model)}
-
-
-def released_model(name: str) -> ReleasedModel:
-    """The released model called ``name`` (``boq_resnet50_16384``, ``resnet50_16384``, ``boq_resnet50``...)."""
-    key = _ALIASES.get(name, name)
-    if key not in RELEASED_MODELS:
-        raise ConfigError(f"unknown released model {name!r}; choose one of {sorted(RELEASED_MODELS)}")
-    return RELEASED_MODELS[key]
-
-
-class HubBoQModel(VPRModel):
-    """What ``get_trained_boq`` returns: ``model(x)`` gives ``(descriptors, attention maps)`` like the
-    original hub model; state-dict keys are the release's."""
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:  # type: ignore[override]
-        return self.forward_with_attention(x)
-
-
-# ------------------------------------------------------------------------------------ every published model
-#
 # The interface every family plugs in through (fixed; other branches rely on it). A family lives in
-# ``vprlab/pretrained/families/<family>.py`` and provides, named by a dotted "module:function" path
-# in its entries (imported only when used):
+# ``vprlab/pretrained/families/<method>.py``, registers its entries there and provides, named by a
+# dotted "module:function" path in its entries (resolved only when used):
 #   build(entry) -> VPRModel                            random weights, never downloads
 #   convert(raw: dict[str, Tensor], entry) -> dict      release keys -> the model's own state-dict keys
-#                                                       (explicit mapping; ValueError naming unmapped /
-#                                                       missing keys); None: the keys already are ours
+#                                                       (explicit mapping, keymaps.map_keys; ValueError
+#                                                       naming unmapped / missing keys); None: the keys
+#                                                       already are ours
 #   read(path) -> dict[str, Tensor]                     only for container "matlab" (NetVLAD)
 #   configs(entry) -> (backbone cfg, aggregator cfg)    optional: ``_target_`` dicts building the same
 #                                                       model from zoo components, for fine-tuning
@@ -127,14 +33,6 @@ class HubBoQModel(VPRModel):
 #                                                       (the inverse of convert), to write fine-tuned
 #                                                       weights in the released layout
 # ``entry.options`` carries the family's sizes (e.g. {"backbone": "resnet50", "fc_dim": 2048}).
-
-from collections.abc import Callable, Mapping  # noqa: E402
-from dataclasses import field  # noqa: E402
-from importlib import import_module  # noqa: E402
-from typing import Any  # noqa: E402
-
-from vprlab.data.transforms import EvalPreprocessing  # noqa: E402
-from vprlab.utils.errors import ConfigError
 
 CONTAINERS = ("torch", "safetensors", "matlab")
 
@@ -155,7 +53,7 @@ class PublishedModel:
     """One released file of a published VPR method, and how vprlab rebuilds, loads and evaluates it."""
 
     name: str  # <method>_<backbone>_<dim>: our name, also the conf/pretrained option
-    method: str  # "CosPlace", "MixVPR"...
+    method: str  # "BoQ", "CosPlace", "MixVPR"...
     paper: str  # authors, venue, year
     backbone: str  # as the method names it: "ResNet50", "VGG16", "DINOv2 ViT-B/14"
     descriptor_dim: int
@@ -175,12 +73,20 @@ class PublishedModel:
     repo: str = ""  # the original code
     protocols: Mapping[str, EvalPreprocessing] = field(default_factory=dict, hash=False, compare=False)  # other named eval protocols
     aliases: tuple[str, ...] = ()
+    paper_model: str = ""  # the model column of the paper's results that this file reproduces (BoQ's)
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:
             raise ConfigError(f"{self.name}: container={self.container!r}; use one of {CONTAINERS}")
         if self.container == "matlab" and self.read is None:
             raise ConfigError(f"{self.name}: a matlab file needs a read= function")
+
+    @property
+    def architecture(self) -> Any:
+        """``options["architecture"]``: the family's own description of the network where it keeps one
+        (BoQ: a :class:`~vprlab.pretrained.families.boq.BoQArchitecture`, which a file's keys are also
+        read back into), else None."""
+        return self.options.get("architecture")
 
     @property
     def download_name(self) -> str:
@@ -206,14 +112,28 @@ class PublishedModel:
 
 
 _PUBLISHED: dict[str, PublishedModel] = {}
+_ALIASES: dict[str, str] = {}  # other spellings -> name (BoQ: the release file stems and the paper's model names)
 
 
 def register(*entries: PublishedModel) -> None:
-    """Add entries to :data:`PUBLISHED_MODELS` (a family module may call this for extra files)."""
+    """Add entries to :data:`PUBLISHED_MODELS` (each family module calls this for its files)."""
     for entry in entries:
         if entry.name in _PUBLISHED and _PUBLISHED[entry.name] != entry:
             raise ConfigError(f"published model {entry.name!r} is registered twice")
         _PUBLISHED[entry.name] = entry
+        _ALIASES.update((alias, entry.name) for alias in entry.aliases)
 
 
 PUBLISHED_MODELS: Mapping[str, PublishedModel] = _PUBLISHED
+
+
+def published_model(name: str) -> PublishedModel:
+    """The published model called ``name`` (also BoQ's aliases: ``resnet50_16384``, ``boq_dinov2``...)."""
+    key = _ALIASES.get(name, name)
+    if key not in PUBLISHED_MODELS:
+        raise ConfigError(f"unknown published model {name!r}; `vprlab models list` shows them all: {', '.join(sorted(PUBLISHED_MODELS))}")
+    return PUBLISHED_MODELS[key]
+
+
+def is_published(name: str) -> bool:
+    return str(name) in PUBLISHED_MODELS or str(name) in _ALIASES

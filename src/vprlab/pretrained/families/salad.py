@@ -1,0 +1,65 @@
+"""SALAD (Izquierdo and Civera, CVPR 2024): DINOv2 ViT-B/14 + SALAD, built from the zoo's
+:class:`~vprlab.models.backbones.dinov2.DinoV2Backbone` (timm ViT-B/14, whose parameter names are
+the DINOv2 hub model's; final norm on every token, class token returned, the release's
+position-embedding interpolation) and ``SALAD`` aggregator (cluster_dim 128). Key map of
+``dino_salad.ckpt``: ``backbone.model.X`` -> ``backbone.dino.X`` (the unused ``mask_token`` kept, as
+the backbone holds it), ``aggregator.X`` unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from vprlab.data.transforms import EvalPreprocessing
+from vprlab.models.vpr_model import VPRModel, build_model
+from vprlab.pretrained.families._common import (
+    FAMILIES_MODULE,
+    VME_DINO,
+    Configs,
+    check_against_model,
+    dinov2_cfg,
+    export_what,
+    salad_cfg,
+)
+from vprlab.pretrained.keymaps import Rules, map_keys
+from vprlab.pretrained.registry import PublishedModel, register
+
+_HERE = f"{FAMILIES_MODULE}.salad"
+SALAD_RULES: Rules = ((r"backbone\.model\.(.+)", r"backbone.dino.\1"), (r"aggregator\.(.+)", r"aggregator.\1"))
+
+
+def configs_salad(entry: Any = None) -> Configs:
+    """SALAD's release: DINOv2 ViT-B/14 (evaluated at 322x322) + SALAD(64 x 128 + 256 = 8448)."""
+    return dinov2_cfg([322, 322], megaloc=False), salad_cfg(128, None)
+
+
+def build_salad(entry: Any = None) -> VPRModel:
+    return build_model(*configs_salad(entry))
+
+
+def convert_salad(raw: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """``dino_salad.ckpt`` (188 keys) -> the state dict of :func:`build_salad`."""
+    what = "SALAD release (dino_salad.ckpt layout: backbone.model.*, aggregator.*)"
+    state = map_keys(raw, SALAD_RULES, what)
+    return check_against_model(state, build_salad, entry, what)
+
+
+def export_salad(state: Mapping[str, torch.Tensor], entry: Any = None) -> dict[str, torch.Tensor]:
+    """Our keys -> ``dino_salad.ckpt``'s (the inverse of :func:`convert_salad`), in the release's order
+    (``mask_token`` right after ``pos_embed``, as the DINOv2 hub model holds it)."""
+    out = map_keys(state, ((r"backbone\.dino\.(.+)", r"backbone.model.\1"), (r"aggregator\.(.+)", r"aggregator.\1")), export_what(entry))
+    first = ["backbone.model.cls_token", "backbone.model.pos_embed", "backbone.model.mask_token"]
+    return {**{k: out[k] for k in first if k in out}, **{k: v for k, v in out.items() if k not in first}}
+
+
+register(PublishedModel(
+    name="salad_dinov2_8448", method="SALAD", paper="Izquierdo and Civera, CVPR 2024", backbone="DINOv2 ViT-B/14",
+    descriptor_dim=8448, file_name="dino_salad.ckpt",
+    url="https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt", container="torch",
+    preprocessing=EvalPreprocessing((322, 322), "bilinear", stage="pil"),
+    build=f"{_HERE}:build_salad", convert=f"{_HERE}:convert_salad",
+    configs=f"{_HERE}:configs_salad", export=f"{_HERE}:export_salad",
+    repo="serizba/salad", protocols={"vpr-methods-evaluation": VME_DINO},
+))

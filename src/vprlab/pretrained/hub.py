@@ -1,0 +1,109 @@
+"""torch.hub (hubconf.py): ``get_trained_boq`` (:func:`hub_model`, BoQ's own hub entry) and
+``get_trained_model`` / one entry per published family (:func:`hub_published`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from vprlab.models.vpr_model import VPRModel
+from vprlab.pretrained.families.boq import (
+    RELEASED_MODELS,
+    HubBoQModel,
+    hub_backbone_name,
+    infer_architecture,
+    published_architecture,
+    released_model,
+)
+from vprlab.pretrained.layouts import load_release_state_dict
+from vprlab.pretrained.load import _resolve, _sidecar_size, load_published, read_release_state
+from vprlab.pretrained.registry import PUBLISHED_MODELS, PublishedModel
+from vprlab.utils.errors import ConfigError
+
+# get_trained_boq's (backbone_name, output_dim) -> the BoQ release.
+HUB_MODELS: dict[str, dict[int, str]] = {}
+for _spec in RELEASED_MODELS.values():
+    HUB_MODELS.setdefault(_spec.options["hub_backbone"], {})[_spec.descriptor_dim] = _spec.name
+
+
+def hub_model(backbone_name: str = "resnet50", output_dim: int = 16384, pretrained: bool = True, weights: str | Path | None = None) -> HubBoQModel:
+    """``get_trained_boq`` of hubconf.py: the released model (or ``weights``, a local file in the
+    release layout) in eval mode; ``model(x)`` returns ``(descriptors, attention maps)``.
+
+    ``pretrained=False`` (and no ``weights``) gives the architecture with random weights and
+    downloads nothing. Backbone pretraining weights are never downloaded.
+    """
+    try:
+        output_dim = int(output_dim)
+    except (TypeError, ValueError):
+        raise ConfigError(f"output_dim={output_dim!r} must be an integer such as 16384 or 12288") from None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        state = read_release_state(path)
+        architecture = published_architecture(infer_architecture(state, f"weights={str(path)!r}"))
+        recorded = _sidecar_size(path)
+        if recorded is not None:
+            architecture = replace(architecture, eval_image_size=recorded)
+        name, dim = hub_backbone_name(architecture), architecture.descriptor_dim
+        if (name, dim) != (backbone_name, output_dim):
+            raise ConfigError(
+                f"weights={str(path)!r} holds a {architecture.describe()} model; call "
+                f"get_trained_boq(backbone_name={name!r}, output_dim={dim}, weights=...) "
+                f"instead of backbone_name={backbone_name!r}, output_dim={output_dim}"
+            )
+        model = architecture.build(HubBoQModel)
+        load_release_state_dict(model, state, f"weights={str(path)!r}", architecture.describe())
+        return model.eval()
+    if backbone_name not in HUB_MODELS:
+        raise ConfigError(f"backbone_name={backbone_name!r}; the released models have {sorted(HUB_MODELS)}")
+    if output_dim not in HUB_MODELS[backbone_name]:
+        raise ConfigError(f"output_dim={output_dim} for backbone_name={backbone_name!r}; released: {sorted(HUB_MODELS[backbone_name])}")
+    name = HUB_MODELS[backbone_name][output_dim]
+    if not pretrained:
+        return released_model(name).architecture.build(HubBoQModel).eval()
+    model, _, _ = _resolve(name, None, None, HubBoQModel)
+    return model.eval()  # type: ignore[return-value]
+
+
+def _hub_key(text: Any) -> str:
+    return "".join(c for c in str(text).lower() if c.isalnum())
+
+
+def find_published(method: str, backbone: str | None = None, dim: int | None = None) -> PublishedModel:
+    """The published model of ``method`` ("cosplace", "Conv-AP"...), ``backbone`` ("ResNet50", "resnet50",
+    "dinov2"...; None: the only one) and descriptor size ``dim`` (None: the only one); a ValueError lists
+    what exists."""
+    candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
+    if not candidates:
+        raise ConfigError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
+    method = candidates[0].method
+    if backbone is not None:
+        key = _hub_key(backbone)
+        candidates = [s for s in candidates if _hub_key(s.backbone) == key or _hub_key(s.backbone).startswith(key) or
+                      _hub_key(s.name.split("_")[1]) == key]
+    if dim is not None:
+        candidates = [s for s in candidates if s.descriptor_dim == int(dim)]
+    if len(candidates) > 1:  # MegaLoc's legacy file holds the same model: the current one is meant
+        candidates = [s for s in candidates if not s.name.endswith("_legacy")]
+    if len(candidates) != 1:
+        pairs = sorted({(s.backbone, s.descriptor_dim) for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)})
+        what = "no" if not candidates else "more than one"
+        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}; released (backbone, dim): {pairs}")
+    return candidates[0]
+
+
+def hub_published(
+    method: str, backbone: str | None = None, dim: int | None = None, pretrained: bool = True,
+    weights: str | Path | None = None, protocol: str | None = None,
+) -> VPRModel:
+    """torch.hub ``get_trained_model``: the published model in eval mode (``model(x)`` -> L2-normalised
+    descriptors), with its evaluation preprocessing as ``model.eval_preprocessing`` (``.transform()``).
+    ``weights``: a local copy of the file (no download); ``pretrained=False``: random weights, nothing downloaded."""
+    spec = find_published(method, backbone, dim)
+    if not pretrained and weights is None:
+        model = spec.build_model()
+    else:
+        model, _ = load_published(spec.name, weights)
+    model.eval_preprocessing = spec.eval_preprocessing(protocol)
+    return model.eval()
