@@ -12,7 +12,7 @@ OpenVPRLab's ResNet layout load through explicit conversions (:func:`to_release_
 file describes its architecture, so an exported one loads by path.
 
 Files: :mod:`.download` (the torch hub cache), :mod:`.load` (:func:`load_pretrained`,
-:func:`load_for_evaluation`), :mod:`.hub` (:func:`hub_model` = ``hubconf.get_trained_boq``,
+:func:`load_published`), :mod:`.hub` (:func:`hub_model` = ``hubconf.get_trained_boq``,
 :func:`hub_published`), :mod:`.export` and :mod:`.sidecar` (``vprlab models export``),
 :mod:`.finetune` (``train.py pretrained=``), :mod:`.cli` (``vprlab models list / download / export``).
 """
@@ -38,7 +38,6 @@ from vprlab.pretrained.layouts import (
 )
 from vprlab.pretrained.load import (
     eval_preprocessing,
-    load_for_evaluation,
     load_pretrained,
     load_published,
     read_published_state,
@@ -48,6 +47,6 @@ from vprlab.pretrained.registry import PUBLISHED_MODELS, PublishedModel, registe
 __all__ = [
     "HUB_MODELS", "NON_MODEL_PREFIXES", "PUBLISHED_MODELS", "PublishedModel", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
     "HubBoQModel", "describe_differences", "export_published", "export_release", "find_published", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "map_keys", "read_published_state", "published_model", "register",
-    "load_for_evaluation", "load_pretrained", "load_release_state_dict", "release_file", "released_model",
+    "load_pretrained", "load_release_state_dict", "release_file", "released_model",
     "to_release_layout",
 ]

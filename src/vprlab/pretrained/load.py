@@ -1,5 +1,5 @@
 """Loading published models and files exported from them: :func:`load_pretrained` (Python),
-:func:`load_for_evaluation` (``evaluate.py pretrained=...``) and :func:`load_published`, all through
+:func:`load_published` (``evaluate.py pretrained=...`` through :func:`vprlab.commands.models.load_model`), all through
 one path (:func:`_load_named`: build, read the file into the model's keys through the family's
 mapping, strict load). The download is :mod:`.download`, the torch.hub entries :mod:`.hub`,
 ``vprlab models export`` :mod:`.export`, its sidecar file :mod:`.sidecar`."""
@@ -35,7 +35,7 @@ from vprlab.utils.weights import read_state_dict
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "display_name", "eval_preprocessing", "load_for_evaluation", "load_pretrained", "load_published",
+    "display_name", "eval_preprocessing", "load_pretrained", "load_published",
     "load_published_state", "read_export_sidecar", "read_published_state", "read_release_state", "release_file", "sidecar_path",
 ]
 
@@ -278,17 +278,3 @@ def load_pretrained(
         return model, prep.transform()
     transform = eval_transform(model.backbone.eval_image_size, mean=model.backbone.mean, std=model.backbone.std)
     return model, transform
-
-
-def load_for_evaluation(
-    name: str, path: str | Path | None = None, allow_unsafe_pickle: bool = False, protocol: str | None = None
-) -> tuple[VPRModel, str, str]:
-    """(model, display name, weights hash) for ``evaluate.py pretrained=<name> [pretrained.path=...]``.
-    Models of other methods than BoQ carry their evaluation preprocessing (``model.eval_preprocessing``,
-    that of ``protocol`` when given), which evaluation uses instead of the backbone's size."""
-    from vprlab.utils.weights import file_hash
-
-    model, weights_path, _ = _resolve(name, path, None, VPRModel, allow_unsafe_pickle)
-    if protocol not in (None, "", "original"):
-        model.eval_preprocessing = eval_preprocessing(_published_name(name), protocol)
-    return model.eval(), display_name(name, protocol), file_hash(weights_path)

@@ -25,14 +25,17 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hydra.experimental.callback import Callback
-
 DEBUG_ENV = "VPRLAB_DEBUG"
 EXIT_USER_ERROR = 2
-# Whether Hydra has composed the command line and started the run (MarkRunStarted, a Hydra callback of
+# Whether Hydra has composed the command line and started the run (vprlab.utils.hydra_run.MarkRunStarted, a Hydra callback of
 # train.yaml / evaluate.yaml) or the task itself has begun (exit_on_user_error): read by run_hydra_app to
 # tell Hydra's command-line errors from failures.
 _task_started = False
+
+
+def mark_task_started() -> None:
+    global _task_started
+    _task_started = True
 
 
 class UserError(Exception):
@@ -91,25 +94,12 @@ def _is_hydra_command_line_error(error: BaseException) -> bool:
     return isinstance(error, (ConfigCompositionException, OverrideParseException, SearchPathException))
 
 
-class MarkRunStarted(Callback):
-    """Hydra callback (``hydra.callbacks`` of train.yaml / evaluate.yaml): the command line is composed and
-    the run (or the sweep) starts; from here on an exit with status 1 is a failure, not a Hydra usage
-    error. Marked before launching, so a sweep job that fails on a launcher (SLURM) keeps status 1; a
-    sweep job whose own overrides do not compose then also exits 1, as Hydra does."""
-
-    def on_run_start(self, config: Any = None, **kwargs: Any) -> None:
-        global _task_started
-        _task_started = True
-
-    on_multirun_start = on_run_start
-
-
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function from its script's ``if __name__ == "__main__":`` block.
 
     Hydra reports a mistake on the command line (``trainer.max_epoch=3``, ``aggregator=gemm``, a syntax
     error) with its own message, before the run starts, and exits with status 1, the status of a
-    failure. Here such an exit, one before the run began (:class:`MarkRunStarted` and
+    failure. Here such an exit, one before the run began (:class:`~vprlab.utils.hydra_run.MarkRunStarted` and
     :func:`exit_on_user_error` mark the start), becomes the user error it is: status 2, Hydra's message kept. With ``VPRLAB_DEBUG=1`` Hydra raises
     instead (HYDRA_FULL_ERROR); its composition errors then show their traceback and also exit 2."""
     enable_debug_tracebacks()
@@ -181,8 +171,7 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
     """Around an entry point: a :class:`UserError` (also wrapped in another exception) is printed to
     stderr as one paragraph and the process exits with status 2; with ``VPRLAB_DEBUG=1`` it propagates
     with its traceback. Other exceptions propagate untouched."""
-    global _task_started
-    _task_started = True
+    mark_task_started()
     try:
         yield
     except Exception as error:  # noqa: BLE001 - only user errors are caught; the rest is re-raised
