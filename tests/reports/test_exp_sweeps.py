@@ -144,7 +144,7 @@ def test_diverged_trial_returns_a_worst_value_instead_of_crashing(monkeypatch, c
     def diverge(cfg):
         raise FloatingPointError("3 steps in a row with non-finite loss")
 
-    monkeypatch.setattr(script, "train", diverge)
+    monkeypatch.setattr("vprlab.commands.train.train", diverge)  # what train.py's run_training calls
     cfg = compose_config("train", ["experiment=quickstart", f"paths.output_dir={tmp_path}"])
     value = script.main.__wrapped__(cfg)
     assert value == -math.inf
