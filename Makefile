@@ -1,6 +1,6 @@
 # make quickstart : set up .venv, generate the synthetic data, train + evaluate BoQ on it
 # make test       : the default test suite (fast; `make test-slow` for the rest)
-# make gpu-check  : on a CUDA machine, the GPU tests and benchmarks (experiments/gpu_check.sh)
+# make gpu-check  : on a CUDA machine, the GPU tests and speed measurements (experiments/gpu_check.sh)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,7 +31,7 @@ test-slow: install
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"
 
-# On a CUDA machine: the GPU tests and the GPU benchmark runs (results in outputs/gpu_check/).
+# On a CUDA machine: the GPU tests and the GPU speed measurements (results in outputs/gpu_check/).
 # Uses .venv when there is one, else python3 (a bare CUDA image: see experiments/gpu_wheels.sh).
 gpu-check:
 	PY=$$([ -x $(PY) ] && echo $(PY) || echo python3) bash experiments/gpu_check.sh

@@ -1,6 +1,6 @@
 """Run N training steps of the ORIGINAL BoQ training code (PyTorch Lightning) and print step times.
 
-Started by ``benchmark_train_step.py`` with the Python of an environment that has the original
+Started by ``measure_train_step.py`` with the Python of an environment that has the original
 code's dependencies (lightning, pytorch-metric-learning, faiss, rich, pandas); this file imports
 nothing from vprlab. It builds what the original ``train.py`` builds (its ``ResNet`` backbone with
 ``unfreeze_n_blocks=2``, ``crop_last_block=True``; its ``BoQ``; its ``BoQModel`` with the

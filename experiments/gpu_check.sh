@@ -2,10 +2,10 @@
 # The CUDA paths and their speed, in one short run on a GPU machine (at most 8 minutes: each step has its own time limit):
 #   bash experiments/gpu_check.sh            # or `make gpu-check`; results in $OUT (default outputs/gpu_check)
 # 1. pytest -m gpu: nvjpeg decoding, bf16/fp16 training, the BoQ fast path on CUDA, faiss GPU;
-# 2. benchmark_speed.py on CUDA: fp32/bf16/fp16, channels_last, torch.compile, DINOv2, decoders;
-# 3. benchmark_search.py: 100k x 16384 memory-mapped float16 search (faiss GPU when installed).
+# 2. measure_speed.py on CUDA: fp32/bf16/fp16, channels_last, torch.compile, DINOv2, decoders;
+# 3. measure_search.py: 100k x 16384 memory-mapped float16 search (faiss GPU when installed).
 # Each step has its own time limit and the script goes on after a failure. It writes three
-# files: log.txt (every step's output), results.json (every benchmark's numbers by step) and
+# files: log.txt (every step's output), results.json (every measurement's numbers by step) and
 # summary.txt (each step's exit status).
 # On a machine without vprlab's dependencies and no network: run experiments/gpu_wheels.sh
 # where pip works, bring the .whl/ folder along, and this script installs from it.
@@ -53,7 +53,7 @@ common=(--device cuda --iters 10 --warmup 3 --num-workers 8)
 speed() {  # speed NAME SECONDS ARGS...
     local name=$1 limit=$2
     shift 2
-    step "$name" "$limit" $PY experiments/benchmark_speed.py "${common[@]}" "$@" --out "$json_dir/$name.json"
+    step "$name" "$limit" $PY experiments/measure_speed.py "${common[@]}" "$@" --out "$json_dir/$name.json"
 }
 # The published recipes' shapes: ResNet50-BoQ at 320, DINOv2-BoQ trained at 280 and evaluated at 322.
 speed resnet50_fp32_aggregator 40 --precision 32 --batch-size 64 --what aggregator
@@ -63,7 +63,7 @@ speed resnet50_bf16_compile_320 90 --precision bf16 --channels-last --compile --
 speed dinov2_bf16_280 60 --backbone dinov2 --image-size 280 --precision bf16 --batch-size 128 --what model
 speed dinov2_bf16_322 45 --backbone dinov2 --image-size 322 --precision bf16 --batch-size 128 --what model
 step search_torch_1m 60 $PY experiments/gpu_search_torch.py --num-db 1000000 --dim 16384 --num-queries 1000 --out "$json_dir/search_torch_1m.json"
-step search_100k 45 $PY experiments/benchmark_search.py --num-db 100000 --dim 16384 --num-queries 1000 --out "$json_dir/search_100k.json"
+step search_100k 45 $PY experiments/measure_search.py --num-db 100000 --dim 16384 --num-queries 1000 --out "$json_dir/search_100k.json"
 
 $PY - "$json_dir" "$OUT/results.json" <<'PY'
 import json, sys

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_speed import (
+from measure_speed import (
     timed as median_time,  # experiments/ is the script's folder, on sys.path
 )
 

@@ -3,7 +3,7 @@
     python experiments/profile_train_step.py --data DIR/gsv [--steps 4 --threads 1 --precision 32 --channels-last]
 
 Builds the model, loader, loss and optimizer the way ``engine/trainer.py`` does, from train.yaml
-with the same overrides as ``benchmark_train_step.py`` (ResNet50-BoQ 16384-d, random weights,
+with the same overrides as ``measure_train_step.py`` (ResNet50-BoQ 16384-d, random weights,
 8 places x 4 images at 160x160), runs the loop body phase by phase with a wall clock around each
 phase (on the CPU every op is synchronous, so the clocks are exact), drops the first step, and
 prints the mean time per phase; ``--ops`` adds torch.profiler's top operators of the last step.

@@ -18,7 +18,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} VPRLAB_PROGRESS=0 WANDB_MODE=${WAND
 if [ -n "${REPORTS_ONLY:-}" ]; then
   $PY -m vprlab report sweep $REPORTS/boq_grid/runs.csv --out $REPORTS/boq_grid
   $PY -m vprlab report seeds $REPORTS/boq_grid/runs.csv --out $REPORTS/boq_grid
-  $PY -m vprlab report compare $REPORTS/aggregators/runs.csv --out $REPORTS/aggregators
+  $PY -m vprlab report methods $REPORTS/aggregators/runs.csv --out $REPORTS/aggregators
   $PY -m vprlab report paper $REPORTS/aggregators/runs.csv --where aggregator=boq --out $REPORTS/paper
   exit 0
 fi
@@ -46,6 +46,6 @@ compare_done=$(date +%s)
 #    A grid is four settings: `seeds` lists them (n = 1 each), `paper` takes one setting (--where).
 $PY -m vprlab report sweep $OUT/boq_grid --out $REPORTS/boq_grid
 $PY -m vprlab report seeds $OUT/boq_grid --out $REPORTS/boq_grid
-$PY -m vprlab report compare $OUT/aggregators --out $REPORTS/aggregators
+$PY -m vprlab report methods $OUT/aggregators --out $REPORTS/aggregators
 $PY -m vprlab report paper $OUT/aggregators --where aggregator=boq --out $REPORTS/paper
 echo "wall time: BoQ grid $((grid_done - start)) s, aggregator comparison $((compare_done - grid_done)) s"

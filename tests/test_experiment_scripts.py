@@ -34,7 +34,7 @@ def _run_script(name: str, argv: list[str], monkeypatch) -> int | str | None:
 
 
 def test_every_script_is_covered():
-    assert "pretrained_configs.py" in PYTHON_SCRIPTS and "benchmark_search.py" in PYTHON_SCRIPTS
+    assert "pretrained_configs.py" in PYTHON_SCRIPTS and "measure_search.py" in PYTHON_SCRIPTS
     assert {"gpu_check.sh", "gpu_wheels.sh", "run_examples.sh"} <= set(SHELL_SCRIPTS)
 
 
@@ -66,21 +66,21 @@ def test_shell_script_refuses_arguments(name, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_benchmark_search_makes_its_tmp_folder(tmp_path, monkeypatch, capsys):
+def test_measure_search_makes_its_tmp_folder(tmp_path, monkeypatch, capsys):
     scratch = tmp_path / "not" / "yet"
     args = ["--tmp", str(scratch), "--num-db", "64", "--dim", "8", "--num-queries", "4", "--chunk", "32", "--check", "4",
             "--out", str(tmp_path / "results" / "search.json")]
-    assert _run_script("benchmark_search.py", args, monkeypatch) == 0
+    assert _run_script("measure_search.py", args, monkeypatch) == 0
     assert scratch.is_dir() and not any(scratch.iterdir())  # made, and the database removed after the run
     assert (tmp_path / "results" / "search.json").is_file()
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    assert _run_script("benchmark_search.py", ["--tmp", str(blocked / "sub")], monkeypatch) == 2
+    assert _run_script("measure_search.py", ["--tmp", str(blocked / "sub")], monkeypatch) == 2
     assert f"--tmp {blocked / 'sub'}: cannot create the folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, argv, message", [
-    ("benchmark_train_step.py", ["--boq-repo", "{missing}", "--boq-python", sys.executable], "--boq-repo {missing}: no such folder"),
+    ("measure_train_step.py", ["--boq-repo", "{missing}", "--boq-python", sys.executable], "--boq-repo {missing}: no such folder"),
     ("boq_original_train_steps.py", ["--boq-repo", "{missing}", "--data", "{missing}", "--steps", "1"],
      "--boq-repo {missing}: no such folder"),
     ("nordland_real_split.py", ["--src", "{missing}", "--out", "{tmp}/out"], "--src {missing}: no gt.csv there"),

@@ -12,7 +12,8 @@ import torch
 from conftest import compose_config, tiny_train_overrides
 
 from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from vprlab.engine.checkpointer import Checkpointer, load_resume_checkpoint
+from vprlab.engine.checkpointer import Checkpointer
+from vprlab.engine.resume import load_resume_checkpoint
 from vprlab.engine.trainer import train
 
 
@@ -184,7 +185,7 @@ def test_auto_resume_falls_back_to_the_previous_checkpoint(tmp_path, caplog):
 
     last, prev = tmp_path / "last.ckpt", tmp_path / "last.prev.ckpt"
     last.write_bytes(last.read_bytes()[:100])  # truncated
-    with caplog.at_level(logging.WARNING, logger="vprlab.engine.checkpointer"):
+    with caplog.at_level(logging.WARNING, logger="vprlab.engine.resume"):
         path, loaded = load_resume_checkpoint("auto", tmp_path)
     assert path == prev and loaded["serial"] == 1
     assert f"checkpoint '{last}' could not be read" in caplog.text
@@ -218,7 +219,7 @@ def test_training_writes_last_prev_and_best_and_resumes_past_a_truncated_last(ti
     # last.ckpt cut short: ckpt_path=auto continues from epoch 1 and finishes the run again
     data = (ckpt_dir / "last.ckpt").read_bytes()
     (ckpt_dir / "last.ckpt").write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="vprlab.engine.checkpointer"):
+    with caplog.at_level(logging.WARNING, logger="vprlab.engine.resume"):
         resumed = train(compose_config("train", [*overrides, "ckpt_path=auto"]))
     assert f"resuming from the previous checkpoint {ckpt_dir / 'last.prev.ckpt'}" in caplog.text
     assert f"'{ckpt_dir / 'last.ckpt'}' could not be read" in caplog.text

@@ -24,6 +24,7 @@ RANK_SCRIPT = textwrap.dedent("""
 
         class Recorder:
             batch_size = loader.batch_size
+            normalize = loader.normalize  # the trainer normalises the uint8 batches on the device
             def __len__(self):
                 return len(loader)
             def __iter__(self):

@@ -11,7 +11,7 @@ import yaml
 from vprlab.reports import collect_runs
 from vprlab.reports.paper import paper_report, paper_table
 from vprlab.reports.tables import (
-    compare_report,
+    methods_report,
     format_mean_std,
     mean_std,
     sweep_report,
@@ -37,8 +37,8 @@ def test_mean_std_over_seeds():
     assert shown.loc["boq", "R@1"] == "52.0 ± 2.8" and shown.loc["avg", "R@1"] == "20.0"
 
 
-def test_compare_report_writes_table_and_plot(tmp_path):
-    paths = compare_report(_runs(), tmp_path)
+def test_methods_report_writes_table_and_plot(tmp_path):
+    paths = methods_report(_runs(), tmp_path)
     assert paths["png"].stat().st_size > 1000
     markdown = paths["markdown"].read_text()
     assert "r1_vs_dim.png" in markdown and "52.0 ± 2.8" in markdown and "| boq | synthetic |" in markdown

@@ -144,7 +144,7 @@ def test_diverged_trial_returns_a_worst_value_instead_of_crashing(monkeypatch, c
     def diverge(cfg):
         raise FloatingPointError("3 steps in a row with non-finite loss")
 
-    monkeypatch.setattr(script, "train", diverge)
+    monkeypatch.setattr("vprlab.commands.train.train", diverge)  # what train.py's run_training calls
     cfg = compose_config("train", ["experiment=quickstart", f"paths.output_dir={tmp_path}"])
     value = script.main.__wrapped__(cfg)
     assert value == -math.inf
@@ -253,7 +253,7 @@ def test_collect_lists_failed_jobs_with_their_error(tmp_path):
                       "aggregator=boq": "complete", "aggregator=gem": "complete"}
 
 
-@pytest.mark.parametrize("kind", ["sweep", "compare", "seeds", "collect"])
+@pytest.mark.parametrize("kind", ["sweep", "methods", "seeds", "collect"])
 def test_reports_list_failed_jobs(kind, tmp_path, capsys):
     from vprlab.reports.cli import main as report_main
 
@@ -315,6 +315,6 @@ def test_a_report_from_an_earlier_runs_csv_still_lists_the_failed_jobs(tmp_path,
     assert report_main(["collect", str(root), "--out", str(tmp_path / "first")]) == 0
     assert (tmp_path / "first" / "failed_jobs.csv").is_file()
     capsys.readouterr()
-    assert report_main(["compare", str(tmp_path / "first" / "runs.csv"), "--out", str(tmp_path / "again")]) == 0
+    assert report_main(["methods", str(tmp_path / "first" / "runs.csv"), "--out", str(tmp_path / "again")]) == 0
     assert "  aggregator=mixvpr: failed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
     assert "| aggregator=netvlad | failed: no results and no error recorded" in (tmp_path / "again" / "report.md").read_text()

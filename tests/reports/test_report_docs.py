@@ -29,7 +29,7 @@ def _documented_commands() -> list[str]:
 
 def test_the_documentation_has_report_commands():
     kinds = {shlex.split(c)[2] for c in _documented_commands()}
-    assert kinds == {"collect", "sweep", "compare", "paper", "seeds"}
+    assert kinds == {"collect", "sweep", "methods", "paper", "seeds"}
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ from vprlab.reports import collect_runs
 from vprlab.reports.cli import main as report
 from vprlab.reports.paper import paper_table
 from vprlab.reports.tables import (
-    compare_report,
+    methods_report,
     seeds_report,
     settings_table,
     sweep_report,
@@ -93,7 +93,7 @@ def test_reported_epoch_is_one_stated_rule(tmp_path):
     best = collect_runs(tmp_path / "runs", epoch="best").iloc[0]
     assert (last["R@1"], last["epoch"]) == (50.0, 2) and (best["R@1"], best["epoch"]) == (70.0, 1)
     assert "best R@1" not in collect_runs(tmp_path / "runs").columns  # no second, mixed rule
-    assert report(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--epoch", "best"]) == 0
+    assert report(["methods", str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--epoch", "best"]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
     assert "Reported epoch: training runs report the epoch with the best monitored metric" in text and "| 70.0 |" in text
     assert "resident set size sampled during the job" in text
@@ -135,7 +135,7 @@ def test_compare_shows_what_differs_inside_a_named_group(tmp_path):
     write_train_run(root / "boq", _config("boq", out="a", num_layers=2), [30.0], dim=4096)
     write_train_run(root / "boq-lr", _config("boq", out="b", num_layers=2, lr=5e-3), [35.0], dim=4096)
     write_train_run(root / "gem", _config("gem", out="c", p=3.0), [20.0], dim=256)
-    paths = compare_report(collect_runs(root), tmp_path / "r", by=["aggregator"])
+    paths = methods_report(collect_runs(root), tmp_path / "r", by=["aggregator"])
     text = paths["markdown"].read_text()
     assert "| aggregator | optimizer.lr | benchmark |" in text
     assert "| boq | 0.001 | synthetic | 30.0 |" in text and "| boq | 0.005 | synthetic | 35.0 |" in text
@@ -157,6 +157,23 @@ def _eval_row(model: str, bench: str, r1: float, h: str = "abc123") -> dict:
             "R@1": r1, "R@5": r1 + 3, "R@10": r1 + 4, "protocol": "25 m", "precision": "fp32", "aggregator": "boq"}
 
 
+def test_report_compare_is_the_old_name_of_report_methods(tmp_path, capsys):
+    """`vprlab report compare` (renamed: `vprlab compare` is another tool) still runs, with a one-line notice
+    on stderr, and writes what `vprlab report methods` writes."""
+    write_train_run(tmp_path / "runs" / "a", _config(num_queries=8), [70.0, 50.0])
+    assert report(["methods", str(tmp_path / "runs"), "--out", str(tmp_path / "new")]) == 0
+    assert capsys.readouterr().err == ""
+    assert report(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "old")]) == 0
+    err = capsys.readouterr().err
+    assert err == "vprlab report compare is deprecated: it is now `vprlab report methods` (same options and output)\n"
+    assert (tmp_path / "old" / "report.md").read_text() == (tmp_path / "new" / "report.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(p.name for p in (tmp_path / "new").iterdir())
+    with pytest.raises(SystemExit):
+        report(["--help"])
+    usage = capsys.readouterr().out
+    assert "{collect,sweep,methods,paper,seeds}" in usage and "(`compare`: its old name, still accepted)" in usage
+
+
 def test_paper_reads_evaluate_runs_as_the_readme_says(tmp_path, monkeypatch):
     evaluate = tmp_path / "outputs" / "evaluate"
     _evaluate_folder(evaluate / "runs" / "2026-01-01_10-00-00", [_eval_row("boq_resnet50_16384", "pitts30k_test", 90.4)])
@@ -166,7 +183,7 @@ def test_paper_reads_evaluate_runs_as_the_readme_says(tmp_path, monkeypatch):
     text = (tmp_path / "rep" / "paper_boq_resnet50.md").read_text()
     assert "| Pitts30k-test | 92.4 | 90.4 | -2.0 |" in text and "| MSLS-val |" in text
     assert "Ours: `boq_resnet50_16384`, checkpoint_hash abc123, image_size 384x384, protocol 25 m" in text
-    assert report(["compare", "outputs/evaluate", "--out", "cmp"]) == 0
+    assert report(["methods", "outputs/evaluate", "--out", "cmp"]) == 0
     assert report(["seeds", "outputs/evaluate", "--by", "model", "--out", "seeds"]) == 0
     assert report(["collect", "outputs/evaluate", "--out", "col"]) == 0
     assert "abc123" in (tmp_path / "col" / "runs.csv").read_text()

@@ -41,11 +41,11 @@ def test_training_runs_on_a_subset_are_marked_in_compare_seeds_and_collect(tmp_p
         with (run / "metrics.jsonl").open("a") as f:  # what the trainer logs with each evaluation
             f.write(json.dumps({"step": 6, "epoch": 2, "st_lucia/R@1": 20.0 + seed, "st_lucia/num_db": 20,
                                 "st_lucia/num_queries": 10}) + "\n")
-    for kind in ("compare", "seeds", "collect"):
+    for kind in ("methods", "seeds", "collect"):
         assert report([kind, str(root), "--out", str(tmp_path / kind)]) == 0
         text = next((tmp_path / kind).glob("*.md")).read_text() if kind != "collect" else (tmp_path / kind / "runs.md").read_text()
         assert SUBSET_MARK in text and NOTE in text, kind
-    assert f"21.5 ± 0.7{SUBSET_MARK}" in (tmp_path / "compare" / "report.md").read_text()
+    assert f"21.5 ± 0.7{SUBSET_MARK}" in (tmp_path / "methods" / "report.md").read_text()
 
 
 def test_paper_model_comes_from_the_runs_and_a_contradicting_one_is_refused(tmp_path, capsys):

@@ -14,7 +14,7 @@ from conftest import compose_config
 from vprlab.commands.evaluate import load_model_for_eval
 from vprlab.data.benchmark_readers import load_npy_benchmark
 from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from vprlab.engine.checkpointer import load_resume_checkpoint
+from vprlab.engine.resume import load_resume_checkpoint
 from vprlab.pretrained import export_release, hub_model, load_pretrained
 from vprlab.utils.io import load_npy
 from vprlab.utils.seed import rng_state, set_rng_state

@@ -1,6 +1,6 @@
 """The `vprlab` command: the tools that are not training or evaluation runs.
 
-    vprlab report <kind> RUNS [--out DIR]   tables and plots from run folders (collect, sweep, compare, paper, seeds)
+    vprlab report <kind> RUNS [--out DIR]   tables and plots from run folders (collect, sweep, methods, paper, seeds)
     vprlab models list|download|export      released models: what there is, fetch one, export a checkpoint
     vprlab compare --models M.. --benchmarks B..  released models and checkpoints in one table, published numbers beside
     vprlab benchmarks [--data-dir DIR]      every benchmark config: format, published counts, root, present or not

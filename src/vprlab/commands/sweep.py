@@ -177,7 +177,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         sys.stdout.flush()
-        print(f"sweep folder: {sweep_dir}\nreport:       vprlab report sweep {sweep_dir}  (or compare / seeds)", flush=True)
+        print(f"sweep folder: {sweep_dir}\nreport:       vprlab report sweep {sweep_dir}  (or methods / seeds)", flush=True)
 
 
 __all__ = ["SweepCallback", "check_sweep", "sweep_jobs"]

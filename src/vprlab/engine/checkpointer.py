@@ -7,7 +7,7 @@ Files in ``ckpt_dir``:
   when a stop signal arrives (mid-epoch, resumable), and at the end of every epoch.
 - ``last.prev.ckpt``: the ``last.ckpt`` before the newest one ("previous good"), so that a damaged
   ``last.ckpt`` (a bad disk, a copy cut short) still leaves a checkpoint to resume from.
-  ``ckpt_path=auto`` (:func:`load_resume_checkpoint`) falls back to it.
+  ``ckpt_path=auto`` (:func:`vprlab.engine.resume.load_resume_checkpoint`) falls back to it.
 - ``best.ckpt``: the epoch-end state with the best value of the monitored metric so far.
 - ``epoch012_msls_val-R@1=85.1351.ckpt`` (with ``save_top_k`` > 1): the epoch-end states of the
   ``save_top_k`` best epochs by the monitored metric, as Lightning's ``ModelCheckpoint(save_top_k=k)``
@@ -26,14 +26,10 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from vprlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from vprlab.utils.errors import UnreadableFileError
+from vprlab.engine.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +216,7 @@ class Checkpointer:
             # hard link (last.ckpt itself stays in place), and the new file replaces last.ckpt in one
             # rename: a process killed at any moment leaves a complete last.ckpt. Where the file
             # system has no hard links, two renames (an instant without last.ckpt, when
-            # last.prev.ckpt exists and load_resume_checkpoint falls back to it).
+            # last.prev.ckpt exists and resume.load_resume_checkpoint falls back to it).
             staged = save_checkpoint(self.ckpt_dir / _NEXT, state)
             linked = self.ckpt_dir / (PREVIOUS + ".link")
             try:
@@ -235,50 +231,3 @@ class Checkpointer:
         self._last_is_good = True
         return last
 
-
-def load_resume_checkpoint(
-    value: Any, ckpt_dir: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-    allow_unsafe_pickle: bool = False,
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """``ckpt_path``: null (start fresh), a file, or ``auto``. Returns (path, loaded checkpoint),
-    or (None, None) to start from scratch.
-
-    ``auto`` = this run folder's ``last.ckpt`` if there is one, so a requeued job with a fixed run
-    folder continues and a first start begins fresh. If ``last.ckpt`` is missing or cannot be read
-    but ``last.prev.ckpt`` can, it resumes from that one with a warning; if neither can be read it
-    fails. An explicit file is loaded as it is (no fallback: the user chose it).
-    ``allow_unsafe_pickle``: see :func:`vprlab.engine.checkpoint.load_checkpoint`.
-    """
-    load = partial(load_checkpoint, map_location=map_location, allow_unsafe_pickle=allow_unsafe_pickle)
-    if not value:
-        return None, None
-    if str(value) != "auto":
-        path = Path(str(value))
-        return path, load(path)
-
-    ckpt_dir = Path(ckpt_dir)
-    last, previous = ckpt_dir / LAST, ckpt_dir / PREVIOUS
-    if not last.is_file() and not previous.is_file():
-        log.info("ckpt_path=auto: no checkpoint in %s yet, starting from scratch", ckpt_dir)
-        return None, None
-    if last.is_file():
-        try:
-            return last, load(last)
-        except (RuntimeError, ValueError) as e:  # load_checkpoint's messages name the file
-            problem = str(e)
-    else:
-        problem = f"{last} is missing (a crash between the renames of a checkpoint write)"
-    if not previous.is_file():
-        raise UnreadableFileError(
-            f"ckpt_path=auto: {problem}, and there is no previous checkpoint {previous} to fall back to; "
-            f"pass ckpt_path=<file> to resume from another checkpoint, or remove {last} to start from scratch"
-        )
-    try:
-        state = load(previous)
-    except (RuntimeError, ValueError) as e:
-        raise UnreadableFileError(
-            f"ckpt_path=auto: neither checkpoint is readable: {problem}; and {e} "
-            f"Pass ckpt_path=<file> to resume from another checkpoint, or remove both to start from scratch"
-        ) from e
-    log.warning("ckpt_path=auto: %s; resuming from the previous checkpoint %s instead (one checkpoint interval older)", problem, previous)
-    return previous, state

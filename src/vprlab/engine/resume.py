@@ -17,11 +17,19 @@ architecture must be this run's (:func:`prepare_init_from`). A requeued job of s
 
 Which keys were overridden: under Hydra, the command line's overrides; without Hydra (a config made
 in Python), every key whose value differs from the stored config.
+
+Everything a resume does lives here: which checkpoint (:func:`load_resume_checkpoint`: ``auto`` and the
+fall-back to ``last.prev.ckpt``), with which config (:func:`prepare_resume`), and putting the loop back
+where it stopped (:func:`restore_training_state`: model, optimizer, scaler, checkpointer, RNG;
+:func:`seek_sampler`: the sampler's place inside a half-done epoch). The checkpoint file format is
+``engine/checkpoint.py``; when to write which file, ``engine/checkpointer.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,11 +37,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vprlab.engine.checkpoint import load_checkpoint
-from vprlab.engine.checkpointer import load_resume_checkpoint
+from vprlab.engine.checkpointer import LAST, PREVIOUS, Checkpointer
 from vprlab.pretrained.layouts import describe_differences
 from vprlab.pretrained.load import read_export_sidecar, sidecar_path
 from vprlab.utils.config import command_line_overrides, flatten_keys
-from vprlab.utils.errors import ConfigError, DataError
+from vprlab.utils.errors import ConfigError, DataError, UnreadableFileError
+from vprlab.utils.seed import set_rng_state
 from vprlab.utils.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -249,3 +258,79 @@ def prepare_resume(cfg: DictConfig) -> tuple[DictConfig, Path | None, dict[str, 
         _check_same_model(cfg, stored, path)
         return cfg, path, state
     return resume_config(cfg, stored, command_line_overrides()), path, state
+
+
+def load_resume_checkpoint(
+    value: Any, ckpt_dir: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+    allow_unsafe_pickle: bool = False,
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """``ckpt_path``: null (start fresh), a file, or ``auto``. Returns (path, loaded checkpoint),
+    or (None, None) to start from scratch.
+
+    ``auto`` = this run folder's ``last.ckpt`` if there is one, so a requeued job with a fixed run
+    folder continues and a first start begins fresh. If ``last.ckpt`` is missing or cannot be read
+    but ``last.prev.ckpt`` can, it resumes from that one with a warning; if neither can be read it
+    fails. An explicit file is loaded as it is (no fallback: the user chose it).
+    ``allow_unsafe_pickle``: see :func:`vprlab.engine.checkpoint.load_checkpoint`.
+    """
+    load = partial(load_checkpoint, map_location=map_location, allow_unsafe_pickle=allow_unsafe_pickle)
+    if not value:
+        return None, None
+    if str(value) != "auto":
+        path = Path(str(value))
+        return path, load(path)
+
+    ckpt_dir = Path(ckpt_dir)
+    last, previous = ckpt_dir / LAST, ckpt_dir / PREVIOUS
+    if not last.is_file() and not previous.is_file():
+        log.info("ckpt_path=auto: no checkpoint in %s yet, starting from scratch", ckpt_dir)
+        return None, None
+    if last.is_file():
+        try:
+            return last, load(last)
+        except (RuntimeError, ValueError) as e:  # load_checkpoint's messages name the file
+            problem = str(e)
+    else:
+        problem = f"{last} is missing (a crash between the renames of a checkpoint write)"
+    if not previous.is_file():
+        raise UnreadableFileError(
+            f"ckpt_path=auto: {problem}, and there is no previous checkpoint {previous} to fall back to; "
+            f"pass ckpt_path=<file> to resume from another checkpoint, or remove {last} to start from scratch"
+        )
+    try:
+        state = load(previous)
+    except (RuntimeError, ValueError) as e:
+        raise UnreadableFileError(
+            f"ckpt_path=auto: neither checkpoint is readable: {problem}; and {e} "
+            f"Pass ckpt_path=<file> to resume from another checkpoint, or remove both to start from scratch"
+        ) from e
+    log.warning("ckpt_path=auto: %s; resuming from the previous checkpoint %s instead (one checkpoint interval older)", problem, previous)
+    return previous, state
+
+
+def restore_training_state(
+    path: Path, state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: Any, checkpointer: Checkpointer,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Put a freshly built run back where the checkpoint ``state`` (read from ``path`` by
+    :func:`prepare_resume`) stopped: model, optimizer and scaler state, the checkpointer's best metric and
+    top-k files, and the RNG streams. Returns (epoch, step, history) to continue the loop from; every rank calls it."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    epoch, step = state["epoch"], state["step"]
+    checkpointer.resume(path, state["best_metric"], state.get("top_checkpoints"))
+    history = state.get("history", [])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at epoch %d, step %d", path, epoch, step)
+    return epoch, step, history
+
+
+def seek_sampler(sampler: Any, epoch: int, step: int, steps_per_epoch: int, batch_size: int) -> int:
+    """At the start of ``epoch``: the sampler draws that epoch's order and skips the batches already trained
+    (``step`` counts every step so far; more than ``epoch * steps_per_epoch`` only when a run resumes
+    mid-epoch). Returns the steps of this epoch already done (0 unless resuming mid-epoch)."""
+    done_in_epoch = step - epoch * steps_per_epoch
+    sampler.set_epoch(epoch)
+    sampler.set_start(done_in_epoch * batch_size)
+    return done_in_epoch

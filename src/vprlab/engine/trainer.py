@@ -35,7 +35,13 @@ from vprlab.engine.distributed import (
 from vprlab.engine.grad_cache import grad_cache_backward
 from vprlab.engine.interrupt import StopOnSignal
 from vprlab.engine.optim import make_optimizer, make_schedule, set_lr
-from vprlab.engine.resume import load_init_weights, prepare_init_from, prepare_resume
+from vprlab.engine.resume import (
+    load_init_weights,
+    prepare_init_from,
+    prepare_resume,
+    restore_training_state,
+    seek_sampler,
+)
 from vprlab.evaluation.protocol import evaluate_model
 from vprlab.evaluation.results import print_before_after
 from vprlab.evaluation.settings import EvalSettings
@@ -53,7 +59,7 @@ from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
-from vprlab.utils.seed import cpu_threads, rng_state, seed_everything, set_rng_state
+from vprlab.utils.seed import cpu_threads, rng_state, seed_everything
 from vprlab.utils.weights import state_dict_hash
 
 log = logging.getLogger(__name__)
@@ -139,15 +145,9 @@ def _train(
 
     epoch, step, history = 0, 0, []
     ckpt_path, state = resume  # loaded (on the CPU) by prepare_resume before anything was built
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, step = state["epoch"], state["step"]
-        checkpointer.resume(ckpt_path, state["best_metric"], state.get("top_checkpoints"))
-        history = state.get("history", [])
-        set_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
+    if state is not None:  # engine/resume.py: model, optimizer, scaler, checkpointer and RNG as they were
+        epoch, step, history = restore_training_state(ckpt_path, state, model=model, optimizer=optimizer, scaler=scaler,
+                                                      checkpointer=checkpointer)
         if (cfg.get("pretrained") or {}).get("name"):  # a fine-tuned published model keeps its method's preprocessing
             model.eval_preprocessing = published_model(str(cfg.pretrained.name)).preprocessing
 
@@ -204,9 +204,8 @@ def _train(
             barrier(dist_info)
 
             for epoch in range(epoch, max_epochs):
-                done_in_epoch = step - epoch * steps_per_epoch  # > 0 only when resuming mid-epoch
-                sampler.set_epoch(epoch)
-                sampler.set_start(done_in_epoch * loader.batch_size)
+                # This epoch's order, past the batches already trained (> 0 only when resuming mid-epoch).
+                done_in_epoch = seek_sampler(sampler, epoch, step, steps_per_epoch, loader.batch_size)
                 model.train()
                 bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{max_epochs}", initial=done_in_epoch,
                                    total=steps_per_epoch, enabled=main)

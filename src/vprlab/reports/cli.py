@@ -2,7 +2,8 @@
 
   collect   every run under the folder as one table (runs.csv + runs.md)
   sweep     BoQ grid: R@1 heatmap over num_layers x num_queries, with descriptor dim and throughput
-  compare   aggregators on one recipe: R@1/5/10, size, speed, memory; R@1 vs descriptor dim plot
+  methods   methods (aggregators, or the --by settings) under one recipe side by side: R@1/5/10, size,
+            speed, memory; R@1 vs descriptor dim plot (`compare`: its old name, still accepted)
   paper     the BoQ paper's table next to the measured numbers (Markdown + LaTeX)
   seeds     mean +- std over seeds, one row per setting (named by the --by columns)
 
@@ -28,12 +29,17 @@ from vprlab.evaluation.results import (
 from vprlab.reports.collect import EPOCH_RULES, FAILED_CSV, collect_runs, failed_jobs_text
 from vprlab.reports.paper import paper_report
 from vprlab.reports.tables import (
-    compare_report,
+    methods_report,
     seeds_report,
     sweep_report,
 )
 from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
+
+KINDS = ["collect", "sweep", "methods", "paper", "seeds"]
+# Old kind names, still accepted with a one-line notice on stderr (users' scripts): `report compare` was
+# renamed because `vprlab compare` is another tool (models x benchmarks, evaluated).
+RENAMED_KINDS = {"compare": "methods"}
 
 SUMMARY_COLUMNS = ["job", "model", "aggregator", "seed", "setting", "benchmark", "epoch", "R@1", "R@5", "R@10", "descriptor_dim",
                    "params", "train_img_per_s", "eval_img_per_s", "peak_mem_mb", "status"]
@@ -62,14 +68,14 @@ def select_runs(runs, where: list[str]):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vprlab report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["collect", "sweep", "compare", "paper", "seeds"])
+    parser.add_argument("kind", choices=[*KINDS, *RENAMED_KINDS], metavar="{" + ",".join(KINDS) + "}")
     parser.add_argument("runs", type=Path, help="a folder holding run folders (a sweep folder, outputs/train, outputs/evaluate, ...), "
                         "or the runs.csv of an earlier report")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: <runs>/report)")
     parser.add_argument("--benchmark", default=None, help="sweep: the benchmark of the heatmap (default: the first)")
     parser.add_argument("--rows", default="aggregator.num_layers", help="sweep: heatmap rows")
     parser.add_argument("--cols", default="aggregator.num_queries", help="sweep: heatmap columns")
-    parser.add_argument("--by", nargs="+", default=["aggregator"], help="compare/seeds: the columns that name a setting")
+    parser.add_argument("--by", nargs="+", default=["aggregator"], help="methods/seeds: the columns that name a setting")
     parser.add_argument("--model", default=None,
                         help="paper: whose published numbers to compare with, boq_resnet50 or boq_dinov2 (default: the paper "
                              "model of the released model the runs evaluated, e.g. by a reproduce_boq_* recipe, else "
@@ -80,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the runs whose KEY (a column, e.g. a config key) is VALUE; repeatable")
     parser.add_argument("--no-wandb", action="store_true", help="do not read W&B offline runs")
     args = parser.parse_args(argv)
+    if args.kind in RENAMED_KINDS:
+        print(f"vprlab report {args.kind} is deprecated: it is now `vprlab report {RENAMED_KINDS[args.kind]}` "
+              "(same options and output)", file=sys.stderr)
+        args.kind = RENAMED_KINDS[args.kind]
 
     try:
         runs = select_runs(collect_runs(args.runs, use_wandb=not args.no_wandb, epoch=args.epoch), args.where)
@@ -119,8 +129,8 @@ def _report(args, runs, out: Path) -> dict[str, Path]:
                  "markdown": atomic_write_text(out / "runs.md", markdown_table(records, columns, ".1f") + subset_footnote(notes))}
     elif args.kind == "sweep":
         paths = sweep_report(runs, out, rows=args.rows, cols=args.cols, benchmark=args.benchmark)
-    elif args.kind == "compare":
-        paths = compare_report(runs, out, by=args.by)
+    elif args.kind == "methods":
+        paths = methods_report(runs, out, by=args.by)
     elif args.kind == "paper":
         paths = paper_report(runs, out, model=args.model)
     else:

@@ -4,7 +4,7 @@
   recalls as mean +- std over its seeds (n = how many);
 - :func:`sweep_report`: a grid over two config keys (BoQ layers x queries), an R@1 heatmap on a fixed
   0-100 scale with descriptor size and throughput;
-- :func:`compare_report`: R@1/5/10, size, speed, memory per setting, and R@1 vs descriptor dim.
+- :func:`methods_report`: R@1/5/10, size, speed, memory per setting, and R@1 vs descriptor dim.
 
 Grouping never mixes configurations: rows are averaged only when their ``setting`` (the hash of the
 full resolved config without seed and run-specific keys) is the same. The ``by`` columns only name the
@@ -333,7 +333,7 @@ def _is_number(value: Any) -> bool:
 
 # --- comparison of settings ---------------------------------------------------------------------
 
-def compare_report(
+def methods_report(
     runs: pd.DataFrame, out_dir: str | Path, *, by: Sequence[str] = ("aggregator",), title: str = "Aggregator comparison",
 ) -> dict[str, Path]:
     """R@1/5/10 per benchmark, descriptor dim, parameters, train/eval img/s and peak memory per setting,

@@ -1,8 +1,8 @@
 """Training input pipeline, places/s per core: vprlab's training input against the ORIGINAL BoQ input.
 
-    python experiments/benchmark_input.py --root /tmp/gsv640 --places 64 --rounds 5
-    python experiments/benchmark_input.py --root /tmp/gsv640 --only original   # one path, for farm-bench
-    python experiments/benchmark_input.py --root /tmp/gsv640 --mode train --steps 6
+    python experiments/measure_input.py --root /tmp/gsv640 --places 64 --rounds 5
+    python experiments/measure_input.py --root /tmp/gsv640 --only original   # one path, for farm-bench
+    python experiments/measure_input.py --root /tmp/gsv640 --mode train --steps 6
 
 ``--mode pipeline`` (default): one process, one thread (``OMP_NUM_THREADS=1``,
 ``torch.set_num_threads(1)``), the same files for every path. ``--root`` is a GSV-Cities-layout

@@ -1,6 +1,6 @@
 """Training img/s of vprlab's train.py against the ORIGINAL BoQ training code (PyTorch Lightning).
 
-    python experiments/benchmark_train_step.py --boq-repo /path/to/Bag-of-Queries \\
+    python experiments/measure_train_step.py --boq-repo /path/to/Bag-of-Queries \\
         --boq-python /path/to/venv-with-lightning/bin/python [--steps 6 --warmup 2 --rounds 2 --precision 32,bf16]
 
 Both sides train ResNet50-BoQ (16384-d, layer4 cropped, layer2 + layer3 trained: the original

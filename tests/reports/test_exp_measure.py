@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end at toy sizes (their numbers are printed, not asserted;
+"""The speed and memory measurement scripts (experiments/measure_*.py) run end to end at toy sizes (their numbers are printed, not asserted;
 what is asserted is what they check: equal outputs, exact search)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ def _script(name: str):
     return module
 
 
-def test_speed_benchmark_measures_ours_against_the_paper_style_baseline(tiny_synthetic, tmp_path, capsys):
+def test_measure_speed_compares_ours_against_the_paper_style_baseline(tiny_synthetic, tmp_path, capsys):
     out = tmp_path / "speed.json"
-    results = _script("benchmark_speed").main([
+    results = _script("measure_speed").main([
         "--backbone", "resnet18", "--image-size", "64", "--batch-size", "8", "--num-queries", "8", "--row-dim", "4",
         "--warmup", "1", "--iters", "2", "--num-workers", "0", "--data-dir", str(tiny_synthetic.root.parent),
         "--device", "cpu", "--out", str(out),
@@ -35,8 +35,8 @@ def test_speed_benchmark_measures_ours_against_the_paper_style_baseline(tiny_syn
     assert "aggregator_speedup" in capsys.readouterr().out
 
 
-def test_search_benchmark_finds_the_brute_force_top1_through_the_memory_mapped_chunks(tmp_path):
-    results = _script("benchmark_search").main([
+def test_measure_search_finds_the_brute_force_top1_through_the_memory_mapped_chunks(tmp_path):
+    results = _script("measure_search").main([
         "--num-db", "3000", "--dim", "64", "--num-queries", "50", "--chunk", "700", "--tmp", str(tmp_path),
         "--out", str(tmp_path / "search.json"),
     ])
@@ -45,14 +45,14 @@ def test_search_benchmark_finds_the_brute_force_top1_through_the_memory_mapped_c
     assert results["db_file_gb"] == 3000 * 64 * 2 / 1e9
 
 
-def test_memory_benchmark_runs_every_mode_in_process():
-    """The per-mode step of benchmark_memory.py at toy size (a 2-block DINOv2-S stand-in, 28x28 images)."""
+def test_measure_memory_runs_every_mode_in_process():
+    """The per-mode step of measure_memory.py at toy size (a 2-block DINOv2-S stand-in, 28x28 images)."""
     from argparse import Namespace
     from unittest import mock
 
     import timm
 
-    bench = _script("benchmark_memory")
+    bench = _script("measure_memory")
     create = timm.create_model
     small = lambda name, *a, **k: create(name, *a, depth=2, embed_dim=32, num_heads=2, **k)  # noqa: E731
     for mode in bench.MODES:
@@ -67,14 +67,14 @@ def test_memory_benchmark_runs_every_mode_in_process():
 def test_vme_comparison_folder_reads_as_a_utm_benchmark_with_one_positive_per_query(tmp_path):
     from vprlab.data.benchmarks import load_benchmark
 
-    _script("benchmark_speed").write_jpeg_folder(tmp_path, num_db=4, num_queries=2, size=(64, 48))
+    _script("measure_speed").write_jpeg_folder(tmp_path, num_db=4, num_queries=2, size=(64, 48))
     bench = load_benchmark(format="auto", root=str(tmp_path), name="jpegs")
     assert len(bench.db_paths) == 4 and len(bench.query_paths) == 2
     assert [list(p) for p in bench.positives] == [[0], [1]]  # 5 m from its place, 95 m from the next
 
 
-def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
-    results = _script("benchmark_speed").main([
+def test_measure_speed_eval_formats_give_the_same_descriptors_in_every_format():
+    results = _script("measure_speed").main([
         "--what", "formats", "--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--num-queries", "8",
         "--row-dim", "4", "--iters", "1", "--device", "cpu",
     ])
@@ -82,9 +82,9 @@ def test_eval_formats_benchmark_gives_the_same_descriptors_in_every_format():
         assert results[f"eval_{name}_max_abs_diff"] < 1e-5 and results[f"eval_{name}_speedup"] > 0
 
 
-def test_input_benchmark_times_every_path_and_computes_the_originals_images(tiny_synthetic, tmp_path, capsys):
+def test_measure_input_times_every_path_and_computes_the_originals_images(tiny_synthetic, tmp_path, capsys):
     out = tmp_path / "input.json"
-    results = _script("benchmark_input").main([
+    results = _script("measure_input").main([
         "--root", str(tiny_synthetic.gsv_root), "--places", "8", "--batch-places", "4", "--image-size", "32",
         "--rounds", "2", "--json", str(out), "--cache-root", str(tmp_path / "gsv_32"),
     ])
@@ -97,14 +97,14 @@ def test_input_benchmark_times_every_path_and_computes_the_originals_images(tiny
     assert "largest difference 0 " in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "gsv_32" / "Images").iterdir()) == sorted(
         p.name for p in (tiny_synthetic.gsv_root / "Images").iterdir())  # the resized copy, same layout
-    one = _script("benchmark_input").main(["--root", str(tiny_synthetic.gsv_root), "--places", "4", "--batch-places", "4",
+    one = _script("measure_input").main(["--root", str(tiny_synthetic.gsv_root), "--places", "4", "--batch-places", "4",
                                             "--image-size", "32", "--only", "original"])
     assert one["path"] == "original" and one["places_per_s"] > 0
 
 
 @pytest.mark.slow
-def test_input_benchmark_train_mode_compares_train_py_with_the_model_only_step(tiny_synthetic):
-    results = _script("benchmark_input").main([
+def test_measure_input_train_mode_compares_train_py_with_the_model_only_step(tiny_synthetic):
+    results = _script("measure_input").main([
         "--mode", "train", "--root", str(tiny_synthetic.gsv_root), "--backbone", "resnet18", "--image-size", "32",
         "--batch-places", "4", "--steps", "2", "--warmup-steps", "1",
     ])

@@ -1,9 +1,9 @@
 """Peak memory and speed of one DINOv2-BoQ training step: plain vs gradient caching vs gradient
 caching + activation checkpointing (and checkpointing alone).
 
-    python experiments/benchmark_memory.py                                   # CPU, 32 x 4 at 224
-    python experiments/benchmark_memory.py --places 8 --images 4 --size 224  # smaller, for a busy CPU
-    python experiments/benchmark_memory.py --device cuda --places 160 --images 4 --size 280 --bf16
+    python experiments/measure_memory.py                                   # CPU, 32 x 4 at 224
+    python experiments/measure_memory.py --places 8 --images 4 --size 224  # smaller, for a busy CPU
+    python experiments/measure_memory.py --device cuda --places 160 --images 4 --size 280 --bf16
 
 Every mode runs in its own process (a fresh peak: CUDA max allocated, or on the CPU the peak resident
 set size minus the resident size once the model and optimizer are built), in interleaved rounds, so

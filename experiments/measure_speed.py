@@ -1,9 +1,9 @@
-"""Speed benchmark: vprlab's BoQ against a baseline that follows the BoQ code published with
+"""Speed measurement: vprlab's BoQ against a baseline that follows the BoQ code published with
 the paper, in the same process, on the same inputs.
 
-    python experiments/benchmark_speed.py                       # BoQ-ResNet50 sizes, CPU
-    python experiments/benchmark_speed.py --device cuda --precision bf16 --batch-size 64
-    python experiments/benchmark_speed.py --backbone dinov2 --image-size 322 --what model
+    python experiments/measure_speed.py                       # BoQ-ResNet50 sizes, CPU
+    python experiments/measure_speed.py --device cuda --precision bf16 --batch-size 64
+    python experiments/measure_speed.py --backbone dinov2 --image-size 322 --what model
 
 What it prints (and writes as JSON with --out):
 - aggregator eval img/s: feature map -> descriptor, ours (cached query context, fused attention,

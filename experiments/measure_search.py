@@ -1,7 +1,7 @@
 """Exact search over databases larger than RAM: chunked search of a memory-mapped float16 .npy.
 
-    python experiments/benchmark_search.py --num-db 100000 --dim 16384          # 3.3 GB float16 on disk
-    python experiments/benchmark_search.py --num-db 1000000 --dim 16384 --tmp /scratch   # 33 GB
+    python experiments/measure_search.py --num-db 100000 --dim 16384          # 3.3 GB float16 on disk
+    python experiments/measure_search.py --num-db 1000000 --dim 16384 --tmp /scratch   # 33 GB
 
 It writes N random unit descriptors to a float16 .npy in the temporary folder (in chunks, so
 writing needs no more memory than one chunk), opens it memory-mapped, and runs
