@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from vprlab.data.gsv_cities import gsv_image_name
 from vprlab.utils.images import as_hw
-from vprlab.utils.io import atomic_write_bytes, atomic_write_json
+from vprlab.utils.io import atomic_save_npy, atomic_save_ragged_npy, atomic_write_bytes, atomic_write_json
 
 SYNTHETIC_VERSION = 2  # bump whenever the same config would draw different pixels
 MARKER_NAME = "synthetic.json"
@@ -536,13 +536,10 @@ def _write_benchmark(cfg: SyntheticConfig, bench_root: Path) -> tuple[int, int]:
             atomic_write_bytes(bench_root / rel, jpeg)
             query_paths.append(rel)
             positives.append(np.arange(first_db, first_db + n_db, dtype=np.int64))
-    gt = np.empty(len(positives), dtype=object)  # always ragged-style, like the released files
-    for i, p in enumerate(positives):
-        gt[i] = p
     name = cfg.benchmark_name
-    np.save(bench_root / f"{name}_dbImages.npy", np.array(db_paths))
-    np.save(bench_root / f"{name}_qImages.npy", np.array(query_paths))
-    np.save(bench_root / f"{name}_gt.npy", gt, allow_pickle=True)
+    atomic_save_npy(bench_root / f"{name}_dbImages.npy", np.array(db_paths))
+    atomic_save_npy(bench_root / f"{name}_qImages.npy", np.array(query_paths))
+    atomic_save_ragged_npy(bench_root / f"{name}_gt.npy", positives)  # always ragged, like the released files
     return len(db_paths), len(query_paths)
 
 

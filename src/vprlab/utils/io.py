@@ -89,6 +89,18 @@ def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     return _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), "wb")
 
 
+def atomic_save_ragged_npy(path: str | os.PathLike, rows: Any) -> Path:
+    """Integer rows of different lengths as an object array of int64 arrays, the layout of the released
+    GSV-Cities ground-truth lists, through a temporary file. numpy writes such an array as a pickle;
+    :func:`load_npy` reads it back without running pickled code (numpy arrays only)."""
+    import numpy as np
+
+    ragged = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):
+        ragged[i] = np.asarray(row, dtype=np.int64)
+    return _atomic_write(path, lambda f: np.save(f, ragged, allow_pickle=ragged.dtype == object), "wb")
+
+
 class NpyRowWriter:
     """Writes a 2-D ``.npy`` row block by row block through a memory-mapped temporary file and
     renames it into place when complete, so an array larger than RAM can be written and a
