@@ -332,3 +332,17 @@ def test_a_monitor_naming_a_benchmark_that_is_not_validated_is_refused_before_tr
     assert _monitor_key(OmegaConf.create({"monitor": "pitts30k_val/R@5"}), benches) == "pitts30k_val/R@5"
     assert _monitor_key(OmegaConf.create({"monitor": None}), benches) == "pitts30k_val/R@1"
     assert _monitor_key(OmegaConf.create({"monitor": "msls_val/R@1"}), []) == "msls_val/R@1"  # nothing validated
+
+
+def test_the_monitor_is_checked_with_the_config_so_a_sweep_refuses_it_before_any_job(tmp_path):
+    """The same refusal from validate_train_config (what a sweep runs for every job before the first starts)."""
+    from conftest import compose_config
+
+    from vprlab.config.checks import validate_train_config
+    from vprlab.utils.errors import ConfigError
+
+    cfg = compose_config("train", ["experiment=quickstart", f"paths.data_dir={tmp_path}", "trainer.monitor=msls_val/R@1",
+                                   "dataset.root=null"])
+    with pytest.raises(ConfigError, match=r"trainer.monitor=msls_val/R@1 names benchmark 'msls_val', which is not "
+                                          r"validated \(benchmark=\['synthetic'\]\)"):
+        validate_train_config(cfg)

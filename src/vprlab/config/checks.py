@@ -135,12 +135,30 @@ def refuse_evaluation_recipe(cfg: DictConfig) -> None:
     )
 
 
+def check_monitor(monitor: Any, validated: list[str]) -> None:
+    """``trainer.monitor`` must name a benchmark that is validated (``validated``: their names; none: nothing
+    is validated, nothing to refuse). Checked with the config (a sweep checks every job) and again by the trainer
+    on the benchmarks it built."""
+    if not monitor or not validated:
+        return
+    bench = str(monitor).partition("/")[0]
+    if bench not in validated:
+        raise ConfigError(
+            f"trainer.monitor={monitor} names benchmark {bench!r}, which is not validated "
+            f"(benchmark={validated}); add it to benchmark=[...] or set trainer.monitor=<benchmark>/R@1 "
+            "for one of them (null: R@1 on the first)"
+        )
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     refuse_evaluation_recipe(cfg)  # +recipe=... (evaluate.py's group) would silently fine-tune its released model
     validate_train_values(cfg)
     check_component_keys(cfg)  # keys vs the classes' __init__ (a swapped preset)
     validate_model_sizes(cfg)
     validate_aggregator_needs(cfg)
+    benchmarks = (cfg.get("benchmark") or {}).items()
+    check_monitor((cfg.get("trainer") or {}).get("monitor"),
+                  [str(node.get("name") or key) for key, node in benchmarks if node is not None])
     root = cfg.dataset.get("root")
     if root is not None and not Path(root).exists():
         raise MissingFileError(

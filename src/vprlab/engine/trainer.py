@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from vprlab.config.checks import validate_train_config
+from vprlab.config.checks import check_monitor, validate_train_config
 from vprlab.data.loaders import build_benchmarks, build_train_loader, loader_setting
 from vprlab.data.transforms import DeviceNormalize
 from vprlab.engine.checkpointer import Checkpointer
@@ -55,7 +55,6 @@ from vprlab.pretrained.finetune import (
 )
 from vprlab.tracking.logger import RunLogger
 from vprlab.utils.device import Precision, resolve_device
-from vprlab.utils.errors import ConfigError
 from vprlab.utils.io import atomic_write_text
 from vprlab.utils.memory import PeakMemory
 from vprlab.utils.progress import progress_bar
@@ -352,14 +351,7 @@ def _monitor_key(tcfg: DictConfig, benchmarks: list) -> str | None:
     """``trainer.monitor`` like 'synthetic/R@1'; by default R@1 on the first benchmark. A monitor naming
     a benchmark that is not validated is refused before training (not after the first epoch)."""
     if tcfg.get("monitor"):
-        bench = str(tcfg.monitor).partition("/")[0]
-        names = [b.name for b in benchmarks]
-        if names and bench not in names:  # (no benchmark at all: nothing is validated, nothing to refuse)
-            raise ConfigError(
-                f"trainer.monitor={tcfg.monitor} names benchmark {bench!r}, which is not validated "
-                f"(benchmark={names}); add it to benchmark=[...] or set trainer.monitor=<benchmark>/R@1 "
-                "for one of them (null: R@1 on the first)"
-            )
+        check_monitor(tcfg.monitor, [b.name for b in benchmarks])
         return str(tcfg.monitor)
     return f"{benchmarks[0].name}/R@1" if benchmarks else None
 
