@@ -51,18 +51,20 @@ def get_trained_boq(backbone_name="resnet50", output_dim=16384, pretrained=True,
 
 
 def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_output_dim=None, weights=None,
-                      pretrained=True, protocol=None):
+                      pretrained=True, protocol=None, variation=0):
     """A published model by method, backbone and descriptor size, e.g.
     ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
+    ``("clique-mining")``, ``("salad-indoor")``, ``("eigenplaces-indoor", "ResNet50", 2048)``,
     ``("netvlad", "vgg16", 32768)``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
-    another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``)."""
+    another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``); ``variation``:
+    Indoor-VPR's second file of a model (1), else 0."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
-    if str(method).lower() in ("salad", "megaloc"):
+    if str(method).lower() in ("salad", "megaloc", "clique-mining", "cliquemining", "salad-indoor"):
         backbone = None if backbone == "ResNet50" else backbone
-    return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol)
+    return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol, variation=variation)
 
 
 def cosplace(backbone="ResNet50", fc_output_dim=2048, weights=None, pretrained=True):
@@ -88,6 +90,21 @@ def convap(dim=4096, weights=None, pretrained=True):
 def dinov2_salad(weights=None, pretrained=True):
     """SALAD, called as ``torch.hub.load("serizba/salad", "dinov2_salad")``."""
     return get_trained_model("salad", None, 8448, weights=weights, pretrained=pretrained)
+
+
+def clique_mining(weights=None, pretrained=True):
+    """CliqueMining (SALAD's network, 8448-d; VPR-methods-evaluation's ``get_clique_mining_model``); the
+    file is on Google Drive: pass ``weights=`` (the Lightning ``.ckpt``)."""
+    return get_trained_model("clique-mining", None, 8448, weights=weights, pretrained=pretrained)
+
+
+def indoor_vpr(method="eigenplaces", backbone="ResNet50", fc_output_dim=2048, variation=0, weights=None, pretrained=True):
+    """Indoor-VPR's fine-tuned EigenPlaces / SALAD, called as
+    ``torch.hub.load("Enrico-Chiavassa/Indoor-VPR", "get_trained_model", method=..., backbone=..., fc_output_dim=...)``:
+    ``method="eigenplaces", backbone="ResNet50", fc_output_dim=2048`` or
+    ``method="salad", backbone="Dinov2", fc_output_dim=8448``; ``variation`` 0 (the default, what
+    VPR-methods-evaluation evaluates) or 1 (the release's second file of that model)."""
+    return get_trained_model(f"{method}-indoor", backbone, fc_output_dim, weights=weights, pretrained=pretrained, variation=variation)
 
 
 def megaloc(weights=None, pretrained=True):

@@ -16,11 +16,17 @@ import torch.nn.functional as F
 LAYOUTS = Path(__file__).parent / "models" / "data"
 
 
-def read_layout(name: str) -> dict[str, tuple[int, ...]]:
-    """key -> shape from a ``key<TAB>shape`` file listing a released checkpoint, in checkpoint order."""
+# Listings derived by reading an original repository's code (files that cannot be downloaded here);
+# each starts with ``#`` lines saying from which commit and file.
+RELEASE_LAYOUTS = Path(__file__).parent / "pretrained" / "release_layouts"
+
+
+def read_layout(name: str, folder: Path = LAYOUTS) -> dict[str, tuple[int, ...]]:
+    """key -> shape from a ``key<TAB>shape`` file listing a released checkpoint, in checkpoint order
+    (``#`` lines are comments)."""
     layout = {}
-    for line in (LAYOUTS / name).read_text().splitlines():
-        if line.strip():
+    for line in (folder / name).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
             key, shape = line.split("\t")
             layout[key] = tuple(ast.literal_eval(shape))
     return layout

@@ -315,6 +315,8 @@ def test_registry_covers_every_released_pair() -> None:
     others = {"mixvpr_resnet50_4096", "mixvpr_resnet50_512", "mixvpr_resnet50_128", "convap_resnet50_512", "convap_resnet50_2048",
               "convap_resnet50_4096", "convap_resnet50_8192", "salad_dinov2_8448", "megaloc_dinov2_8448", "megaloc_dinov2_8448_legacy",
               "netvlad_vgg16_pitts30k", "netvlad_vgg16_pitts30k_32768", "boq_resnet50_16384", "boq_dinov2_12288"}
+    others |= {"cliquemining_dinov2_8448", "salad_indoor_dinov2_8448", "salad_indoor_v1_dinov2_8448",
+               "eigenplaces_indoor_resnet50_2048", "eigenplaces_indoor_v1_resnet50_2048"}  # SALAD's and EigenPlaces' other releases
     assert names == cosplace | eigen | others
     assert len(cosplace) == 30
     assert "may not exist" in published_model("eigenplaces_resnet101_1024").note

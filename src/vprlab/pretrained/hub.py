@@ -70,10 +70,11 @@ def _hub_key(text: Any) -> str:
     return "".join(c for c in str(text).lower() if c.isalnum())
 
 
-def find_published(method: str, backbone: str | None = None, dim: int | None = None) -> PublishedModel:
-    """The published model of ``method`` ("cosplace", "Conv-AP"...), ``backbone`` ("ResNet50", "resnet50",
-    "dinov2"...; None: the only one) and descriptor size ``dim`` (None: the only one); a ValueError lists
-    what exists."""
+def find_published(method: str, backbone: str | None = None, dim: int | None = None, variation: int = 0) -> PublishedModel:
+    """The published model of ``method`` ("cosplace", "Conv-AP", "salad-indoor"...), ``backbone``
+    ("ResNet50", "resnet50", "dinov2"...; None: the only one) and descriptor size ``dim`` (None: the
+    only one); ``variation``: the release's n-th file of that model (Indoor-VPR's hub argument; 0 for
+    every other release). A ValueError lists what exists."""
     candidates = [s for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)]
     if not candidates:
         raise ConfigError(f"method={method!r}; published methods: {sorted({s.method for s in PUBLISHED_MODELS.values()})}")
@@ -84,23 +85,25 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
                       _hub_key(s.name.split("_")[1]) == key]
     if dim is not None:
         candidates = [s for s in candidates if s.descriptor_dim == int(dim)]
+    candidates = [s for s in candidates if int(s.options.get("variation", 0)) == int(variation)]
     if len(candidates) > 1:  # MegaLoc's legacy file holds the same model: the current one is meant
         candidates = [s for s in candidates if not s.name.endswith("_legacy")]
     if len(candidates) != 1:
         pairs = sorted({(s.backbone, s.descriptor_dim) for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)})
         what = "no" if not candidates else "more than one"
-        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}; released (backbone, dim): {pairs}")
+        variations = f", variation={variation}" if variation else ""
+        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}{variations}; released (backbone, dim): {pairs}")
     return candidates[0]
 
 
 def hub_published(
     method: str, backbone: str | None = None, dim: int | None = None, pretrained: bool = True,
-    weights: str | Path | None = None, protocol: str | None = None,
+    weights: str | Path | None = None, protocol: str | None = None, variation: int = 0,
 ) -> VPRModel:
     """torch.hub ``get_trained_model``: the published model in eval mode (``model(x)`` -> L2-normalised
     descriptors), with its evaluation preprocessing as ``model.eval_preprocessing`` (``.transform()``).
     ``weights``: a local copy of the file (no download); ``pretrained=False``: random weights, nothing downloaded."""
-    spec = find_published(method, backbone, dim)
+    spec = find_published(method, backbone, dim, variation)
     if not pretrained and weights is None:
         model = spec.build_model()
     else:

@@ -4,6 +4,7 @@ against the model it is meant for."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -68,6 +69,22 @@ def check_against_model(
     with torch.device("meta"):
         expected = build(entry).state_dict()
     return check_state(expected, state, what, "the model")
+
+
+def release_prefix(entry: Any) -> str:
+    """``entry.options["release_prefix"]``: a prefix in front of every key of the release file where
+    the released model wraps another method's network (Indoor-VPR: ``model.``), else ``""``."""
+    return str((getattr(entry, "options", None) or {}).get("release_prefix", ""))
+
+
+def prefixed(rules: Rules, prefix: str) -> Rules:
+    """``rules`` for the same keys behind ``prefix`` (the prefix is matched literally and dropped)."""
+    return tuple((re.escape(prefix) + pattern, replacement) for pattern, replacement in rules)
+
+
+def add_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``state`` with ``prefix`` in front of every key (the inverse of :func:`prefixed`), in order."""
+    return {prefix + key: value for key, value in state.items()}
 
 
 def export_what(entry: Any) -> str:

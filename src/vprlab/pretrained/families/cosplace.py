@@ -26,8 +26,11 @@ from vprlab.pretrained.families._common import (
     FAMILIES_MODULE,
     NATIVE,
     Configs,
+    add_prefix,
     check_against_model,
     export_what,
+    prefixed,
+    release_prefix,
     resnet_cfg,
     vgg16_cfg,
 )
@@ -73,21 +76,28 @@ def build_cosplace(entry: PublishedModel) -> VPRModel:
     return build_model(*configs_cosplace(entry))
 
 
+COSPLACE_RESNET_RULES: Rules = (
+    (r"backbone\.([014567])\.(.+)", r"backbone.net.\1.\2"),
+    (r"aggregation\.1\.p", "aggregator.p"),
+    (r"aggregation\.3\.(weight|bias)", r"aggregator.fc.\1"),
+)
+
+
 def convert_cosplace(raw: Mapping[str, torch.Tensor], entry: PublishedModel) -> dict[str, torch.Tensor]:
-    return map_keys(raw, (
-        (r"backbone\.([014567])\.(.+)", r"backbone.net.\1.\2"),
-        (r"aggregation\.1\.p", "aggregator.p"),
-        (r"aggregation\.3\.(weight|bias)", r"aggregator.fc.\1"),
-    ), f"{entry.method} {entry.backbone} release (backbone.N.*, aggregation.1.p, aggregation.3.*)")
+    """``<Backbone>_<dim>_cosplace.pth`` / ``..._eigenplaces.pth`` (every key behind
+    ``options["release_prefix"]`` where the release wraps the network: Indoor-VPR's ``model.``)."""
+    prefix = release_prefix(entry)
+    return map_keys(raw, prefixed(COSPLACE_RESNET_RULES, prefix),
+                    f"{entry.method} {entry.backbone} release ({prefix}backbone.N.*, {prefix}aggregation.1.p, {prefix}aggregation.3.*)")
 
 
 def export_cosplace(state: Mapping[str, torch.Tensor], entry: PublishedModel) -> dict[str, torch.Tensor]:
     """Our keys -> CosPlace's (the inverse of :func:`convert_cosplace`), in the release's order."""
-    return map_keys(state, (
+    return add_prefix(map_keys(state, (
         (r"backbone\.net\.([014567])\.(.+)", r"backbone.\1.\2"),
         (r"aggregator\.p", "aggregation.1.p"),
         (r"aggregator\.fc\.(weight|bias)", r"aggregation.3.\1"),
-    ), export_what(entry))
+    ), export_what(entry)), release_prefix(entry))
 
 
 # ------------------------------------------------------------------------------------------- VGG16
