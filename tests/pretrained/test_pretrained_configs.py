@@ -106,6 +106,10 @@ def test_compare_with_paper_rows_and_markdown(tmp_path) -> None:
     assert "94.0 / 93.8 (+0.2)" in text and "paper benchmarks not evaluated here: Pitts30k-test" in text
     markdown = (tmp_path / "paper_comparison_boq_dinov2.md").read_text()
     assert "| msls_val | MSLS-val | 94.0 | 93.8 | +0.2 |" in markdown
-    assert "| tokyo247 | - | 90.0 | - | - |" in markdown
-    with pytest.raises(ValueError, match=r"compare_with_paper='netvlad': the paper reports \['boq_dinov2', 'boq_resnet50'\]"):
+    # No published number is not "not measured": the cells say which.
+    assert "| tokyo247 | - | 90.0 |  |  | 95.0 |  |  | 96.0 |  |  | 97.0 |  |  | no published number |" in markdown
+    assert "| msls_challenge | MSLS-Challenge | - | 79.0 | - |" in markdown and "[1] BoQ README (github.com/amaralibey/Bag-of-Queries" in markdown
+    assert "90.0 / no published number" in text
+    with pytest.raises(ValueError, match=r"compare_with_paper='netvlad': neither a published model nor a model of published_results.csv; "
+                                         r"the models with published numbers are \['boq_dinov2_12288', .*\(BoQ also as \['boq_dinov2', 'boq_resnet50'\]\)"):
         compare_with_paper(rows, "netvlad", console=console)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,23 +76,32 @@ def published_columns(rows: Sequence[dict], model_key: str | None, benchmark: st
     return out
 
 
-def source_refs(result: Comparison) -> dict[str, int]:
-    """Every published source the rows cite (compared with, then the others), numbered from 1."""
+def number_sources(cited: Iterable[tuple[str | None, Sequence[str]]]) -> dict[str, int]:
+    """Every source cited as (source compared with, other sources) pairs, numbered from 1 in order."""
     refs: dict[str, int] = {}
-    for row in result.rows:
-        for source in [row.get("published source"), *(row.get("other sources") or [])]:
-            if source:
-                refs.setdefault(source, len(refs) + 1)
+    for source, others in cited:
+        for name in [source, *others]:
+            if name:
+                refs.setdefault(name, len(refs) + 1)
     return refs
 
 
-def published_ref(row: dict[str, Any], refs: dict[str, int]) -> str:
-    """The 'published' cell: ``[n]`` of the source compared with (``, also [m]`` for the others), or
-    :data:`~vprlab.reports.published.NO_PUBLISHED`."""
-    if not row.get("published source"):
+def reference_text(source: str | None, others: Sequence[str], refs: dict[str, int]) -> str:
+    """A 'published' cell: ``[n]`` of the source compared with (``, also [m]`` for the others), or
+    :data:`~vprlab.reports.published.NO_PUBLISHED` without a source."""
+    if not source:
         return NO_PUBLISHED
-    others = [f"[{refs[s]}]" for s in row.get("other sources") or []]
-    return f"[{refs[row['published source']]}]" + (f", also {', '.join(others)}" if others else "")
+    also = [f"[{refs[s]}]" for s in others]
+    return f"[{refs[source]}]" + (f", also {', '.join(also)}" if also else "")
+
+
+def source_refs(result: Comparison) -> dict[str, int]:
+    """Every published source the rows cite (compared with, then the others), numbered from 1."""
+    return number_sources((row.get("published source"), row.get("other sources") or []) for row in result.rows)
+
+
+def published_ref(row: dict[str, Any], refs: dict[str, int]) -> str:
+    return reference_text(row.get("published source"), row.get("other sources") or [], refs)
 
 
 def published_text(row: dict[str, Any], k: int) -> str:
@@ -182,7 +191,7 @@ def comparison_markdown(result: Comparison, title: str = "Model comparison", com
     return "".join(parts)
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
         text = text.replace(a, b)
     return text
@@ -196,7 +205,7 @@ def comparison_latex(result: Comparison) -> str:
     head = ["Model", "Benchmark", "Dim", "img/s", *[f"R@{k}" for k in ks], "Published"]
     lines = [r"\begin{tabular}{ll" + "r" * (len(head) - 3) + "l}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for row in result.rows:
-        cells = [_latex_escape(str(row["model"])), _latex_escape(str(row["benchmark"])), str(row["descriptor_dim"]), number_text(row["img_per_s"], 0)]
+        cells = [latex_escape(str(row["model"])), latex_escape(str(row["benchmark"])), str(row["descriptor_dim"]), number_text(row["img_per_s"], 0)]
         for k in ks:
             cell = number_text(row[f"R@{k}"]) + (r"$^\dagger$" if row.get("subset") else "")
             if row[f"published R@{k}"] is not None:
@@ -210,13 +219,13 @@ def comparison_latex(result: Comparison) -> str:
     caption = (f"Recall@N (\\%); in parentheses: published number and measured minus published ({NOT_GIVEN}: the source "
                f"gives none); {NO_PUBLISHED}: none in the published-results file.")
     if refs:
-        caption += " Published: " + "; ".join(f"[{n}] {_latex_escape(s)}" for s, n in refs.items()) + "."
+        caption += " Published: " + "; ".join(f"[{n}] {latex_escape(s)}" for s, n in refs.items()) + "."
     notes = subset_notes(result)
     if notes:
         caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
-                    + "; ".join(_latex_escape(n) for n in notes) + ".")
+                    + "; ".join(latex_escape(n) for n in notes) + ".")
     if result.skipped:
-        caption += " Skipped: " + "; ".join(_latex_escape(line) for line in skipped_lines(result)) + "."
+        caption += " Skipped: " + "; ".join(latex_escape(line) for line in skipped_lines(result)) + "."
     return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
 
 
