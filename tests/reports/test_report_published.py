@@ -96,6 +96,9 @@ def test_the_readme_rows_of_mixvpr_convap_salad_are_shipped():
     salad = published_for(rows, "salad_dinov2_8448", "msls_challenge")
     assert (salad["R@1"], salad["R@10"]) == (75.0, 91.3) and "serizba/salad" in salad["source"]
     assert published_for(rows, "sfrs_vgg16_4096", "tokyo247")["R@1"] == 85.4
+    # Two sources in DINO-Mix's repository for Pitts30k-test: its README's table is compared with, its test log listed.
+    dinomix = published_all(rows, "dinomix_dinov2_4096", "pitts30k_test")
+    assert [(r["R@1"], r["source"].split(" (")[0]) for r in dinomix] == [(92.03, "DINO-Mix README"), (91.681, "DINO-Mix test log")]
     assert published_for(rows, "boq_resnet50_16384", "tokyo247") is None
 
 
