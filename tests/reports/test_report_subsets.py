@@ -61,7 +61,7 @@ def test_paper_model_comes_from_the_runs_and_a_contradicting_one_is_refused(tmp_
     assert not (tmp_path / "rep" / "paper_boq_resnet50.md").exists()
 
 
-def test_paper_report_of_any_published_model_lists_its_sources_and_says_no_published_number(tmp_path):
+def test_paper_report_of_any_published_model_lists_its_sources_and_says_no_published_number(tmp_path, capsys):
     """issue 23 item 2: `report paper` sets every published model (not only BoQ) against its own rows:
     Conv-AP's README gives R@1/R@5 (R@10 'not given'), Tokyo 24/7 has no Conv-AP number, and a published
     benchmark not measured here keeps '-'."""
@@ -89,3 +89,7 @@ def test_paper_report_of_any_published_model_lists_its_sources_and_says_no_publi
     assert report(["paper", str(folder.parent.parent), "--out", str(tmp_path / "rep2")]) == 0
     text = (tmp_path / "rep2" / "paper_netvlad_vgg16_pitts30k.md").read_text()
     assert "| Pitts30k-test |  | 80.0 |  |  | 83.0 |  |  | 84.0 |  | 1 | no published number |" in text and "BoQ" not in text
+    # --model takes any published name; a name with no published numbers and no registry entry is refused.
+    assert report(["paper", str(folder.parent.parent), "--model", "netvlad_vgg16_pitts30k", "--out", str(tmp_path / "rep3")]) == 0
+    assert report(["paper", str(folder.parent.parent), "--model", "selavpr", "--out", str(tmp_path / "rep4")]) == 2
+    assert "--model='selavpr': neither a published model nor a model of published_results.csv" in capsys.readouterr().err
