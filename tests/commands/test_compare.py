@@ -125,33 +125,50 @@ def test_table_equals_evaluate_py_reuses_its_cache_and_lists_what_was_skipped(mo
 
 def test_published_numbers_and_differences(models, tiny_synthetic, tmp_path):
     """A published CSV row for the released model on this benchmark: its numbers and measured minus
-    published appear in every output; models without published numbers get '-' (CSV: empty)."""
+    published appear in every output, the source of each as [n] listed below, a second source of the
+    same cell as 'also [m]'; a cell without a published row says "no published number", a recall its
+    source does not give "not given" ('-' stays for "not measured"); CSV: empty numbers and a status."""
     from vprlab.data.benchmarks import load_benchmark
 
     bench = load_benchmark(format="npy", root=tiny_synthetic.benchmark_root, name="synthetic", image_size=(32, 64))
     published = tmp_path / "published.csv"
-    published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source\n"
-                         "boq_resnet50_16384,synthetic,12.5,40,,90,made-up test row\n")
+    published.write_text("model,benchmark,R@1,R@5,R@10,R@20,source,note\n"
+                         "boq_resnet50_16384,synthetic,12.5,40,,90,made-up test row,another split\n"
+                         "boq_resnet50_16384,synthetic,11.0,,,,a second made-up source,\n")
     result = compare_models([("boq_resnet50_16384", str(models["released"])), str(models["gem"])], [bench],
                             EvalSettings(device="cpu", batch_size=16, progress=False), published=published)
     boq, gem = result.rows
     assert boq["published R@1"] == 12.5 and boq["diff R@1"] == pytest.approx(boq["R@1"] - 12.5)
     assert boq["published R@10"] is None and boq["diff R@10"] is None  # not published: no difference
-    assert boq["published source"] == "made-up test row"
-    assert gem["published R@1"] is None and gem["published source"] is None
+    assert boq["published source"] == "made-up test row" and boq["published note"] == "another split"
+    assert boq["other published sources"] == "a second made-up source (R@1 11.0)" and boq["published status"] == "published"
+    assert gem["published R@1"] is None and gem["published source"] is None and gem["published status"] == "no published number"
     paths = comparison.write_comparison(result, tmp_path / "out")
     back = _read_csv(paths["csv"])
     assert float(back[0]["diff R@1"]) == pytest.approx(boq["R@1"] - 12.5) and back[1]["published R@1"] == ""
+    assert [r["published status"] for r in back] == ["published", "no published number"]
+    assert back[0]["other published sources"] == "a second made-up source (R@1 11.0)" and back[0]["published note"] == "another split"
+    markdown = paths["markdown"].read_text()
+    lines = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|").split("|")]
+             for line in markdown.splitlines() if line.startswith("| boq_resnet50_16384 |") or line.startswith(f"| {gem['model']} |")}
+    header = [c.strip() for c in next(line for line in markdown.splitlines() if line.startswith("| model |")).strip("|").split("|")]
+    boq_cells, gem_cells = dict(zip(header, lines["boq_resnet50_16384"])), dict(zip(header, lines[gem["model"]]))
+    assert (boq_cells["paper R@1"], boq_cells["paper R@10"], boq_cells["Δ R@10"]) == ("12.5", "not given", "")
+    assert boq_cells["Δ R@1"] == f"{boq['R@1'] - 12.5:+.1f}" and boq_cells["published"] == "[1], also [2]"
+    assert (gem_cells["paper R@1"], gem_cells["Δ R@1"], gem_cells["published"]) == ("", "", "no published number")
+    assert "- [1] made-up test row\n- [2] a second made-up source\n" in markdown
+    assert "boq_resnet50_16384 on synthetic: another split" in markdown and "'-': not measured" in markdown
     # LaTeX: one line per cell, measured (published, difference) where published, names escaped.
     latex = paths["latex"].read_text()
     body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == 2 and r"\begin{tabular}" in latex and r"\toprule" in latex
     cells = [c.strip() for c in body[0].rstrip(" \\").split("&")]
     assert cells[0] == r"boq\_resnet50\_16384" and cells[2] == "16384"
-    assert cells[4] == f"{boq['R@1']:.1f} (12.5, {boq['R@1'] - 12.5:+.1f})"
-    assert re.fullmatch(r"\d+\.\d", [c.strip() for c in body[1].rstrip(" \\").split("&")][4])
-    markdown = paths["markdown"].read_text()
-    assert "made-up test row" in markdown and f"{boq['R@1'] - 12.5:+.1f}" in markdown
+    assert cells[4] == f"{boq['R@1']:.1f} (12.5, {boq['R@1'] - 12.5:+.1f})" and cells[6] == f"{boq['R@10']:.1f} (not given)"
+    assert cells[-1] == "[1], also [2]"
+    gem_cells = [c.strip() for c in body[1].rstrip(" \\").split("&")]
+    assert re.fullmatch(r"\d+\.\d", gem_cells[4]) and gem_cells[-1] == "no published number"
+    assert "Published: [1] made-up test row; [2] a second made-up source." in latex
 
 
 def test_shipped_published_numbers_carry_their_source_and_match_the_boq_reference():

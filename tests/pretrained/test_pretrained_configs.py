@@ -14,7 +14,7 @@ from vprlab.reports.paper import (
     compare_with_paper,
     paper_results,
 )
-from vprlab.reports.published import PAPER_BENCHMARKS, paper_benchmark
+from vprlab.reports.published import PAPER_BENCHMARKS, paper_benchmark, published_results
 
 REPRODUCE = {"reproduce_boq_resnet50": "boq_resnet50", "reproduce_boq_dinov2": "boq_dinov2"}
 
@@ -83,9 +83,11 @@ def test_benchmark_names_map_to_the_papers() -> None:
     assert paper_benchmark("nordland") == "Nordland*" and paper_benchmark("nordland_10frames") == "Nordland**"
     assert paper_benchmark("Pitts30k-test") == "Pitts30k-test" == paper_benchmark("pitts30k_test")
     assert paper_benchmark("st_lucia") == "St-Lucia" and paper_benchmark("svox_night") == "SVOX-night"
-    assert paper_benchmark("tokyo247") is None and paper_benchmark("synthetic") is None
-    published = {row["benchmark"] for row in paper_results()}
-    assert set(PAPER_BENCHMARKS.values()) == published
+    assert paper_benchmark("tokyo247") == "Tokyo 24/7" and paper_benchmark("synthetic") is None
+    # Every benchmark of the published numbers has a paper name, and every paper name a config.
+    published = {row["benchmark"] for row in published_results()}
+    assert {row["benchmark"] for row in paper_results()} <= published <= set(PAPER_BENCHMARKS.values())
+    assert all((CONF / "benchmark" / f"{name}.yaml").is_file() for name in PAPER_BENCHMARKS)
 
 
 def test_compare_with_paper_rows_and_markdown(tmp_path) -> None:
@@ -104,6 +106,10 @@ def test_compare_with_paper_rows_and_markdown(tmp_path) -> None:
     assert "94.0 / 93.8 (+0.2)" in text and "paper benchmarks not evaluated here: Pitts30k-test" in text
     markdown = (tmp_path / "paper_comparison_boq_dinov2.md").read_text()
     assert "| msls_val | MSLS-val | 94.0 | 93.8 | +0.2 |" in markdown
-    assert "| tokyo247 | - | 90.0 | - | - |" in markdown
-    with pytest.raises(ValueError, match=r"compare_with_paper='netvlad': the paper reports \['boq_dinov2', 'boq_resnet50'\]"):
+    # No published number is not "not measured": the cells say which.
+    assert "| tokyo247 | - | 90.0 |  |  | 95.0 |  |  | 96.0 |  |  | 97.0 |  |  | no published number |" in markdown
+    assert "| msls_challenge | MSLS-Challenge | - | 79.0 | - |" in markdown and "[1] BoQ README (github.com/amaralibey/Bag-of-Queries" in markdown
+    assert "90.0 / no published number" in text
+    with pytest.raises(ValueError, match=r"compare_with_paper='netvlad': neither a published model nor a model of published_results.csv; "
+                                         r"the models with published numbers are \['boq_dinov2_12288', .*\(BoQ also as \['boq_dinov2', 'boq_resnet50'\]\)"):
         compare_with_paper(rows, "netvlad", console=console)

@@ -45,7 +45,8 @@ def outputs(tmp_path, monkeypatch):
     for seed in (1, 2):
         write_train_run(real / f"boq_seed{seed}", _config(seed=seed, out=str(real / f"boq_seed{seed}"), num_layers=2, num_queries=16),
                         [10.0 + seed, 12.0 + seed], dim=1024)
-    _evaluate_folder(tmp_path / "outputs" / "evaluate" / "runs" / TIME, [_eval_row("boq_resnet50_16384", "pitts30k_test", 90.0)])
+    _evaluate_folder(tmp_path / "outputs" / "evaluate" / "runs" / TIME, [_eval_row("boq_resnet50_16384", "pitts30k_test", 90.0),
+                                                                        _eval_row("convap_resnet50_2048", "nordland", 41.0, h="def456")])
     for backbone, model in (("resnet50", "boq_resnet50_16384"), ("dinov2", "boq_dinov2_12288")):  # the recipes' folders
         _evaluate_folder(tmp_path / "outputs" / f"reproduce_boq_{backbone}" / "runs" / TIME, [_eval_row(model, "pitts30k_test", 90.0)])
     monkeypatch.chdir(tmp_path)

@@ -31,10 +31,12 @@ Python (no Hydra)::
     result = compare_models(["boq_resnet50_16384", "run/checkpoints/best.ckpt"], [bench], EvalSettings(cache_dir="cache"))
     write_comparison(result, "comparison/")    # comparison.md / .csv / .tex / .png
 
-Published numbers come from ``vprlab/resources/published_results.csv`` (one row per released model
-and benchmark, with the source of every number; read by :func:`vprlab.reports.published.published_results`);
+Published numbers come from ``vprlab/resources/published_results.csv`` (one row per released model,
+benchmark and source, with the source of every number; read by :func:`vprlab.reports.published.published_results`);
 a benchmark is matched through the paper names of :data:`vprlab.reports.published.PAPER_BENCHMARKS` or
-its config name. The table and plot writers are :mod:`vprlab.reports.comparison`'s; this module parses
+its config name. Where several sources give a model's numbers on a benchmark, the first row of the file
+(the method's own README or repository) is compared with and the others are listed beside it; a cell
+with no published row says "no published number". The table and plot writers are :mod:`vprlab.reports.comparison`'s; this module parses
 the arguments, loads the models, evaluates and hands the rows to them.
 """
 
@@ -66,12 +68,13 @@ from vprlab.reports.comparison import (
     SKIP_RULE,
     Comparison,
     Skipped,
+    published_columns,
     skipped_lines,
     subset_notes,
     table_rows,
     write_comparison,
 )
-from vprlab.reports.published import PUBLISHED_RESULTS, published_for, published_results
+from vprlab.reports.published import PUBLISHED_RESULTS, published_results
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +254,7 @@ def compare_models(
             }
             row["subset"] = subset_note(row)
             row.update({f"R@{k}": metrics.get(f"R@{k}") for k in ks})
-            pub = published_for(published_rows, loaded.published_key, bench.name)
-            for k in ks:
-                value = pub.get(f"R@{k}") if pub else None
-                row[f"published R@{k}"] = value
-                measured = row[f"R@{k}"]
-                row[f"diff R@{k}"] = None if value is None or measured is None else measured - value
-            row["published source"] = pub["source"] if pub else None
+            row.update(published_columns(published_rows, loaded.published_key, bench.name, row, ks))
             row["img_per_s"] = metrics["extract_img_per_s"]
             row["speed measured"] = "first run (cache)" if run.descriptors.from_cache else "this run"
             row["from_cache"] = bool(run.descriptors.from_cache)

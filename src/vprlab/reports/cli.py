@@ -4,7 +4,7 @@
   sweep     BoQ grid: R@1 heatmap over num_layers x num_queries, with descriptor dim and throughput
   methods   methods (aggregators, or the --by settings) under one recipe side by side: R@1/5/10, size,
             speed, memory; R@1 vs descriptor dim plot (`compare`: its old name, still accepted)
-  paper     the BoQ paper's table next to the measured numbers (Markdown + LaTeX)
+  paper     a published model's numbers (BoQ paper table, or any model's rows) next to the measured ones (Markdown, CSV, LaTeX)
   seeds     mean +- std over seeds, one row per setting (named by the --by columns)
 
 Runs are averaged only when their resolved configs differ in nothing but the seed and run-specific keys
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cols", default="aggregator.num_queries", help="sweep: heatmap columns")
     parser.add_argument("--by", nargs="+", default=["aggregator"], help="methods/seeds: the columns that name a setting")
     parser.add_argument("--model", default=None,
-                        help="paper: whose published numbers to compare with, boq_resnet50 or boq_dinov2 (default: the paper "
-                             "model of the released model the runs evaluated, e.g. by a reproduce_boq_* recipe, else "
-                             "boq_resnet50); it picks the paper's rows, not the runs (--where does)")
+                        help="paper: whose published numbers to compare with: boq_resnet50 or boq_dinov2 (the BoQ paper's "
+                             "table) or any published model name (vprlab models list; its rows of published_results.csv) "
+                             "(default: the released model the runs evaluated, e.g. by a reproduce_boq_* recipe, else "
+                             "boq_resnet50); it picks the published rows, not the runs (--where does)")
     parser.add_argument("--epoch", choices=sorted(EPOCH_RULES), default="last",
                         help="which evaluation of each training run is reported: last (default) or best (by trainer.monitor)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
