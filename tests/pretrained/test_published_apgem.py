@@ -231,3 +231,14 @@ def test_gem_aggregator_fc_and_whitening_options() -> None:
     expected = F.normalize(step @ gem.whiten.weight.T + gem.whiten.bias, dim=1)
     torch.testing.assert_close(gem(x), expected.detach(), atol=1e-6, rtol=1e-6)
     assert sorted(GeM(8).state_dict()) == ["p"]  # the default GeM is unchanged
+
+
+def test_hub_entry_loads_the_local_file(weights, pca, release_file) -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    model = torch.hub.load(str(repo), "apgem", source="local", weights=str(release_file))
+    images = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), ref_apgem(images, weights, pca), **TOL)
+    assert model.eval_preprocessing.describe() == "native size"

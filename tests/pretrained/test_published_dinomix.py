@@ -149,3 +149,16 @@ def test_descriptor_size_is_the_agg_config_s() -> None:
     config = dinomix_family.AGG_CONFIG
     assert config["out_channels"] * config["out_rows"] == published_model(NAME).descriptor_dim == 4096
     assert math.isqrt(config["in_h"] * config["in_w"]) * 14 == 224
+
+
+def test_hub_entry_is_called_as_dino_mix_s(raw, release_file) -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    model = torch.hub.load(str(repo), "dino_mix", source="local", weights=str(release_file))
+    state = model.state_dict()
+    assert torch.equal(state["backbone.dino.blocks.11.ls2.gamma"], raw["backbone.dino_model.blocks.11.ls2.gamma"])
+    assert model.eval_preprocessing.describe() == "224x224 PIL bilinear"
+    vme = torch.hub.load(str(repo), "get_trained_model", source="local", method="dinomix", pretrained=False,
+                         protocol="vpr-methods-evaluation")
+    assert vme.eval_preprocessing.describe() == "224x224 tensor after normalisation bilinear antialiased"

@@ -129,3 +129,12 @@ def test_export_is_the_inverse_of_convert(raw) -> None:
 def test_offline_names_the_url_and_the_path(monkeypatch, tmp_path) -> None:
     entry = published_model(NAME)
     check_offline_message(monkeypatch, tmp_path, NAME, (entry.url, str(tmp_path / "hub" / "checkpoints" / "vgg16_netvlad.pth")))
+
+
+def test_hub_entry_is_called_as_openibl_s() -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    model = torch.hub.load(str(repo), "vgg16_netvlad", source="local")  # OpenIBL's default: pretrained=False, nothing read
+    assert model.aggregator.descriptor_dim == 4096 and model.eval_preprocessing.describe() == "480x640 PIL bilinear"
+    assert torch.equal(model.backbone.pixel_mean, torch.tensor(sfrs_family.PIXEL_MEAN, dtype=torch.float32))
