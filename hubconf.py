@@ -56,13 +56,13 @@ def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_outpu
     ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
     ``("clique-mining")``, ``("salad-indoor")``, ``("eigenplaces-indoor", "ResNet50", 2048)``,
-    ``("netvlad", "vgg16", 32768)``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
-    another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``); ``variation``:
-    Indoor-VPR's second file of a model (1), else 0."""
+    ``("netvlad", "vgg16", 32768)``, ``("dinomix")``, ``("apgem")``, ``("sfrs")``. ``fc_output_dim`` is
+    CosPlace's name for ``dim``. ``protocol``: another evaluation protocol's preprocessing (e.g.
+    ``"vpr-methods-evaluation"``); ``variation``: Indoor-VPR's second file of a model (1), else 0."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
-    if str(method).lower() in ("salad", "megaloc", "clique-mining", "cliquemining", "salad-indoor"):
+    if str(method).lower().replace("-", "") in ("salad", "megaloc", "cliquemining", "saladindoor", "dinomix", "apgem", "sfrs"):  # one backbone each
         backbone = None if backbone == "ResNet50" else backbone
     return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol, variation=variation)
 
@@ -115,3 +115,21 @@ def megaloc(weights=None, pretrained=True):
 def netvlad(descriptors_dimension=4096, weights=None, pretrained=True):
     """NetVLAD VGG16 Pitts30k from the MATLAB file: 4096 (whitened) or 32768-d."""
     return get_trained_model("netvlad", "vgg16", descriptors_dimension, weights=weights, pretrained=pretrained)
+
+
+def dino_mix(pretrained=True, weights=None):
+    """DINO-Mix ViT-B/14, 4096-d, as ``torch.hub.load("GaoShuang98/DINO-Mix", "dino_mix", pretrained=True)``
+    (VPR-methods-evaluation's ``dinomix.get_dino_mix()``); evaluate at 224x224."""
+    return get_trained_model("dinomix", None, 4096, weights=weights, pretrained=pretrained)
+
+
+def vgg16_netvlad(pretrained=False, weights=None):
+    """SFRS (OpenIBL's VGG16 NetVLAD + PCA, 4096-d), as ``torch.hub.load("yxgeee/OpenIBL", "vgg16_netvlad",
+    pretrained=True)``; like OpenIBL's entry, ``pretrained`` defaults to False (random weights)."""
+    return get_trained_model("sfrs", "vgg16", 4096, weights=weights, pretrained=pretrained)
+
+
+def apgem(weights=None, pretrained=True):
+    """AP-GeM ResNet-101 (dirtorch's ``Resnet-101-AP-GeM.pt``, Landmarks-clean whitening), 2048-d; the file is
+    on Google Drive: pass ``weights=`` (VPR-methods-evaluation's ``apgem.GeM()``)."""
+    return get_trained_model("apgem", "resnet101", 2048, weights=weights, pretrained=pretrained)

@@ -317,6 +317,7 @@ def test_registry_covers_every_released_pair() -> None:
               "netvlad_vgg16_pitts30k", "netvlad_vgg16_pitts30k_32768", "boq_resnet50_16384", "boq_dinov2_12288"}
     others |= {"cliquemining_dinov2_8448", "salad_indoor_dinov2_8448", "salad_indoor_v1_dinov2_8448",
                "eigenplaces_indoor_resnet50_2048", "eigenplaces_indoor_v1_resnet50_2048"}  # SALAD's and EigenPlaces' other releases
+    others |= {"dinomix_dinov2_4096", "apgem_resnet101_2048", "sfrs_vgg16_4096"}  # VPR-methods-evaluation's DINO-Mix, AP-GeM, SFRS
     assert names == cosplace | eigen | others
     assert len(cosplace) == 30
     assert "may not exist" in published_model("eigenplaces_resnet101_1024").note

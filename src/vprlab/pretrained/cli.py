@@ -49,7 +49,8 @@ def print_model_list() -> None:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print(f"local files live in {Path(torch.hub.get_dir())} (checkpoints/, netvlad/, megaloc/); "
+    folders = ", ".join(f"{d}/" for d in sorted({spec.cache_dir for spec in PUBLISHED_MODELS.values()}))
+    print(f"local files live in {Path(torch.hub.get_dir())} ({folders}); "
           "`vprlab models download NAME` fetches one (Google Drive files: it says where to get them)")
 
 

@@ -72,8 +72,8 @@ def read_published_state(
     if not path.is_file():
         raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.download_name}")
     container = _file_container(spec, path)
-    if container == "matlab":
-        raw = resolve_callable(spec.read)(path)  # type: ignore[arg-type]
+    if spec.read is not None and container != "safetensors":  # the family's own reader (NetVLAD's MATLAB file, AP-GeM's dirtorch pickle)
+        raw = resolve_callable(spec.read)(path)
     else:
         raw = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)  # safetensors by suffix, else torch
     for prefix in WRAPPER_PREFIXES:

@@ -26,7 +26,9 @@ from vprlab.utils.errors import ConfigError
 #                                                       (explicit mapping, keymaps.map_keys; ValueError
 #                                                       naming unmapped / missing keys); None: the keys
 #                                                       already are ours
-#   read(path) -> dict[str, Tensor]                     only for container "matlab" (NetVLAD)
+#   read(path) -> dict[str, Tensor]                     a file that is not a plain state dict: needed for
+#                                                       container "matlab" (NetVLAD); also a torch file
+#                                                       with more than tensors (AP-GeM's dirtorch pickle)
 #   configs(entry) -> (backbone cfg, aggregator cfg)    optional: ``_target_`` dicts building the same
 #                                                       model from zoo components, for fine-tuning
 #   export(state, entry) -> dict                        optional: our state dict -> the release's keys
@@ -63,7 +65,7 @@ class PublishedModel:
     preprocessing: EvalPreprocessing  # the method's own evaluation preprocessing
     build: str  # "module:function", build(entry) -> VPRModel with random weights
     convert: str | None = None  # "module:function", convert(raw, entry) -> our state dict; None: identity
-    read: str | None = None  # "module:function", read(path) -> raw dict; needed for container "matlab"
+    read: str | None = None  # "module:function", read(path) -> raw dict; needed for container "matlab", used for any non-safetensors file
     configs: str | None = None  # "module:function", configs(entry) -> (backbone cfg, aggregator cfg): fine-tuning
     export: str | None = None  # "module:function", export(state, entry) -> release-layout dict (inverse of convert)
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)

@@ -180,6 +180,10 @@ class DinoV2Backbone(Backbone):
     ``keep_mask_token=False`` leaves the unused ``mask_token`` out of the model (and its state dict),
     for releases whose files lack it (MegaLoc's ``model.safetensors``); a ``weights_path`` file that
     holds one is then read without it.
+
+    ``keep_final_norm=False`` removes the final ``norm`` from the model and its state dict (DINO-Mix
+    replaces it by an identity, so its file holds no ``norm.*``); it needs ``apply_final_norm=False``,
+    and a ``weights_path`` file that holds the norm is then read without it.
     """
 
     can_return_cls_token = True
@@ -205,8 +209,11 @@ class DinoV2Backbone(Backbone):
         round_to_patch_multiple: bool = False,
         keep_mask_token: bool = True,
         grad_checkpointing: bool = False,
+        keep_final_norm: bool = True,
     ) -> None:
         super().__init__()
+        if apply_final_norm and not keep_final_norm:
+            raise ValueError("apply_final_norm=True needs the final norm: set keep_final_norm=True (or apply_final_norm=False)")
         if model_name not in DINOV2_MODELS:
             raise ValueError(f"unknown DINOv2 model_name={model_name!r}; choose one of {list(DINOV2_MODELS)}")
         self.train_image_size = None if train_image_size is None else as_hw(train_image_size, "train_image_size")
@@ -235,6 +242,9 @@ class DinoV2Backbone(Backbone):
         self.keep_mask_token = bool(keep_mask_token)
         if self.keep_mask_token:
             dino.mask_token = nn.Parameter(torch.zeros(1, dino.embed_dim))
+        self.keep_final_norm = bool(keep_final_norm)
+        if not self.keep_final_norm:
+            dino.norm = nn.Identity()
         self.dino = dino
         if weights_path is not None:
             what = f"a {model_name} state dict (DINOv2 or timm key names)"
@@ -243,6 +253,8 @@ class DinoV2Backbone(Backbone):
                 state.setdefault("mask_token", self.dino.mask_token.detach().clone())  # timm files lack it
             else:
                 state.pop("mask_token", None)  # unused at inference
+            if not self.keep_final_norm:
+                state = {k: v for k, v in state.items() if not k.startswith("norm.")}
             load_strict(self.dino, state, weights_path, what)
 
         self.model_name = model_name

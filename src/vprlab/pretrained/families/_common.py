@@ -92,6 +92,13 @@ def export_what(entry: Any) -> str:
     return f"vprlab {getattr(entry, 'method', '')} {getattr(entry, 'backbone', '')} state dict".replace("  ", " ")
 
 
+def dinov2_hub_order(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``state`` (release keys) with the DINOv2 hub model's first three keys under ``prefix`` (``cls_token``,
+    ``pos_embed``, ``mask_token``) first, as the hub model holds them (timm puts ``mask_token`` last)."""
+    first = [f"{prefix}{name}" for name in ("cls_token", "pos_embed", "mask_token")]
+    return {**{k: state[k] for k in first if k in state}, **{k: v for k, v in state.items() if k not in first}}
+
+
 # gsv-cities' ResNet (MixVPR, Conv-AP): backbone.model.conv1 / bn1 / layerK -> ResNetBackbone.net.0 / 1 / 3+K.
 GSV_BACKBONE_RULES: Rules = (
     (r"backbone\.model\.conv1\.(.+)", r"backbone.net.0.\1"),

@@ -26,6 +26,7 @@ from vprlab.pretrained.families._common import (
     add_prefix,
     check_against_model,
     dinov2_cfg,
+    dinov2_hub_order,
     export_what,
     prefixed,
     release_prefix,
@@ -77,9 +78,7 @@ def export_salad(state: Mapping[str, torch.Tensor], entry: Any = None) -> dict[s
     """Our keys -> ``dino_salad.ckpt``'s (the inverse of :func:`convert_salad`), in the release's order
     (``mask_token`` right after ``pos_embed``, as the DINOv2 hub model holds it)."""
     out = map_keys(state, ((r"backbone\.dino\.(.+)", r"backbone.model.\1"), (r"aggregator\.(.+)", r"aggregator.\1")), export_what(entry))
-    first = ["backbone.model.cls_token", "backbone.model.pos_embed", "backbone.model.mask_token"]
-    ordered = {**{k: out[k] for k in first if k in out}, **{k: v for k, v in out.items() if k not in first}}
-    return add_prefix(ordered, release_prefix(entry))
+    return add_prefix(dinov2_hub_order(out, "backbone.model."), release_prefix(entry))
 
 
 register(PublishedModel(
