@@ -19,12 +19,6 @@ from vprlab.reports.published import (
 
 HEADER = "model,method,backbone,descriptor_dim,eval_size,benchmark,R@1,R@5,R@10,R@20,source,note\n"
 
-# Published names that other branches of issue 23 register (new families); rows for them may ship
-# before the families do. Delete this list once those branches are merged: every name must then be
-# in the registry.
-PENDING_MODELS = ["dinomix_dinov2_4096", "sfrs_vgg16_4096"]
-
-
 def test_the_package_ships_one_published_results_file():
     shipped = sorted(p.name for p in resources.files("vprlab").joinpath("resources").iterdir() if p.name.endswith(".csv"))
     assert shipped == ["published_results.csv"]
@@ -68,14 +62,11 @@ def test_every_shipped_number_has_a_source_an_r1_and_a_benchmark_config():
 
 def test_every_shipped_model_is_a_published_name_with_its_methods_size():
     rows = published_results()
-    unknown = sorted({row["model"] for row in rows} - set(PUBLISHED_MODELS) - set(PENDING_MODELS))
+    unknown = sorted({row["model"] for row in rows} - set(PUBLISHED_MODELS))
     assert unknown == []
     for row in rows:
-        if row["model"] in PUBLISHED_MODELS:
-            spec = published_model(row["model"])
-            assert (row["method"], int(row["descriptor_dim"])) == (spec.method, spec.descriptor_dim), row["model"]
-    # The pending names are not registered yet; once they are, the list above is to be deleted.
-    assert not set(PENDING_MODELS) & set(PUBLISHED_MODELS), "registered now: delete them from PENDING_MODELS"
+        spec = published_model(row["model"])
+        assert (row["method"], int(row["descriptor_dim"])) == (spec.method, spec.descriptor_dim), row["model"]
 
 
 def test_where_sources_agree_on_a_cell_the_methods_own_comes_first():
