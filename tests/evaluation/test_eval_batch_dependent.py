@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_eval_protocol import FakeBenchmark
 from torch import nn
 from torchvision.transforms.functional import to_tensor
 
@@ -22,15 +23,6 @@ from vprlab.evaluation.protocol import run_benchmark
 from vprlab.evaluation.settings import EvalSettings
 from vprlab.models.aggregators import CricaVPR, GeM
 from vprlab.models.vpr_model import VPRModel
-
-
-@dataclass
-class FakeBenchmark:
-    name: str
-    db_paths: list
-    query_paths: list
-    positives: list
-    image_size: tuple | None = None
 
 
 class Patches(nn.Module):
