@@ -55,12 +55,12 @@ def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_outpu
     """A published model by method, backbone and descriptor size, e.g.
     ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
-    ``("netvlad", "vgg16", 32768)``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
+    ``("netvlad", "vgg16", 32768)``, ``("cricavpr")``, ``("supervlad")``, ``("supervlad-crossimage")``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
     another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``)."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
-    if str(method).lower() in ("salad", "megaloc"):
+    if str(method).lower() in ("salad", "megaloc", "cricavpr", "supervlad", "supervlad-crossimage"):
         backbone = None if backbone == "ResNet50" else backbone
     return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol)
 
@@ -98,3 +98,18 @@ def megaloc(weights=None, pretrained=True):
 def netvlad(descriptors_dimension=4096, weights=None, pretrained=True):
     """NetVLAD VGG16 Pitts30k from the MATLAB file: 4096 (whitened) or 32768-d."""
     return get_trained_model("netvlad", "vgg16", descriptors_dimension, weights=weights, pretrained=pretrained)
+
+
+def cricavpr(weights=None, pretrained=True):
+    """CricaVPR (``torch.hub.load("Lu-Feng/CricaVPR", "trained_model")``), 10752-d. Its descriptors depend on
+    the other images of the batch (cross-image encoder): batch the images as its evaluation does."""
+    return get_trained_model("cricavpr", None, 10752, weights=weights, pretrained=pretrained)
+
+
+def supervlad(model_name="SuperVLAD", weights=None, pretrained=True):
+    """SuperVLAD, 3072-d, by VPR-methods-evaluation's ``get_supervlad`` name: ``"SuperVLAD"`` or
+    ``"SuperVLAD-CrossImage"`` (descriptors then depend on the batch); the files are on Google Drive:
+    pass ``weights=``."""
+    if model_name not in ("SuperVLAD", "SuperVLAD-CrossImage"):
+        raise ValueError(f"model_name={model_name!r}; released: 'SuperVLAD', 'SuperVLAD-CrossImage'")
+    return get_trained_model(model_name, None, 3072, weights=weights, pretrained=pretrained)

@@ -60,11 +60,11 @@ class ConvAdapter(nn.Module):
             )
         self.hidden = hidden
         self.scale = float(scale)
-        self.down = nn.Linear(dim, hidden)
         self.branch1x1 = ConvBNReLU(hidden, branch1x1, 1)
         self.branch3x3 = nn.Sequential(ConvBNReLU(hidden, branch3x3[0], 1), ConvBNReLU(branch3x3[0], branch3x3[1], 3))
         self.branch5x5 = nn.Sequential(ConvBNReLU(hidden, branch5x5[0], 1), ConvBNReLU(branch5x5[0], branch5x5[1], 5))
-        self.up = nn.Linear(hidden, dim)
+        self.down = nn.Linear(dim, hidden)
+        self.up = nn.Linear(hidden, dim)  # registered last, as in the release
         nn.init.zeros_(self.up.weight)  # a new adapter changes nothing until it is trained (CricaVPR's init)
         nn.init.zeros_(self.up.bias)
 
