@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import REPO, compose_config
 from PIL import Image
 from release_reference import forbid_network
+from test_pretrained_evaluate import tiny_benchmark  # noqa: F401 (a fixture)
 from test_published_dinov2_vgg import TOL, random_release, ref_dinov2
 
+from vprlab.commands.evaluate import run_evaluation
+from vprlab.evaluation.results import read_results
 from vprlab.models.spec import mixes_batch
 from vprlab.pretrained import load_pretrained
 from vprlab.pretrained.catalog import published_model
@@ -206,3 +209,23 @@ def test_hub_entry_as_vme_calls_it(release, monkeypatch, tmp_path) -> None:
     exported = family.export_cricavpr(model.state_dict(), published_model(NAME))
     assert all(torch.equal(exported[k.removeprefix("module.")], v) for k, v in release[1].items())
     assert model.eval_preprocessing == published_model(NAME).preprocessing and calls == [] and not model.training
+
+
+@pytest.mark.slow
+def test_evaluate_py_records_the_batch_size_and_keys_the_cache_on_it(release, tiny_benchmark, tmp_path, monkeypatch) -> None:
+    """evaluate.py pretrained=cricavpr_dinov2_10752: the row records eval_batch_size; a rerun with the
+    same batch size reads the cache, another batch size extracts again (13 images of ViT-B at 224: slow)."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    calls = forbid_network(monkeypatch)
+    rows = {}
+    for run, batch_size in (("a", 4), ("b", 4), ("c", 3)):
+        cfg = compose_config("evaluate", [
+            f"paths.output_dir={tmp_path / run}", "num_workers=0", f"batch_size={batch_size}", "device=cpu",
+            f"pretrained={NAME}", f"pretrained.path={release[0]}", "benchmark=[pitts30k_test]",
+            f"benchmark.pitts30k_test.root={tiny_benchmark}", "benchmark.pitts30k_test.expected_num_db=null",
+            "benchmark.pitts30k_test.expected_num_queries=null", "cache=true", f"cache_dir={tmp_path / 'cache'}",
+        ])
+        run_evaluation(cfg)
+        (rows[run],) = read_results(tmp_path / run)
+    assert calls == [] and [rows[r]["eval_batch_size"] for r in "abc"] == [4, 4, 3]
+    assert rows["b"]["image_size"] == "224x224" and rows["b"]["from_cache"] and not rows["c"]["from_cache"]
