@@ -56,13 +56,15 @@ def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_outpu
     ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
     ``("clique-mining")``, ``("salad-indoor")``, ``("eigenplaces-indoor", "ResNet50", 2048)``,
-    ``("netvlad", "vgg16", 32768)``, ``("dinomix")``, ``("apgem")``, ``("sfrs")``. ``fc_output_dim`` is
-    CosPlace's name for ``dim``. ``protocol``: another evaluation protocol's preprocessing (e.g.
-    ``"vpr-methods-evaluation"``); ``variation``: Indoor-VPR's second file of a model (1), else 0."""
+    ``("netvlad", "vgg16", 32768)``, ``("dinomix")``, ``("apgem")``, ``("sfrs")``, ``("cricavpr")``,
+    ``("supervlad")``, ``("supervlad-crossimage")``. ``fc_output_dim`` is CosPlace's name for ``dim``.
+    ``protocol``: another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``);
+    ``variation``: Indoor-VPR's second file of a model (1), else 0."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
-    if str(method).lower().replace("-", "") in ("salad", "megaloc", "cliquemining", "saladindoor", "dinomix", "apgem", "sfrs"):  # one backbone each
+    if str(method).lower().replace("-", "") in ("salad", "megaloc", "cliquemining", "saladindoor", "dinomix", "apgem", "sfrs",
+                                                 "cricavpr", "supervlad", "supervladcrossimage"):  # one backbone each
         backbone = None if backbone == "ResNet50" else backbone
     return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol, variation=variation)
 
@@ -133,3 +135,16 @@ def apgem(weights=None, pretrained=True):
     """AP-GeM ResNet-101 (dirtorch's ``Resnet-101-AP-GeM.pt``, Landmarks-clean whitening), 2048-d; the file is
     on Google Drive: pass ``weights=`` (VPR-methods-evaluation's ``apgem.GeM()``)."""
     return get_trained_model("apgem", "resnet101", 2048, weights=weights, pretrained=pretrained)
+def cricavpr(weights=None, pretrained=True):
+    """CricaVPR (``torch.hub.load("Lu-Feng/CricaVPR", "trained_model")``), 10752-d. Its descriptors depend on
+    the other images of the batch (cross-image encoder): batch the images as its evaluation does."""
+    return get_trained_model("cricavpr", None, 10752, weights=weights, pretrained=pretrained)
+
+
+def supervlad(model_name="SuperVLAD", weights=None, pretrained=True):
+    """SuperVLAD, 3072-d, by VPR-methods-evaluation's ``get_supervlad`` name: ``"SuperVLAD"`` or
+    ``"SuperVLAD-CrossImage"`` (descriptors then depend on the batch); the files are on Google Drive:
+    pass ``weights=``."""
+    if model_name not in ("SuperVLAD", "SuperVLAD-CrossImage"):
+        raise ValueError(f"model_name={model_name!r}; released: 'SuperVLAD', 'SuperVLAD-CrossImage'")
+    return get_trained_model(model_name, None, 3072, weights=weights, pretrained=pretrained)

@@ -68,9 +68,10 @@ def random_release(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[st
 # ------------------------------------------------------------------ the README, step by step
 
 
-def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> tuple[torch.Tensor, torch.Tensor]:
+def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, adapter=None) -> tuple[torch.Tensor, torch.Tensor]:
     """DINOv2 ViT-B/14 from the release tensors under prefix ``p``: (patch features [B, 768, gh, gw],
-    class token [B, 768]), final norm applied to every token."""
+    class token [B, 768]), final norm applied to every token. ``adapter(normed tokens, block prefix, grid)``
+    (CricaVPR) is added to the MLP's output inside the second LayerScale."""
     batch, _, height, width = x.shape
     gh, gw = height // 14, width // 14
     tokens = F.conv2d(x, sd[p + "patch_embed.proj.weight"], sd[p + "patch_embed.proj.bias"], stride=14)
@@ -91,8 +92,8 @@ def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> tuple[to
         attended = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v).reshape(batch, -1, dim)
         tokens = tokens + sd[b + "ls1.gamma"] * F.linear(attended, sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
         h = F.layer_norm(tokens, (dim,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], eps=1e-6)
-        h = F.linear(F.gelu(F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])), sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
-        tokens = tokens + sd[b + "ls2.gamma"] * h
+        mlp = F.linear(F.gelu(F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])), sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
+        tokens = tokens + sd[b + "ls2.gamma"] * (mlp if adapter is None else mlp + adapter(h, b, (gh, gw)))
     tokens = F.layer_norm(tokens, (dim,), sd[p + "norm.weight"], sd[p + "norm.bias"], eps=1e-6)
     patches = tokens[:, 1:].transpose(1, 2).reshape(batch, dim, gh, gw)
     return patches, tokens[:, 0]

@@ -84,9 +84,15 @@ class CacheKey:
     db_fingerprint: str
     query_fingerprint: str
     version: int = CACHE_FORMAT_VERSION
+    # Only for models whose descriptors depend on the other images of the batch (a cross-image encoder):
+    # the batch size they were extracted with. None (every other model) leaves the digest as it was.
+    batch_size: int | None = None
 
     def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        fields = asdict(self)
+        if fields["batch_size"] is None:
+            del fields["batch_size"]
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

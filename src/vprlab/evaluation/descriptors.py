@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from vprlab.data.decoding import decode_tensor, plain_jpeg, read_encoded, uint8_to_float
 from vprlab.evaluation.settings import EvalSettings
 from vprlab.models.cpu_kernels import onednn_linears
+from vprlab.models.spec import mixes_batch
 from vprlab.utils.io import NpyRowWriter
 from vprlab.utils.progress import progress_bar
 
@@ -121,15 +122,22 @@ def collate_images(batch: list[torch.Tensor]) -> torch.Tensor | list[torch.Tenso
 
 
 def _forward_images(model: nn.Module, images: torch.Tensor | list[torch.Tensor], device: torch.device,
-                    channels_last: bool) -> np.ndarray:
+                    channels_last: bool, whole_batch: bool = False) -> np.ndarray:
     """Descriptors of one loader batch, in order; a list of images of several sizes runs as one
-    forward per size (images of one size batched together)."""
+    forward per size (images of one size batched together), except for a model whose descriptors
+    depend on the whole batch (``whole_batch``), which refuses such a batch."""
     groups: dict[tuple[int, ...], list[int]] = {}
     if isinstance(images, torch.Tensor):
         groups[tuple(images.shape[1:])] = list(range(images.shape[0]))
     else:
         for index, image in enumerate(images):
             groups.setdefault(tuple(image.shape), []).append(index)
+    if whole_batch and len(groups) > 1:
+        raise ValueError(
+            f"a batch holds images of {len(groups)} sizes {sorted(groups)}, but this model's descriptors depend on the "
+            "other images of their batch (a cross-image encoder), so the batch cannot be split by size; evaluate it "
+            "at one image size (its published preprocessing resizes every image) or with batch_size=1"
+        )
     out: np.ndarray | None = None
     for indices in groups.values():
         batch = images if isinstance(images, torch.Tensor) else torch.stack([images[i] for i in indices])
@@ -193,6 +201,7 @@ def extract_descriptors_timed(
     # Images follow the model's memory format: a model converted with .to(memory_format=channels_last)
     # (evaluate.py channels_last=true, trainer.channels_last=true) gets NHWC batches.
     channels_last = _is_channels_last(model)
+    whole_batch = mixes_batch(model)
     chunks: list[np.ndarray] = []
     start = time.perf_counter()
     try:
@@ -204,7 +213,7 @@ def extract_descriptors_timed(
             progress_bar(desc=desc, total=len(image_paths), unit="img", enabled=bool(settings.progress)) as bar,
         ):
             for images in loader:
-                descriptors = _forward_images(model, images, device, channels_last)
+                descriptors = _forward_images(model, images, device, channels_last, whole_batch)
                 if writer is not None:
                     writer.write(descriptors)
                 else:

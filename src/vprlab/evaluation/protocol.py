@@ -23,6 +23,7 @@ from vprlab.evaluation.descriptors import extract_descriptors_timed, resolve_amp
 from vprlab.evaluation.recall import compute_recalls
 from vprlab.evaluation.retrieval import search
 from vprlab.evaluation.settings import EvalSettings
+from vprlab.models.spec import mixes_batch
 from vprlab.utils.images import as_hw
 from vprlab.utils.io import NpyRowWriter
 
@@ -39,6 +40,8 @@ class BenchmarkDescriptors:
     seconds: float  # extraction wall time (of the first run when read from the cache)
     images_per_second: float
     from_cache: bool = False
+    # The batch size of a model whose descriptors depend on their batch (cross-image encoder), else None.
+    batch_size: int | None = None
 
 
 @dataclass
@@ -50,9 +53,11 @@ class BenchmarkRun:
 
 
 def cache_key_for(
-    benchmark: Benchmark, weights_hash: str, image_size: Any, transform: Callable, amp_dtype: Any = None
+    benchmark: Benchmark, weights_hash: str, image_size: Any, transform: Callable, amp_dtype: Any = None,
+    batch_size: int | None = None,
 ) -> CacheKey:
-    """The cache key of ``benchmark`` evaluated with these weights, size, transform and precision."""
+    """The cache key of ``benchmark`` evaluated with these weights, size, transform and precision (and
+    ``batch_size`` for a model whose descriptors depend on their batch)."""
     dtype = resolve_amp_dtype(amp_dtype)
     return CacheKey(
         weights_hash=str(weights_hash),
@@ -62,6 +67,7 @@ def cache_key_for(
         precision=str(dtype).removeprefix("torch.") if dtype is not None else "float32",
         db_fingerprint=fingerprint(benchmark.db_paths),
         query_fingerprint=fingerprint(benchmark.query_paths),
+        batch_size=None if batch_size is None else int(batch_size),
     )
 
 
@@ -73,7 +79,15 @@ def benchmark_descriptors(
     cache_key: CacheKey | None = None,
 ) -> BenchmarkDescriptors:
     """Database and query descriptors of ``benchmark``: from the settings' descriptor cache when it holds
-    ``cache_key``, else extracted with ``model`` (and then stored there)."""
+    ``cache_key``, else extracted with ``model`` (and then stored there). A model whose descriptors depend
+    on the other images of their batch (:func:`~vprlab.models.spec.mixes_batch`) sees the database and
+    then the queries in consecutive batches of ``settings.batch_size`` in benchmark order (as CricaVPR's
+    and SuperVLAD's own evaluation code does); the size is returned with the descriptors."""
+    batch_size = int(settings.batch_size) if mixes_batch(model) else None
+    if batch_size is not None:
+        log.warning("%s: this model's descriptors depend on the other images of their batch (cross-image encoder); "
+                    "extracting in batches of %d (recorded as eval_batch_size): another batch size gives other "
+                    "descriptors", benchmark.name, batch_size)
     cache = settings.descriptor_cache() if cache_key is not None else None
     if cache is not None:
         hit = cache.load(cache_key)
@@ -86,6 +100,7 @@ def benchmark_descriptors(
                 seconds=seconds,
                 images_per_second=float(hit.meta.get("extract_img_per_s", float("nan"))),
                 from_cache=True,
+                batch_size=batch_size,
             )
     # With a cache the database streams straight into its entry (in the cache's dtype, so a first
     # run scores what cached reruns score): a database larger than RAM never sits in memory.
@@ -103,7 +118,7 @@ def benchmark_descriptors(
             created=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
         log.info("%s: descriptors cached in %s", benchmark.name, folder)
-    return BenchmarkDescriptors(db_desc, q_desc, seconds, images_per_second)
+    return BenchmarkDescriptors(db_desc, q_desc, seconds, images_per_second, batch_size=batch_size)
 
 
 def score_benchmark(benchmark: Benchmark, descriptors: BenchmarkDescriptors, settings: EvalSettings) -> BenchmarkRun:
@@ -135,6 +150,8 @@ def score_benchmark(benchmark: Benchmark, descriptors: BenchmarkDescriptors, set
         extract_s=descriptors.seconds,
         search_s=search_seconds,
     )
+    if descriptors.batch_size is not None:  # the descriptors depend on it: recorded with the results
+        metrics["eval_batch_size"] = descriptors.batch_size
     return BenchmarkRun(metrics=metrics, predictions=predictions, scores=scores, descriptors=descriptors)
 
 
@@ -157,7 +174,8 @@ def run_benchmark(
         size = eval_size_for(model, benchmark.image_size if benchmark.image_size is not None else settings.image_size)
         if size is None and getattr(model, "eval_preprocessing", None) is None:
             raise ValueError(f"benchmark {benchmark.name!r}: the descriptor cache needs the resolved image size")
-        key = cache_key_for(benchmark, weights_hash, size, transform, settings.amp_dtype)
+        key = cache_key_for(benchmark, weights_hash, size, transform, settings.amp_dtype,
+                            settings.batch_size if mixes_batch(model) else None)
     descriptors = benchmark_descriptors(model, benchmark, transform, settings, key)
     return score_benchmark(benchmark, descriptors, settings)
 
@@ -191,7 +209,8 @@ def evaluate(
     Each metrics dict holds ``R@k`` (percent) for every k, ``num_queries``,
     ``num_db``, ``num_without_positive``, ``descriptor_dim``,
     ``extract_img_per_s`` (database + query images over extraction wall time),
-    ``extract_s`` and ``search_s``.
+    ``extract_s`` and ``search_s``; and ``eval_batch_size`` for a model whose descriptors depend on
+    their batch (:func:`benchmark_descriptors`).
     """
     check_unique_names(benchmarks)
     results: dict[str, dict[str, Any]] = {}

@@ -69,6 +69,11 @@ class Aggregator(nn.Module):
 
     spec: ClassVar[AggregatorSpec]
 
+    #: True when a descriptor depends on the other images of the batch (a cross-image encoder: CricaVPR,
+    #: SuperVLAD-CrossImage); evaluation then keeps one batch size for database and queries, records it
+    #: with the results and in the descriptor cache key (:func:`mixes_batch`). Instances may override it.
+    mixes_batch: bool = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         spec = cls.__dict__.get("spec")
@@ -149,6 +154,11 @@ def registered_aggregators() -> dict[str, type[Aggregator]]:
     """Every aggregator class defined so far, by config name (:func:`vprlab.models.aggregators.registry`
     first imports the package's own modules)."""
     return dict(sorted(_AGGREGATORS.items()))
+
+
+def mixes_batch(model: nn.Module) -> bool:
+    """Whether any aggregator in ``model`` makes a descriptor depend on the other images of its batch."""
+    return any(isinstance(m, Aggregator) and m.mixes_batch for m in model.modules())
 
 
 def component_class(config: Mapping[str, Any] | None) -> type | None:

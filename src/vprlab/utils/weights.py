@@ -3,7 +3,8 @@
 Every path that loads weights (released models, ``weights_path=``, backbone weight files,
 exports) reads through :func:`read_state_dict`: safetensors, or a torch file loaded with
 ``weights_only=True`` (:func:`torch_load`, which training checkpoints use too); a vprlab checkpoint
-(``model``) or a Lightning checkpoint (``state_dict``) is unwrapped to its model weights. Nothing is
+(``model``), a Lightning checkpoint (``state_dict``) or a CricaVPR / SuperVLAD checkpoint
+(``model_state_dict``) is unwrapped to its model weights. Nothing is
 unpickled with the full unpickler unless the user opts in with ``allow_unsafe_pickle``.
 """
 
@@ -84,7 +85,7 @@ def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> d
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
         raise DataError(f"weights file {str(path)!r} could not be read ({error_summary(err)}); is it a torch file?") from err
     if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):  # Lightning, vprlab checkpoint
+        for wrapper in ("state_dict", "model", "model_state_dict"):  # Lightning, vprlab, CricaVPR / SuperVLAD
             inner = obj.get(wrapper)
             if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 return dict(inner)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from vprlab.models.spec import Aggregator
 
 
@@ -102,3 +104,43 @@ class GlobalPool(Aggregator):
         x = feature_map(x, owner)
         check_channels(x, self.in_channels, owner)
         return l2_flatten(self.pool(x.float()))
+
+
+def region_bounds(size: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` consecutive [start, end) ranges covering 0..size: boundaries at ``round(i * size / parts)``
+    (Python's rounding), each range at least one cell (ranges of a side shorter than ``parts`` repeat a
+    cell). A 16-cell side (DINOv2 at 224) gives CricaVPR's slices: 0:8, 8:16 and 0:5, 5:11, 11:16."""
+    starts = [min(round(i * size / parts), size - 1) for i in range(parts)]
+    return [(start, max(round((i + 1) * size / parts), start + 1)) for i, start in enumerate(starts)]
+
+
+def cross_image_encoder(dim: int, heads: int, ff_dim: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    """CricaVPR's / SuperVLAD's cross-image encoder: ``layers`` post-norm TransformerEncoderLayers (GELU,
+    LayerNorm eps 1e-5) built with ``batch_first=False`` and fed [B, T, C] token sets, so that attention
+    runs along the batch axis: token t of each image attends to token t of every image of the batch
+    (:func:`encode_across_batch`)."""
+    check_positive_int("cross-image encoder", dim=dim, heads=heads, ff_dim=ff_dim, layers=layers)
+    if dim % heads:
+        raise ValueError(f"cross-image encoder: {dim} channels do not split into {heads} heads; use a divisor of {dim}")
+    layer = nn.TransformerEncoderLayer(dim, heads, ff_dim, dropout, activation="gelu", batch_first=False)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+def encode_across_batch(encoder: nn.TransformerEncoder, tokens: torch.Tensor) -> torch.Tensor:
+    """[B, T, C] tokens -> the encoder's output [B, T, C], sequence = the B images (in float32)."""
+    with full_precision(tokens):
+        return encoder(tokens.float())
+
+
+class CrossImageAggregator(Aggregator):
+    """Base of the aggregators with an optional cross-image encoder (``self.encoder``, None without):
+    with it, ``mixes_batch`` is true."""
+
+    encoder: nn.TransformerEncoder | None
+
+    def set_encoder(self, enabled: bool, dim: int, heads: int, ff_dim: int, layers: int, dropout: float) -> None:
+        self.encoder = cross_image_encoder(dim, heads, ff_dim, layers, dropout) if enabled else None
+
+    @property
+    def mixes_batch(self) -> bool:  # type: ignore[override]
+        return self.encoder is not None

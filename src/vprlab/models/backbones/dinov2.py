@@ -16,6 +16,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from vprlab.models.backbones._weights import create_timm_pretrained, load_strict
+from vprlab.models.backbones.conv_adapter import CRICAVPR_ADAPTER, ConvAdapter, adapted_block
 from vprlab.models.spec import Backbone
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, as_hw
 from vprlab.utils.weights import load_state_dict_file
@@ -184,6 +185,11 @@ class DinoV2Backbone(Backbone):
     ``keep_final_norm=False`` removes the final ``norm`` from the model and its state dict (DINO-Mix
     replaces it by an identity, so its file holds no ``norm.*``); it needs ``apply_final_norm=False``,
     and a ``weights_path`` file that holds the norm is then read without it.
+    ``conv_adapters=True`` (CricaVPR's setting) adds a multi-scale convolutional adapter
+    (:class:`~vprlab.models.backbones.conv_adapter.ConvAdapter`, ``dino.blocks.N.adapter``) to the
+    feed-forward branch of every block; the adapters always train (CricaVPR trains only them), start as
+    a zero update, are added after ``weights_path`` is read (a DINOv2 file has none) and need models
+    without register tokens.
     """
 
     can_return_cls_token = True
@@ -210,6 +216,7 @@ class DinoV2Backbone(Backbone):
         keep_mask_token: bool = True,
         grad_checkpointing: bool = False,
         keep_final_norm: bool = True,
+        conv_adapters: bool = False,
     ) -> None:
         super().__init__()
         if apply_final_norm and not keep_final_norm:
@@ -256,6 +263,17 @@ class DinoV2Backbone(Backbone):
             if not self.keep_final_norm:
                 state = {k: v for k, v in state.items() if not k.startswith("norm.")}
             load_strict(self.dino, state, weights_path, what)
+        self.conv_adapters = bool(conv_adapters)
+        if self.conv_adapters:
+            if num_registers:
+                raise ValueError(f"conv_adapters=true needs a DINOv2 model without register tokens, not {model_name}")
+            hidden = dino.embed_dim // 2
+            sizes = CRICAVPR_ADAPTER if hidden == CRICAVPR_ADAPTER["hidden"] else {
+                "hidden": hidden, "branch1x1": hidden // 2, "branch3x3": (hidden // 16, hidden // 4),
+                "branch5x5": (hidden // 16, hidden // 4),
+            }
+            for block in dino.blocks:
+                block.adapter = ConvAdapter(dino.embed_dim, **sizes)
 
         self.model_name = model_name
         self.num_register_tokens = num_registers
@@ -277,6 +295,9 @@ class DinoV2Backbone(Backbone):
         self.dino.requires_grad_(False)
         for block in self.trainable_blocks:
             block.requires_grad_(True)
+        if self.conv_adapters:
+            for block in self.dino.blocks:
+                block.adapter.requires_grad_(True)
         if self.apply_final_norm and num_trainable_blocks > 0:
             self.dino.norm.requires_grad_(True)
 
@@ -331,9 +352,13 @@ class DinoV2Backbone(Backbone):
         # Skip autograd through the frozen part unless someone unfroze it by hand after construction.
         with torch.no_grad() if self._frozen_part_is_frozen() else contextlib.nullcontext():
             tokens = self.embed(x)
+            grid = (height // self.patch_size, width // self.patch_size)
             for block in self.frozen_blocks:
-                tokens = block(tokens)
-        return tokens, height // self.patch_size, width // self.patch_size
+                tokens = self._run_block(block, tokens, grid)
+        return tokens, grid[0], grid[1]
+
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return adapted_block(block, tokens, grid) if self.conv_adapters else block(tokens)
 
     def forward_from_frozen(self, frozen: tuple[torch.Tensor, int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The trainable blocks (+ final norm) on :meth:`forward_frozen`'s tokens -> the feature map (and class token)."""
@@ -343,9 +368,11 @@ class DinoV2Backbone(Backbone):
             if checkpointing:
                 # Non-reentrant: works with frozen inputs, autocast and keyword-free blocks; the random
                 # state is replayed in the recomputation (stochastic depth, dropout).
-                tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+                tokens = torch.utils.checkpoint.checkpoint(
+                    self._run_block, block, tokens, (grid_h, grid_w), use_reentrant=False
+                )
             else:
-                tokens = block(tokens)
+                tokens = self._run_block(block, tokens, (grid_h, grid_w))
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]
