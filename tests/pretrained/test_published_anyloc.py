@@ -302,3 +302,57 @@ def test_cached_files_are_found_without_weights(tiny, tiny_files, hub_dir, monke
 
     row = next(r for r in model_rows() if r["name"] == NAME)
     assert row["local"] == "yes" and " + https://dl.fbaipublicfiles.com/dinov2/" in row["source"]
+
+
+def test_models_download_names_both_files(tiny_files, hub_dir, monkeypatch, capsys) -> None:
+    from vprlab.pretrained.cli import main
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert main(["download", NAME]) == 2
+    err = capsys.readouterr().err
+    assert "dinov2_vitg14_pretrain.pth" in err and str(hub_dir / "checkpoints" / "anyloc_files" / VOCAB) in err
+    vocab_path, _, _ = tiny_files
+    (hub_dir / "checkpoints" / "anyloc_files").mkdir(parents=True, exist_ok=True)
+    vocab_path.rename(hub_dir / "checkpoints" / "anyloc_files" / VOCAB)
+    assert main(["download", NAME]) == 2  # the vocabulary is there, the DINOv2 file is not: its error
+    assert "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/dinov2_vitg14_pretrain.pth" in capsys.readouterr().err
+    (vocab_path.parent / DINO_FILE).rename(hub_dir / "checkpoints" / DINO_FILE)
+    assert main(["download", NAME]) == 0
+    assert capsys.readouterr().out.split() == [str(hub_dir / "checkpoints" / "anyloc_files" / VOCAB), str(hub_dir / "checkpoints" / DINO_FILE)]
+
+
+def test_evaluate_py_runs_anyloc_from_its_two_files(tiny, tiny_files, tmp_path, monkeypatch) -> None:
+    """evaluate.py pretrained=<anyloc> pretrained.path=<vocabulary>: the DINOv2 file is found next to it,
+    nothing is downloaded, images go through AnyLoc's 480x640 + crop preprocessing (tiny ViT)."""
+    from conftest import compose_config
+    from release_reference import forbid_network
+
+    from vprlab.commands.evaluate import run_evaluation
+    from vprlab.evaluation.results import read_results
+
+    calls = forbid_network(monkeypatch)
+    vocab_path, _, _ = tiny_files
+    bench = tmp_path / "bench"
+    (bench / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        image = Image.fromarray(rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8))
+        image.save(bench / "images" / f"db_{i}.png")
+        image.save(bench / "images" / f"q_{i}.png")
+    np.save(bench / "pitts30k_test_dbImages.npy", np.array([f"images/db_{i}.png" for i in range(2)]))
+    np.save(bench / "pitts30k_test_qImages.npy", np.array([f"images/q_{i}.png" for i in range(2)]))
+    gt = np.empty(2, dtype=object)
+    for i in range(2):
+        gt[i] = np.array([i])
+    np.save(bench / "pitts30k_test_gt.npy", gt, allow_pickle=True)
+    out = tmp_path / "out"
+    cfg = compose_config("evaluate", [
+        f"paths.output_dir={out}", "num_workers=0", "batch_size=2", "device=cpu", "benchmark=[pitts30k_test]",
+        f"benchmark.pitts30k_test.root={bench}", "benchmark.pitts30k_test.expected_num_db=null",
+        "benchmark.pitts30k_test.expected_num_queries=null", f"cache_dir={out / 'cache'}",
+        f"pretrained={NAME}", f"pretrained.path={vocab_path}",
+    ])
+    metrics = run_evaluation(cfg)
+    assert calls == [] and metrics["pitts30k_test"]["R@1"] == 100.0 and metrics["pitts30k_test"]["descriptor_dim"] == 2048
+    (row,) = read_results(out)
+    assert row["model"] == NAME and row["image_size"] == "480x640"
