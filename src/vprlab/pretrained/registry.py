@@ -127,7 +127,7 @@ class PublishedModel:
 
     def files(self) -> tuple[ReleaseFile, ...]:
         """Every file the model needs: the main one (as a :class:`ReleaseFile`, prefix "") and ``extra_files``."""
-        main = ReleaseFile(self.file_name, self.url, f"{self.method} {self.backbone} release", "", self.cache_dir,
+        main = ReleaseFile(self.file_name, self.url, f"{self.method} release file", "", self.cache_dir,
                            self.read, self.manual_download)
         return (main, *self.extra_files)
 
