@@ -148,3 +148,16 @@ def supervlad(model_name="SuperVLAD", weights=None, pretrained=True):
     if model_name not in ("SuperVLAD", "SuperVLAD-CrossImage"):
         raise ValueError(f"model_name={model_name!r}; released: 'SuperVLAD', 'SuperVLAD-CrossImage'")
     return get_trained_model(model_name, None, 3072, weights=weights, pretrained=pretrained)
+def get_vlad_model(domain=None, backbone="DINOv2", vit_model="ViT-G/14", vit_layer=31, vit_facet="Value", num_c=32,
+                   device="cpu", weights=None, pretrained=True, protocol=None):
+    """AnyLoc-VLAD-DINOv2 (49152-d), called as AnyLoc's own entry is:
+    ``torch.hub.load("AnyLoc/DINO", "get_vlad_model", backbone="DINOv2", domain="urban", device="cuda")``.
+    ``domain``: "urban", "indoor", "aerial", "structured", "unstructured" or "global" (the released
+    vocabularies); the other arguments must name the released DINOv2 ViT-G/14, layer 31, value facet,
+    32 clusters. Needs two files: the vocabulary (``weights=`` or the torch hub cache's
+    ``checkpoints/anyloc_files/``) and Meta's ``dinov2_vitg14_pretrain.pth`` (next to ``weights`` or in
+    ``checkpoints/``), each downloaded once when absent. Input height and width must be multiples of 14."""
+    from vprlab.pretrained import hub_anyloc
+
+    return hub_anyloc(domain, backbone, vit_model, vit_layer, vit_facet, num_c, device=device, weights=weights,
+                      pretrained=pretrained, protocol=protocol)

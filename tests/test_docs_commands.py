@@ -186,6 +186,10 @@ def test_the_docs_quote_commands():
 def _first_option(group: str) -> str | None:
     folder = CONF / group
     options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if group == "pretrained":  # `pretrained=<name>` is quoted for train.py too: a model that fine-tunes (not AnyLoc)
+        from vprlab.pretrained.catalog import published_model
+
+        options = [o for o in options if published_model(o).configs or published_model(o).architecture] or options
     return options[0] if options else None
 
 

@@ -25,7 +25,7 @@ from vprlab.data.augment import RecipeRandAugment
 from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD, ImageSize, as_hw
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DeviceNormalize", "EvalPreprocessing", "ImageSize", "RoundToMultiple", "ToUint8",
+    "IMAGENET_MEAN", "IMAGENET_STD", "DeviceNormalize", "EvalPreprocessing", "ImageSize", "RoundToMultiple", "CropToMultiple", "ToUint8",
     "as_hw", "eval_transform", "train_transform",
 ]
 
@@ -144,6 +144,26 @@ class RoundToMultiple(torch.nn.Module):
         return f"RoundToMultiple(multiple={self.multiple}, interpolation={self.interpolation}, antialias={self.antialias})"
 
 
+class CropToMultiple(torch.nn.Module):
+    """Centre-crop a tensor image [3, H, W] to the largest multiples of ``multiple`` that fit
+    (``side // multiple * multiple``; torchvision's ``center_crop``, which puts the odd pixel of a
+    difference at the bottom / right). AnyLoc's evaluation code does this for DINOv2 (patch 14)."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__()
+        self.multiple = int(multiple)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        size = [side // self.multiple * self.multiple for side in (height, width)]
+        if min(size) < self.multiple:
+            raise ValueError(f"image of {height}x{width} pixels is smaller than {self.multiple} on a side; nothing to crop to")
+        return image if [height, width] == size else T.functional.center_crop(image, size)
+
+    def __repr__(self) -> str:
+        return f"CropToMultiple(multiple={self.multiple})"
+
+
 @dataclass(frozen=True)
 class EvalPreprocessing:
     """How a published method prepares an evaluation image (PIL image -> normalised tensor [3, H, W]).
@@ -156,6 +176,7 @@ class EvalPreprocessing:
       (on the normalised tensor: VPR-methods-evaluation's model wrappers).
     - ``multiple_of``: after normalisation, round each side to the nearest multiple (DINOv2 patch 14),
       bilinear and antialiased; sides that already are multiples are kept.
+    - ``crop_multiple_of``: last, centre-crop each side down to a multiple (AnyLoc's code, patch 14).
     """
 
     size: tuple[int, int] | None = None
@@ -163,6 +184,7 @@ class EvalPreprocessing:
     antialias: bool = True
     stage: str = "tensor"
     multiple_of: int | None = None
+    crop_multiple_of: int | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -188,6 +210,8 @@ class EvalPreprocessing:
             text = f"{self.size[0]}x{self.size[1]} {where} {self.interpolation}{aa}"
         if self.multiple_of:
             text += f", sides rounded to multiples of {self.multiple_of}"
+        if self.crop_multiple_of:
+            text += f", centre-cropped to multiples of {self.crop_multiple_of}"
         return text
 
     def transform(self) -> T.Compose:
@@ -206,4 +230,6 @@ class EvalPreprocessing:
             steps.append(resize)
         if self.multiple_of:
             steps.append(RoundToMultiple(self.multiple_of))
+        if self.crop_multiple_of:
+            steps.append(CropToMultiple(self.crop_multiple_of))
         return T.Compose(steps)

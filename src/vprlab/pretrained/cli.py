@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vprlab.pretrained.catalog import PUBLISHED_MODELS
-from vprlab.pretrained.download import release_file
+from vprlab.pretrained.download import extra_files, release_file
 from vprlab.pretrained.export import checkpoint_published_name, export_published, export_release
 from vprlab.pretrained.families.boq import hub_backbone_name
 from vprlab.pretrained.sidecar import sidecar_path
@@ -18,13 +18,14 @@ from vprlab.utils.errors import EXIT_USER_ERROR, UserError
 
 
 def _preprocessing_label(prep) -> str:
+    crop = f", crop to x{prep.crop_multiple_of}" if prep.crop_multiple_of else ""
     if prep.size is None:
         label = f"round to x{prep.multiple_of} bilinear+aa" if prep.multiple_of else "no resize"
-        return label
+        return label + crop
     else:
         where = {"pil": "PIL", "tensor": "tensor", "normalized": "tensor-after-norm"}[prep.stage]
         label = f"{where} {prep.interpolation}" + ("+aa" if prep.antialias and prep.stage != "pil" else "")
-    return label + (f", x{prep.multiple_of}" if prep.multiple_of else "")
+    return label + (f", x{prep.multiple_of}" if prep.multiple_of else "") + crop
 
 
 def model_rows() -> list[dict[str, str]]:
@@ -35,8 +36,10 @@ def model_rows() -> list[dict[str, str]]:
         rows.append({
             "name": spec.name, "method": spec.method, "backbone": spec.backbone.replace(" ", "-"),
             "dim": str(spec.descriptor_dim), "eval size": "native" if prep.size is None else "x".join(map(str, prep.size)),
-            "local": "yes" if spec.local_path().is_file() else "no", "preprocessing": _preprocessing_label(prep),
-            "source": spec.url or "Google Drive (vprlab models download NAME says where)",
+            "local": "yes" if all(f.local_path().is_file() for f in spec.files()) else "no",
+            "preprocessing": _preprocessing_label(prep),
+            # a model of several files (AnyLoc: vocabulary + DINOv2 weights) lists every URL
+            "source": " + ".join(f.url or "Google Drive (vprlab models download NAME says where)" for f in spec.files()),
         })
     return rows
 
@@ -49,9 +52,9 @@ def print_model_list() -> None:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    folders = ", ".join(f"{d}/" for d in sorted({spec.cache_dir for spec in PUBLISHED_MODELS.values()}))
+    folders = ", ".join(sorted({f"{f.cache_dir}/" for spec in PUBLISHED_MODELS.values() for f in spec.files()}))
     print(f"local files live in {Path(torch.hub.get_dir())} ({folders}); "
-          "`vprlab models download NAME` fetches one (Google Drive files: it says where to get them)")
+          "`vprlab models download NAME` fetches a model's files (Google Drive files: it says where to get them)")
 
 
 def _fine_tuned_from(ckpt: str, allow_unsafe_pickle: bool) -> str | None:
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"backbone_name={hub_backbone_name(architecture)!r}, output_dim={architecture.descriptor_dim}, weights={str(out)!r})")
         else:
             print(release_file(args.name))
+            for path in extra_files(args.name):  # the further files of a model of several (AnyLoc: DINOv2)
+                print(path)
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # unknown name, no network, Google Drive file
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR if isinstance(err, UserError) else 1  # a mistake to fix: 2; a failure: 1

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vprlab.models.vpr_model import VPRModel
+from vprlab.pretrained.families.anyloc import DOMAINS as ANYLOC_DOMAINS
 from vprlab.pretrained.families.boq import (
     RELEASED_MODELS,
     HubBoQModel,
@@ -92,7 +93,8 @@ def find_published(method: str, backbone: str | None = None, dim: int | None = N
         pairs = sorted({(s.backbone, s.descriptor_dim) for s in PUBLISHED_MODELS.values() if _hub_key(s.method) == _hub_key(method)})
         what = "no" if not candidates else "more than one"
         variations = f", variation={variation}" if variation else ""
-        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}{variations}; released (backbone, dim): {pairs}")
+        names = f" ({', '.join(s.name for s in candidates)}: choose by name)" if candidates else ""
+        raise ConfigError(f"{what} {method} model with backbone={backbone!r}, dim={dim!r}{variations}{names}; released (backbone, dim): {pairs}")
     return candidates[0]
 
 
@@ -110,3 +112,32 @@ def hub_published(
         model, _ = load_published(spec.name, weights)
     model.eval_preprocessing = spec.eval_preprocessing(protocol)
     return model.eval()
+
+
+def hub_anyloc(
+    domain: str | None, backbone: str = "DINOv2", vit_model: str = "ViT-G/14", vit_layer: int = 31,
+    vit_facet: str = "Value", num_c: int = 32, device: Any = "cpu", weights: str | Path | None = None,
+    pretrained: bool = True, protocol: str | None = None,
+) -> VPRModel:
+    """torch.hub ``get_vlad_model``, called as AnyLoc's own entry (``AnyLoc/DINO``) is: the released
+    AnyLoc-VLAD-DINOv2 of ``domain`` ("urban", "indoor", "aerial", "structured", "unstructured",
+    "global") in eval mode on ``device``. The other arguments must name the released combination
+    (DINOv2, ViT-G/14, layer 31, value facet, 32 clusters), compared as AnyLoc does (lower case,
+    "/" and "-" ignored). ``weights``: a local copy of the vocabulary file (the DINOv2 file is looked
+    for next to it, then in the torch hub cache); ``pretrained=False``: random weights, nothing downloaded."""
+    wanted = (str(backbone).lower(), str(vit_model).replace("/", "").replace("-", "").lower(), int(vit_layer),
+              str(vit_facet).lower(), int(num_c))
+    if wanted != ("dinov2", "vitg14", 31, "value", 32):
+        raise ConfigError(f"AnyLoc backbone={backbone!r}, vit_model={vit_model!r}, vit_layer={vit_layer!r}, "
+                          f"vit_facet={vit_facet!r}, num_c={num_c!r}: the released vocabularies are for backbone='DINOv2', "
+                          "vit_model='ViT-G/14', vit_layer=31, vit_facet='value', num_c=32 only")
+    if domain is None or str(domain).lower() not in ANYLOC_DOMAINS:
+        raise ConfigError(f"AnyLoc domain={domain!r}; the released vocabularies are {list(ANYLOC_DOMAINS)} (domain=None, a "
+                          "model without vocabulary that you cluster yourself, is not offered)")
+    spec = PUBLISHED_MODELS[f"anyloc_{str(domain).lower()}_dinov2g_49152"]
+    if not pretrained and weights is None:
+        model = spec.build_model()
+    else:
+        model, _ = load_published(spec.name, weights)
+    model.eval_preprocessing = spec.eval_preprocessing(protocol)
+    return model.eval().to(device)

@@ -17,7 +17,7 @@ import torch
 
 from vprlab.data.transforms import EvalPreprocessing
 from vprlab.models.vpr_model import VPRModel
-from vprlab.pretrained.download import release_file
+from vprlab.pretrained.download import extra_files, release_file
 from vprlab.pretrained.families.boq import infer_architecture, published_architecture
 from vprlab.pretrained.keymaps import describe_differences, load_strict
 from vprlab.pretrained.layouts import WRAPPER_PREFIXES, load_release_state_dict, to_release_layout
@@ -52,12 +52,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _file_container(spec: PublishedModel, path: Path) -> str:
-    """The container of ``path``: the release's, except that a ``.safetensors`` file is read as one and
-    a torch file given for a safetensors release (MegaLoc's legacy ``megaloc.torch``) as a torch file."""
-    if spec.container == "matlab":
-        return "matlab"
-    return "safetensors" if path.suffix == ".safetensors" else "torch"
+def _read_file(read: str | None, path: Path, allow_unsafe_pickle: bool) -> dict[str, torch.Tensor]:
+    """One file's tensors: by the family's ``read`` function when it has one (NetVLAD's MATLAB file,
+    AP-GeM's dirtorch pickle, AnyLoc's vocabulary) and the file is not a ``.safetensors`` one (e.g. an
+    export), else as a state dict (safetensors by suffix, else torch); a ``module.``-like prefix shared
+    by every key dropped."""
+    if read is not None and path.suffix != ".safetensors":
+        raw = resolve_callable(read)(path)
+    else:
+        raw = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    for prefix in WRAPPER_PREFIXES:
+        if raw and all(k.startswith(prefix) for k in raw):
+            raw = {k[len(prefix):]: v for k, v in raw.items()}
+    return raw
 
 
 def read_published_state(
@@ -66,19 +73,15 @@ def read_published_state(
     """The weights of ``path`` (a file of the published model ``name``) under the model's own state-dict
     keys: read from its container (tensors only; GPU-saved tensors land on the CPU), a ``module.``
     prefix shared by every key dropped, the family's explicit key mapping applied, float16/bfloat16
-    values cast to float32."""
+    values cast to float32. A model of several files (AnyLoc) also reads its ``extra_files``: from the
+    folder of ``path`` when there, else the torch hub cache, else downloaded once (:func:`extra_files`)."""
     spec = published_model(name)
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"weights file {str(path)!r} does not exist; pass the path of {spec.name}'s file {spec.download_name}")
-    container = _file_container(spec, path)
-    if spec.read is not None and container != "safetensors":  # the family's own reader (NetVLAD's MATLAB file, AP-GeM's dirtorch pickle)
-        raw = resolve_callable(spec.read)(path)
-    else:
-        raw = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)  # safetensors by suffix, else torch
-    for prefix in WRAPPER_PREFIXES:
-        if raw and all(k.startswith(prefix) for k in raw):
-            raw = {k[len(prefix):]: v for k, v in raw.items()}
+    raw = _read_file(spec.read, path, allow_unsafe_pickle)
+    for file, extra_path in zip(spec.extra_files, extra_files(spec.name, beside=path.parent)):  # AnyLoc: + DINOv2
+        raw.update((file.prefix + k, v) for k, v in _read_file(file.read, extra_path, allow_unsafe_pickle).items())
     if spec.convert is not None:
         try:
             raw = resolve_callable(spec.convert)(raw, spec)
@@ -97,6 +100,7 @@ def _load_named(
     backbone evaluating at ``size``; the others carry their method's preprocessing
     (``model.eval_preprocessing``, resized to ``size``)."""
     path = Path(weights).expanduser() if weights is not None else release_file(spec.name)
+    extra_files(spec.name, beside=path.parent)  # every file on disk (or its download error) before building a big model
     if spec.architecture is not None:
         architecture = spec.architecture if size is None else replace(spec.architecture, eval_image_size=size)
         model = architecture.build(model_class)

@@ -29,12 +29,17 @@ from vprlab.utils.errors import ConfigError
 #   read(path) -> dict[str, Tensor]                     a file that is not a plain state dict: needed for
 #                                                       container "matlab" (NetVLAD); also a torch file
 #                                                       with more than tensors (AP-GeM's dirtorch pickle)
+#                                                       or one tensor (AnyLoc's vocabulary); not used for
+#                                                       a .safetensors file
 #   configs(entry) -> (backbone cfg, aggregator cfg)    optional: ``_target_`` dicts building the same
 #                                                       model from zoo components, for fine-tuning
 #   export(state, entry) -> dict                        optional: our state dict -> the release's keys
 #                                                       (the inverse of convert), to write fine-tuned
 #                                                       weights in the released layout
 # ``entry.options`` carries the family's sizes (e.g. {"backbone": "resnet50", "fc_dim": 2048}).
+# A model whose weights come in more than one file (AnyLoc: its vocabulary + Meta's DINOv2 weights)
+# lists the others as ``extra_files`` (:class:`ReleaseFile`); their tensors reach ``convert`` with
+# the file's ``prefix`` in front of each key, next to those of the main file.
 
 CONTAINERS = ("torch", "safetensors", "matlab")
 
@@ -48,6 +53,27 @@ def resolve_callable(path: str) -> Callable[..., Any]:
         return getattr(import_module(module), attribute)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"cannot import {path!r} ({type(err).__name__}: {err}); this vprlab lacks that model family") from err
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """A further file a published model needs besides its main one (``PublishedModel.file_name``)."""
+
+    file_name: str  # the name in the local cache (and what the URL serves)
+    url: str | None  # direct download URL; None: ``manual_download`` says where to get it
+    what: str  # what it holds, for messages: "DINOv2 ViT-G/14 weights (Meta)"
+    prefix: str  # put in front of each of its keys before ``convert`` sees them: "dinov2."
+    cache_dir: str = "checkpoints"  # sub-folder of the torch hub dir holding the file
+    read: str | None = None  # "module:function", read(path) -> raw dict; None: a state dict (torch/safetensors)
+    manual_download: str | None = None
+
+    @property
+    def download_name(self) -> str:
+        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if self.url else self.file_name
+
+    def local_path(self) -> Path:
+        """``<torch hub dir>/<cache_dir>/<file_name>``."""
+        return Path(torch.hub.get_dir()) / self.cache_dir / self.file_name
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class PublishedModel:
     protocols: Mapping[str, EvalPreprocessing] = field(default_factory=dict, hash=False, compare=False)  # other named eval protocols
     aliases: tuple[str, ...] = ()
     paper_model: str = ""  # the model column of the paper's results that this file reproduces (BoQ's)
+    extra_files: tuple[ReleaseFile, ...] = ()  # further files the model needs (AnyLoc: the DINOv2 weights)
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:
@@ -99,6 +126,12 @@ class PublishedModel:
     def local_path(self) -> Path:
         """Where the file lives once downloaded: ``<torch hub dir>/<cache_dir>/<file_name>``."""
         return Path(torch.hub.get_dir()) / self.cache_dir / self.file_name
+
+    def files(self) -> tuple[ReleaseFile, ...]:
+        """Every file the model needs: the main one (as a :class:`ReleaseFile`, prefix "") and ``extra_files``."""
+        main = ReleaseFile(self.file_name, self.url, f"{self.method} release file", "", self.cache_dir,
+                           self.read, self.manual_download)
+        return (main, *self.extra_files)
 
     def eval_preprocessing(self, protocol: str | None = None) -> EvalPreprocessing:
         """The method's own preprocessing, or that of another named protocol (e.g. "vpr-methods-evaluation")."""

@@ -5,7 +5,9 @@ Each local feature is softly assigned to K clusters; the descriptor holds, per c
 assignment-weighted sum of residuals (feature - centroid), intra-normalised per cluster, flattened
 and L2-normalised: K * C dimensions, optionally reduced by PCA + whitening.
 
-Parameter names (``centroids``, ``conv``) are those of the PyTorch port.
+Parameter names (``centroids``, ``conv``) are those of the PyTorch port. ``assignment="hard"``
+gives the plain VLAD of AnyLoc (Keetha et al., RA-L 2023): each feature goes to the centroid of
+highest cosine similarity, no assignment layer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _ASSIGNMENT_RATIO = 0.01
 # How the K x C residual matrix is flattened: k * C + c (PyTorch port) or c * K + k (MATLAB release).
 FLATTEN_ORDERS = ("cluster_major", "channel_major")
+ASSIGNMENTS = ("soft", "hard")
 
 
 class NetVLAD(Aggregator):
@@ -59,6 +62,11 @@ class NetVLAD(Aggregator):
     - ``flatten_order``: the order of the K x C values in the descriptor. ``"cluster_major"`` (the
       PyTorch port's): index k * C + c; ``"channel_major"`` (the MATLAB release's, whose whitening
       expects it): index c * K + k.
+    - ``assignment``: ``"soft"`` (NetVLAD: softmax of the ``conv`` logits) or ``"hard"`` (AnyLoc's
+      VLAD: each local feature counts for the centroid whose direction ``c_k / |c_k|`` has the
+      largest dot product with it, i.e. the highest cosine similarity; the residual is still taken to
+      the centroid itself). Hard assignment has no ``conv`` layer (the state dict holds only
+      ``centroids`` and ``initialised``); argmax passes no gradient to the assignment.
     """
 
     spec = AggregatorSpec(
@@ -82,6 +90,7 @@ class NetVLAD(Aggregator):
         kmeans_iters: int = 100,
         seed: int = 0,
         flatten_order: str = "cluster_major",
+        assignment: str = "soft",
     ) -> None:
         super().__init__()
         check_positive_int(
@@ -98,6 +107,11 @@ class NetVLAD(Aggregator):
         if flatten_order not in FLATTEN_ORDERS:
             raise ValueError(f"NetVLAD flatten_order={flatten_order!r} is not one of {list(FLATTEN_ORDERS)}")
         self.flatten_order = flatten_order
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"NetVLAD assignment={assignment!r} is not one of {list(ASSIGNMENTS)}")
+        if assignment == "hard" and vladv2:
+            raise ValueError("NetVLAD assignment='hard' has no assignment layer, so vladv2=true means nothing; set vladv2=false")
+        self.assignment = assignment
         self.in_channels = in_channels
         self.num_clusters = num_clusters
         self.normalize_input = normalize_input
@@ -109,7 +123,7 @@ class NetVLAD(Aggregator):
         self.seed = seed
 
         self.centroids = nn.Parameter(torch.rand(num_clusters, in_channels))
-        self.conv = nn.Conv2d(in_channels, num_clusters, kernel_size=1, bias=vladv2)
+        self.conv = nn.Conv2d(in_channels, num_clusters, kernel_size=1, bias=vladv2) if assignment == "soft" else None
         self.pca = nn.Linear(num_clusters * in_channels, pca_dim) if pca_dim else None
         # Saved with the weights, so an evaluated or resumed model knows it was initialised from data.
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
@@ -120,7 +134,11 @@ class NetVLAD(Aggregator):
 
     def soft_assignment(self, x: torch.Tensor) -> torch.Tensor:
         """Local features [B, C, H, W] (already normalised if ``normalize_input``) -> weights [B, K, H*W]
-        that sum to one over the clusters."""
+        that sum to one over the clusters (hard assignment: one-hot)."""
+        if self.conv is None:
+            directions = F.normalize(self.centroids.float(), p=2.0, dim=1)  # [K, C]
+            similarity = torch.einsum("kc,bcn->bkn", directions, x.flatten(2))
+            return F.one_hot(similarity.argmax(dim=1), self.num_clusters).transpose(1, 2).to(x.dtype)
         logits = F.conv2d(x, self.conv.weight.float(), None if self.conv.bias is None else self.conv.bias.float())
         return torch.softmax(logits.flatten(2), dim=1)
 
@@ -207,6 +225,8 @@ class NetVLAD(Aggregator):
             weight, bias = alpha * directions, None
         device = self.centroids.device
         self.centroids.copy_(centroids.to(device, self.centroids.dtype))
+        if self.conv is None:  # hard assignment: the centroids are all there is
+            return alpha
         self.conv.weight.copy_(weight[:, :, None, None].to(device, self.conv.weight.dtype))
         if bias is not None:
             self.conv.bias.copy_(bias.to(device, self.conv.bias.dtype))

@@ -37,6 +37,9 @@ PATCH_SIZE = 14
 POS_EMBED_IMAGE_SIZE = 518
 # The DINOv2 release adds this to the target grid before turning it into a scale factor.
 _INTERPOLATE_OFFSET = 0.1
+# What ``facet_layer`` reads from a block: the query / key / value thirds of its attention's qkv
+# projection (of the block's norm1 output), or "token", the block's output.
+FACETS = ("query", "key", "value", "token")
 
 
 def _release_file(model_name: str) -> str:
@@ -190,6 +193,16 @@ class DinoV2Backbone(Backbone):
     feed-forward branch of every block; the adapters always train (CricaVPR trains only them), start as
     a zero update, are added after ``weights_path`` is read (a DINOv2 file has none) and need models
     without register tokens.
+    ``facet_layer`` (0-based index into ``blocks``, AnyLoc: 31 of ViT-G's 40) returns an intermediate
+    facet instead of the last block's tokens: ``facet`` "query" / "key" / "value" is that third of
+    the block's ``attn.qkv`` output (the linear projection of ``norm1(tokens)``, before the heads are
+    split; what a forward hook on ``blocks[i].attn.qkv`` sees), "token" the block's output. Only the
+    patch tokens are returned, as a feature map [B, C, H/14, W/14]; the later blocks and the final
+    norm are never run (their weights stay in the model so a full DINOv2 file loads strictly). No
+    class token with a facet; the whole network is frozen (``num_trainable_blocks`` must be 0).
+
+    ``timm_overrides`` (e.g. ``{"depth": 3, "embed_dim": 64, "num_heads": 4}``) are passed to
+    ``timm.create_model``: a smaller network with the same code path, for tests.
     """
 
     can_return_cls_token = True
@@ -217,6 +230,9 @@ class DinoV2Backbone(Backbone):
         grad_checkpointing: bool = False,
         keep_final_norm: bool = True,
         conv_adapters: bool = False,
+        facet_layer: int | None = None,
+        facet: str = "value",
+        timm_overrides: dict | None = None,
     ) -> None:
         super().__init__()
         if apply_final_norm and not keep_final_norm:
@@ -233,7 +249,7 @@ class DinoV2Backbone(Backbone):
                 except ValueError as err:
                     raise ValueError(f"backbone.{name}: {err}") from None
         download = pretrained and weights_path is None  # a local file wins over downloading
-        kwargs = dict(img_size=POS_EMBED_IMAGE_SIZE, num_classes=0)
+        kwargs = dict(img_size=POS_EMBED_IMAGE_SIZE, num_classes=0, **dict(timm_overrides or {}))
         if download:  # fails within seconds offline (no hub retries), naming backbone.weights_path=
             dino = create_timm_pretrained(timm.create_model, model_name, _release_file(model_name), **kwargs)
         else:
@@ -281,6 +297,15 @@ class DinoV2Backbone(Backbone):
         self.apply_final_norm = bool(apply_final_norm)
         self.grad_checkpointing = bool(grad_checkpointing)
         self.out_channels: int = dino.embed_dim
+        if facet not in FACETS:
+            raise ValueError(f"DINOv2 facet={facet!r}; choose one of {list(FACETS)}")
+        if facet_layer is not None:
+            if not 0 <= int(facet_layer) < len(dino.blocks):
+                raise ValueError(f"facet_layer={facet_layer} is out of range for {model_name} ({len(dino.blocks)} blocks: 0..{len(dino.blocks) - 1})")
+            if num_trainable_blocks or return_cls_token:
+                raise ValueError("facet_layer reads a frozen intermediate facet: set num_trainable_blocks=0 and return_cls_token=false")
+        self.facet_layer = None if facet_layer is None else int(facet_layer)
+        self.facet = facet
         self.patch_size: int = PATCH_SIZE
         self.stride: int = PATCH_SIZE
         self.mean = IMAGENET_MEAN
@@ -331,11 +356,33 @@ class DinoV2Backbone(Backbone):
         return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.facet_layer is not None:
+            return self.forward_facet(x)
         return self.forward_from_frozen(self._forward_frozen(x))
+
+    def forward_facet(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``facet`` of block ``facet_layer`` for the patch tokens: [B, C, H/14, W/14]."""
+        _, _, height, width = x.shape
+        tokens = self.embed(x)
+        blocks = list(self.dino.blocks)
+        for block in blocks[: self.facet_layer]:
+            tokens = block(tokens)
+        block = blocks[self.facet_layer]
+        if self.facet == "token":
+            out = block(tokens)
+        else:
+            qkv = block.attn.qkv(block.norm1(tokens))  # [B, N, 3C]: query, key, value (heads inside each)
+            third = FACETS.index(self.facet)
+            out = qkv[..., third * self.out_channels : (third + 1) * self.out_channels]
+        patches = out[:, 1 + self.num_register_tokens :]
+        return patches.transpose(1, 2).reshape(x.shape[0], self.out_channels, height // self.patch_size, width // self.patch_size)
 
     def forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
         """(tokens after the frozen blocks, patch rows, patch columns), computed without autograd; None when
-        part of it was unfrozen by hand (then only the whole forward is right). See :meth:`forward_from_frozen`."""
+        part of it was unfrozen by hand (then only the whole forward is right) or with a ``facet_layer``.
+        See :meth:`forward_from_frozen`."""
+        if self.facet_layer is not None:
+            return None
         return self._forward_frozen(x) if self._frozen_part_is_frozen() else None
 
     def _frozen_part_is_frozen(self) -> bool:
