@@ -120,6 +120,23 @@ def resize_to_patch_multiple(x: torch.Tensor, patch_size: int = PATCH_SIZE) -> t
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+class ParallelAdapter(nn.Module):
+    """A low-rank residual adapter on the side stream of :class:`DinoV2Backbone` (EDTformer's "LoPA",
+    Jin et al., TCSVT 2025): ``y + scale * up(GELU(down(y)))`` with a ``hidden_dim``-wide bottleneck.
+    ``up`` starts at zero, as EDTformer initialises it."""
+
+    def __init__(self, dim: int, hidden_dim: int, scale: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, hidden_dim)
+        self.up = nn.Linear(hidden_dim, dim)
+        self.scale = float(scale)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.up(F.gelu(self.down(x)))
+
+
 def release_to_timm_keys(state: dict[str, torch.Tensor], no_embed_class: bool) -> dict[str, torch.Tensor]:
     """A state dict of the DINOv2 release with timm's names: ``register_tokens`` -> ``reg_token`` (the
     class-token position folded into ``cls_token``, as timm's register models hold it) and ViT-G's
@@ -180,6 +197,12 @@ class DinoV2Backbone(Backbone):
     ``keep_mask_token=False`` leaves the unused ``mask_token`` out of the model (and its state dict),
     for releases whose files lack it (MegaLoc's ``model.safetensors``); a ``weights_path`` file that
     holds one is then read without it.
+
+    ``adapter_dim=N`` (EDTformer's setting: 4) adds one :class:`ParallelAdapter` per block on a side
+    stream that starts as the embedded tokens: after block i, ``side = adapters[i](side + tokens_i)``,
+    and the side stream (not the blocks' output) goes on to the final norm and the output. The adapters
+    always train (EDTformer trains only them in the backbone); ``adapter_scale`` is their residual
+    weight (0.5). The frozen/trainable split of :meth:`forward_frozen` does not apply then (None).
     """
 
     can_return_cls_token = True
@@ -205,6 +228,8 @@ class DinoV2Backbone(Backbone):
         round_to_patch_multiple: bool = False,
         keep_mask_token: bool = True,
         grad_checkpointing: bool = False,
+        adapter_dim: int | None = None,
+        adapter_scale: float = 0.5,
     ) -> None:
         super().__init__()
         if model_name not in DINOV2_MODELS:
@@ -267,6 +292,11 @@ class DinoV2Backbone(Backbone):
             block.requires_grad_(True)
         if self.apply_final_norm and num_trainable_blocks > 0:
             self.dino.norm.requires_grad_(True)
+        self.adapters: nn.ModuleList | None = None
+        if adapter_dim is not None:
+            if isinstance(adapter_dim, bool) or not isinstance(adapter_dim, int) or adapter_dim < 1:
+                raise ValueError(f"adapter_dim must be a positive integer or null, got {adapter_dim!r}")
+            self.adapters = nn.ModuleList(ParallelAdapter(dino.embed_dim, adapter_dim, adapter_scale) for _ in range(depth))
 
     @property
     def trainable_blocks(self) -> list[nn.Module]:
@@ -298,12 +328,39 @@ class DinoV2Backbone(Backbone):
         return torch.cat((cls.to(tokens.dtype), registers.to(tokens.dtype), tokens), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.adapters is not None:
+            return self._forward_adapted(x)
         return self.forward_from_frozen(self._forward_frozen(x))
 
     def forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
         """(tokens after the frozen blocks, patch rows, patch columns), computed without autograd; None when
-        part of it was unfrozen by hand (then only the whole forward is right). See :meth:`forward_from_frozen`."""
-        return self._forward_frozen(x) if self._frozen_part_is_frozen() else None
+        part of it was unfrozen by hand, or with adapters (then only the whole forward is right). See
+        :meth:`forward_from_frozen`."""
+        return self._forward_frozen(x) if self.adapters is None and self._frozen_part_is_frozen() else None
+
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor, frozen: bool) -> torch.Tensor:
+        if frozen:
+            with torch.no_grad():
+                return block(tokens)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+        return block(tokens)
+
+    def _forward_adapted(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass with parallel adapters: the blocks on the main stream (frozen ones without
+        autograd), each adapter on ``side + block output``; the side stream is the output."""
+        if self.round_to_patch_multiple:
+            x = resize_to_patch_multiple(x, self.patch_size)
+        _, _, height, width = x.shape
+        frozen = self._frozen_part_is_frozen()
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            tokens = self.embed(x)
+        side = tokens
+        num_frozen = len(self.frozen_blocks)
+        for index, (block, adapter) in enumerate(zip(self.dino.blocks, self.adapters)):
+            tokens = self._run_block(block, tokens, frozen and index < num_frozen)
+            side = adapter(side + tokens)
+        return self._outputs(side, height // self.patch_size, width // self.patch_size)
 
     def _frozen_part_is_frozen(self) -> bool:
         embeddings = [self.dino.cls_token, self.dino.pos_embed]
@@ -326,14 +383,14 @@ class DinoV2Backbone(Backbone):
     def forward_from_frozen(self, frozen: tuple[torch.Tensor, int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The trainable blocks (+ final norm) on :meth:`forward_frozen`'s tokens -> the feature map (and class token)."""
         tokens, grid_h, grid_w = frozen
-        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
+        # With grad_checkpointing, non-reentrant checkpoints: they work with frozen inputs, autocast and
+        # keyword-free blocks; the random state is replayed in the recomputation (stochastic depth, dropout).
         for block in self.trainable_blocks:
-            if checkpointing:
-                # Non-reentrant: works with frozen inputs, autocast and keyword-free blocks; the random
-                # state is replayed in the recomputation (stochastic depth, dropout).
-                tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
-            else:
-                tokens = block(tokens)
+            tokens = self._run_block(block, tokens, frozen=False)
+        return self._outputs(tokens, grid_h, grid_w)
+
+    def _outputs(self, tokens: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Final norm (if applied), then the patch tokens as a map [B, C, grid_h, grid_w] (and the class token)."""
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]
