@@ -55,12 +55,12 @@ def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_outpu
     """A published model by method, backbone and descriptor size, e.g.
     ``get_trained_model("cosplace", "ResNet50", 2048)``, ``("eigenplaces", "ResNet101", 512)``,
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
-    ``("netvlad", "vgg16", 32768)``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
+    ``("netvlad", "vgg16", 32768)``, ``("qaa", dim=8192)``, ``("edtformer")``. ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``:
     another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``)."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
-    if str(method).lower() in ("salad", "megaloc"):
+    if str(method).lower() in ("salad", "megaloc", "qaa", "edtformer"):
         backbone = None if backbone == "ResNet50" else backbone
     return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol)
 
@@ -98,3 +98,14 @@ def megaloc(weights=None, pretrained=True):
 def netvlad(descriptors_dimension=4096, weights=None, pretrained=True):
     """NetVLAD VGG16 Pitts30k from the MATLAB file: 4096 (whitened) or 32768-d."""
     return get_trained_model("netvlad", "vgg16", descriptors_dimension, weights=weights, pretrained=pretrained)
+
+
+def qaa(descriptors_dimension=8192, weights=None, pretrained=True):
+    """QAA DINOv2 ViT-B/14 (1024, 2048, 4096 or 8192-d), as VPR-methods-evaluation's
+    ``get_qaa(descriptors_dimension)`` loads it from Hugging Face ``xjh19972/QAA-<dim>``."""
+    return get_trained_model("qaa", None, descriptors_dimension, weights=weights, pretrained=pretrained)
+
+
+def EDTformer(weights=None, pretrained=True):  # noqa: N802 - the name of the original hub entry
+    """EDTformer DINOv2 ViT-B/14, 4096-d, called as ``torch.hub.load("Tong-Jin01/EDTformer", "EDTformer")``."""
+    return get_trained_model("edtformer", None, 4096, weights=weights, pretrained=pretrained)

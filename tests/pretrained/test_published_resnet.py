@@ -315,6 +315,7 @@ def test_registry_covers_every_released_pair() -> None:
     others = {"mixvpr_resnet50_4096", "mixvpr_resnet50_512", "mixvpr_resnet50_128", "convap_resnet50_512", "convap_resnet50_2048",
               "convap_resnet50_4096", "convap_resnet50_8192", "salad_dinov2_8448", "megaloc_dinov2_8448", "megaloc_dinov2_8448_legacy",
               "netvlad_vgg16_pitts30k", "netvlad_vgg16_pitts30k_32768", "boq_resnet50_16384", "boq_dinov2_12288"}
+    others |= {f"qaa_dinov2_{d}" for d in (1024, 2048, 4096, 8192)} | {"edtformer_dinov2_4096"}
     assert names == cosplace | eigen | others
     assert len(cosplace) == 30
     assert "may not exist" in published_model("eigenplaces_resnet101_1024").note

@@ -7,4 +7,4 @@ release's keys mapped to ours with :func:`vprlab.pretrained.keymaps.map_keys`), 
 mapping) or a reader for another container. Backbone configs and key rules shared by several
 families live in :mod:`._common`."""
 
-FAMILIES = ("boq", "cosplace", "eigenplaces", "mixvpr", "convap", "salad", "megaloc", "netvlad")
+FAMILIES = ("boq", "cosplace", "eigenplaces", "mixvpr", "convap", "salad", "megaloc", "netvlad", "qaa", "edtformer")
