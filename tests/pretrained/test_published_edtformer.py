@@ -122,3 +122,24 @@ def test_hub_entry_as_vpr_methods_evaluation_calls_it() -> None:
     model = torch.hub.load(str(REPO), "EDTformer", source="local", pretrained=False)
     assert model.descriptor_dim == 4096 and not model.training
     assert model.eval_preprocessing.describe() == "322x322 tensor after normalisation bilinear"
+
+
+@pytest.mark.parametrize("name", [NAME, "qaa_dinov2_2048"])
+def test_fine_tuning_configs_build_the_published_architecture(name, tmp_path) -> None:
+    """train.py pretrained=<name>: the zoo configs pass the config checks and build the released
+    architecture; EDTformer trains its adapters (not the blocks) and its aggregator, as its train.py does."""
+    from conftest import compose_config
+
+    from vprlab.config.checks import validate_aggregator_needs, validate_model_sizes
+    from vprlab.models.vpr_model import build_model
+    from vprlab.pretrained.finetune import apply_published_architecture
+
+    cfg = apply_published_architecture(compose_config("train", [f"pretrained={name}", f"paths.output_dir={tmp_path}"]))
+    validate_aggregator_needs(cfg)
+    validate_model_sizes(cfg)
+    with torch.device("meta"):
+        ours = build_model(cfg.backbone, cfg.aggregator)
+        release = published_model(name).build_model()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in release.state_dict().items()]
+    trained = {k.split(".")[1] for k, p in ours.named_parameters() if p.requires_grad and k.startswith("backbone.")}
+    assert trained == ({"adapters"} if name == NAME else {"dino"})

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from release_reference import _attention, _layer_norm, forbid_network
 from safetensors.torch import save_file
