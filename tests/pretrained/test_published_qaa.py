@@ -133,10 +133,11 @@ def test_wrong_file_is_refused_naming_the_keys() -> None:
 
 
 def test_preprocessing_is_the_originals() -> None:
-    """QAA_demo.py: 322x322 bilinear antialiased resize of the image tensor, then ImageNet
-    normalisation; VPR-methods-evaluation: native size, sides rounded to multiples of 14 after normalisation."""
+    """QAA's evaluation code (GenericDataloader test_transform): 322x322 bilinear resize of the PIL image,
+    then ImageNet normalisation; VPR-methods-evaluation: native size, sides rounded to multiples of 14
+    after normalisation."""
     spec = published_model("qaa_dinov2_4096")
-    assert spec.preprocessing.describe() == "322x322 tensor bilinear antialiased"
+    assert spec.preprocessing.describe() == "322x322 PIL bilinear"
     assert spec.eval_preprocessing("vpr-methods-evaluation").describe() == "native size, sides rounded to multiples of 14"
     assert spec.container == "safetensors" and spec.file_name == "model.safetensors"
     assert {published_model(f"qaa_dinov2_{d}").local_path().parent.name for d in DIMS} == {f"qaa-{d}" for d in DIMS}
@@ -158,6 +159,6 @@ def test_hub_entry_as_vpr_methods_evaluation_calls_it(tmp_path) -> None:
 
     random_model = torch.hub.load(str(REPO), "qaa", source="local", descriptors_dimension=1024, pretrained=False)
     assert random_model.descriptor_dim == 1024 and not random_model.training
-    assert random_model.eval_preprocessing.describe() == "322x322 tensor bilinear antialiased"
+    assert random_model.eval_preprocessing.describe() == "322x322 PIL bilinear"
     with pytest.raises(ValueError, match=r"no QAA model with .*dim=512.*\(.DINOv2 ViT-B/14., 1024\)"):
         torch.hub.load(str(REPO), "qaa", source="local", descriptors_dimension=512, pretrained=False)

@@ -83,9 +83,10 @@ def export_qaa(state: Mapping[str, torch.Tensor], entry: Any) -> dict[str, torch
     return dict(sorted(map_keys(state, prefix_rules(QAA_PREFIXES, inverse=True), export_what(entry)).items()))
 
 
-# QAA_demo.py (arplaboratory/QAA): torchvision v2 ToImage, Resize([322, 322], bilinear, antialias) on the
-# image tensor, ToDtype(float32, scale), ImageNet Normalize.
-QAA_PREPROCESSING = EvalPreprocessing((322, 322), "bilinear", antialias=True, stage="tensor")
+# The evaluation code of arplaboratory/QAA (dataloaders/GenericDataloader.py test_transform, test_image_size
+# [322, 322] in every config; GenericDataset opens PIL images): T.Resize([322, 322], bilinear) on the PIL
+# image, ToTensor, ImageNet Normalize. (QAA_demo.py resizes the uint8 image tensor instead, antialiased.)
+QAA_PREPROCESSING = EvalPreprocessing((322, 322), "bilinear", stage="pil")
 
 register(*(
     PublishedModel(
@@ -95,7 +96,8 @@ register(*(
         preprocessing=QAA_PREPROCESSING, build=f"{_HERE}:build_qaa", convert=f"{_HERE}:convert_qaa",
         configs=f"{_HERE}:configs_qaa", export=f"{_HERE}:export_qaa", cache_dir=f"qaa-{dim}",
         repo="arplaboratory/QAA", protocols={"vpr-methods-evaluation": VME_DINO},
-        note=f"Hugging Face xjh19972/QAA-{dim} (its config.json is not read: the architecture is VPR-methods-evaluation's)",
+        note=(f"Hugging Face xjh19972/QAA-{dim}; its config.json is not read: heads, out_norm and Sinkhorn (not visible "
+              "in the weights) are VPR-methods-evaluation's defaults"),
     )
     for dim in DIMS
 ))
