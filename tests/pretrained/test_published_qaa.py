@@ -6,6 +6,7 @@ from VPR-methods-evaluation's vpr_models/qaa.py with plain torch ops on the raw 
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,18 @@ def read_release_layout(name: str) -> dict[str, tuple[int, ...]]:
             key, shape = line.split("\t")
             layout[key] = tuple(ast.literal_eval(shape))
     return layout
+
+
+def hub_config(dim: int, **agg: object) -> dict:
+    """A config.json as PyTorchModelHubMixin writes it for QAA(model_config_dict), with the settings of
+    QAA's training configs (keys VPR-methods-evaluation does not read included)."""
+    return {"model_config_dict": {
+        "backbone_arch": "dinov2_vitb14",
+        "backbone_config": {"num_trainable_blocks": 2, "return_token": True, "norm_layer": True, "domain_prompt": "none"},
+        "agg_arch": "QAA",
+        "agg_config": {"num_channels": 768, "num_clusters": dim // 128, "cluster_dim": 128, "token_dim": 0,
+                       "num_queries": 256, "dropout": 0.3, **agg},
+    }}
 
 
 def release_state(name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -95,6 +108,7 @@ def test_safetensors_release_loads_strictly_and_matches_the_original(dim: int, t
     raw = release_state(name, seed=dim)
     path = tmp_path / "model.safetensors"
     save_file(raw, str(path))
+    (tmp_path / "config.json").write_text(json.dumps(hub_config(dim)))  # as in the Hugging Face repository
     assert sorted(read_state_dict(path)) == sorted(read_release_layout(name))
     model, transform = vprlab.load_pretrained(name, weights=path)
     assert not model.training and model.descriptor_dim == dim
@@ -112,6 +126,32 @@ def test_safetensors_release_loads_strictly_and_matches_the_original(dim: int, t
     with torch.no_grad():
         assert (ref_qaa(x, moved) - out).abs().max() > 1e-3
     assert transform(Image.new("RGB", (90, 70))).shape == (3, 322, 322)
+    # a config.json that describes another architecture stops the load
+    (tmp_path / "config.json").write_text(json.dumps(hub_config(dim, score_nheads=8)))
+    with pytest.raises(ValueError, match=r"agg_config\.score_nheads=8 \(vprlab builds 16\)"):
+        vprlab.load_pretrained(name, weights=path)
+
+
+def test_config_json_next_to_the_weights_is_checked(tmp_path) -> None:
+    """The settings the weights cannot show are compared with config.json when it is there, with
+    VPR-methods-evaluation's defaults for the keys it leaves out (norm_layer: False)."""
+    spec = published_model("qaa_dinov2_2048")
+    weights = tmp_path / "model.safetensors"
+    qaa_family.check_qaa_config(weights, spec)  # no config.json (a download by URL): nothing to check
+    (tmp_path / "config.json").write_text(json.dumps(hub_config(2048)))
+    qaa_family.check_qaa_config(weights, spec)
+    other = hub_config(2048, feature_nheads=4, score_norm="sinkhorn")
+    del other["model_config_dict"]["backbone_config"]["norm_layer"]
+    (tmp_path / "config.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"config\.json: the released QAA-2048 configuration differs .*: backbone_config\.norm_layer=False "
+                       r"\(vprlab builds True\); agg_config\.feature_nheads=4 \(vprlab builds 16\); agg_config\.score_norm='sinkhorn'"):
+        qaa_family.check_qaa_config(weights, spec)
+    (tmp_path / "config.json").write_text(json.dumps(hub_config(1024)))  # the 1024-d repository's file
+    with pytest.raises(ValueError, match=r"agg_config\.num_clusters=8 \(vprlab builds 16\)"):
+        qaa_family.check_qaa_config(weights, spec)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable JSON config"):
+        qaa_family.check_qaa_config(weights, spec)
 
 
 def test_wrong_file_is_refused_naming_the_keys() -> None:

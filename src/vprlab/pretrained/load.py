@@ -66,7 +66,8 @@ def read_published_state(
     """The weights of ``path`` (a file of the published model ``name``) under the model's own state-dict
     keys: read from its container (tensors only; GPU-saved tensors land on the CPU), a ``module.``
     prefix shared by every key dropped, the family's explicit key mapping applied, float16/bfloat16
-    values cast to float32."""
+    values cast to float32. A family's ``check_sidecar`` first checks the files kept next to it (QAA:
+    the Hugging Face ``config.json``)."""
     spec = published_model(name)
     path = Path(path).expanduser()
     if not path.is_file():
@@ -79,6 +80,8 @@ def read_published_state(
     for prefix in WRAPPER_PREFIXES:
         if raw and all(k.startswith(prefix) for k in raw):
             raw = {k[len(prefix):]: v for k, v in raw.items()}
+    if spec.check_sidecar is not None:
+        resolve_callable(spec.check_sidecar)(path, spec)
     if spec.convert is not None:
         try:
             raw = resolve_callable(spec.convert)(raw, spec)

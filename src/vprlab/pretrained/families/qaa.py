@@ -11,11 +11,15 @@ names; the unused ``mask_token`` kept), ``aggregator.queries_feature.{queries,se
 
 The sizes below 8192 are built as ``dim / 128`` clusters of 128 (the 8192-d model's cluster width);
 the configs of those repositories could not be read here, so a file with another split is refused by
-the strict load, which names the misshapen keys."""
+the strict load, which names the misshapen keys. The settings the shapes cannot show (attention heads,
+``out_norm``, ``score_norm``) are VPR-methods-evaluation's defaults; a ``config.json`` next to the
+weights is checked against them (:func:`check_qaa_config`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +37,7 @@ from vprlab.pretrained.families._common import (
 )
 from vprlab.pretrained.keymaps import map_keys, prefix_rules
 from vprlab.pretrained.registry import PublishedModel, register
+from vprlab.utils.errors import ConfigError, DataError
 
 _HERE = f"{FAMILIES_MODULE}.qaa"
 DIMS = (1024, 2048, 4096, 8192)  # VPR-methods-evaluation's MODEL_REPOS
@@ -50,6 +55,55 @@ QAA_PREFIXES = (
     ("aggregator.score.norm2_out", "aggregator.score.out_norm"),
     ("aggregator", "aggregator"),
 )
+
+
+# What VPR-methods-evaluation's QAA builds from config.json's model_config_dict, with its defaults for the
+# keys a config leaves out ("backbone_config.norm_layer" defaults to False there): the values vprlab's build
+# equals, checked by check_qaa_config when config.json lies next to the weights.
+_VME_DEFAULTS: dict[str, Any] = {
+    "backbone_arch": None, "backbone_config.norm_layer": False,
+    "agg_config.num_channels": 768, "agg_config.num_clusters": 64, "agg_config.cluster_dim": 128,
+    "agg_config.token_dim": 0, "agg_config.num_queries": 256, "agg_config.feature_nheads": 16,
+    "agg_config.score_nheads": 16, "agg_config.self_attn_out_norm": True, "agg_config.out_norm": False,
+    "agg_config.score_norm": "none",
+}
+
+
+def _built(entry: Any) -> dict[str, Any]:
+    """The settings of :func:`build_qaa` in config.json's terms."""
+    return {
+        "backbone_arch": "dinov2_vitb14", "backbone_config.norm_layer": True,
+        **{k: v for k, v in _VME_DEFAULTS.items() if k.startswith("agg_config.")},
+        "agg_config.num_clusters": entry.descriptor_dim // CLUSTER_DIM,
+    }
+
+
+def check_qaa_config(path: Path, entry: Any) -> None:
+    """If the Hugging Face ``config.json`` lies next to the weights (a copy of the repository, or the hub
+    cache), refuse a release whose architecture, as VPR-methods-evaluation reads it from that file,
+    differs from what vprlab builds, naming each setting: the head counts, ``out_norm`` and
+    ``score_norm`` do not show in the weights' shapes. Without the file (a download by URL) nothing is checked."""
+    config_path = Path(path).with_name("config.json")
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text())
+        settings = config.get("model_config_dict", config)
+    except (OSError, ValueError, AttributeError) as err:
+        raise DataError(f"{config_path} (next to the QAA weights) is not a readable JSON config: {err}") from err
+    differences = []
+    for key, ours in _built(entry).items():
+        group, _, name = key.rpartition(".")
+        scope = settings.get(group, {}) if group else settings
+        value = scope.get(name, _VME_DEFAULTS[key]) if isinstance(scope, dict) else _VME_DEFAULTS[key]
+        if value != ours:
+            differences.append(f"{key}={value!r} (vprlab builds {ours!r})")
+    if differences:
+        raise ConfigError(
+            f"{config_path}: the released QAA-{entry.descriptor_dim} configuration differs from the architecture vprlab "
+            f"builds for {entry.name} (VPR-methods-evaluation's vpr_models/qaa.py): {'; '.join(differences)}. "
+            "Its descriptors would not be the original's, so it is not loaded; please report this file"
+        )
 
 
 def qaa_cfg(num_clusters: int) -> dict[str, Any]:
@@ -94,10 +148,11 @@ register(*(
         descriptor_dim=dim, file_name="model.safetensors",
         url=f"https://huggingface.co/xjh19972/QAA-{dim}/resolve/main/model.safetensors", container="safetensors",
         preprocessing=QAA_PREPROCESSING, build=f"{_HERE}:build_qaa", convert=f"{_HERE}:convert_qaa",
-        configs=f"{_HERE}:configs_qaa", export=f"{_HERE}:export_qaa", cache_dir=f"qaa-{dim}",
+        configs=f"{_HERE}:configs_qaa", export=f"{_HERE}:export_qaa", check_sidecar=f"{_HERE}:check_qaa_config",
+        cache_dir=f"qaa-{dim}",
         repo="arplaboratory/QAA", protocols={"vpr-methods-evaluation": VME_DINO},
-        note=(f"Hugging Face xjh19972/QAA-{dim}; its config.json is not read: heads, out_norm and Sinkhorn (not visible "
-              "in the weights) are VPR-methods-evaluation's defaults"),
+        note=(f"Hugging Face xjh19972/QAA-{dim}; heads, out_norm and score_norm (not visible in the weights) are checked "
+              "against its config.json only when that file lies next to the weights"),
     )
     for dim in DIMS
 ))
