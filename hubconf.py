@@ -57,14 +57,15 @@ def get_trained_model(method="cosplace", backbone="ResNet50", dim=None, fc_outpu
     ``("mixvpr", "resnet50", 4096)``, ``("convap", "resnet50", 8192)``, ``("salad")``, ``("megaloc")``,
     ``("clique-mining")``, ``("salad-indoor")``, ``("eigenplaces-indoor", "ResNet50", 2048)``,
     ``("netvlad", "vgg16", 32768)``, ``("dinomix")``, ``("apgem")``, ``("sfrs")``, ``("cricavpr")``,
-    ``("supervlad")``, ``("supervlad-crossimage")``. ``fc_output_dim`` is CosPlace's name for ``dim``.
-    ``protocol``: another evaluation protocol's preprocessing (e.g. ``"vpr-methods-evaluation"``);
-    ``variation``: Indoor-VPR's second file of a model (1), else 0."""
+    ``("supervlad")``, ``("supervlad-crossimage")``, ``("qaa", dim=8192)``, ``("edtformer")``.
+    ``fc_output_dim`` is CosPlace's name for ``dim``. ``protocol``: another evaluation protocol's
+    preprocessing (e.g. ``"vpr-methods-evaluation"``); ``variation``: Indoor-VPR's second file of a
+    model (1), else 0."""
     from vprlab.pretrained import hub_published
 
     dim = fc_output_dim if dim is None else dim
     if str(method).lower().replace("-", "") in ("salad", "megaloc", "cliquemining", "saladindoor", "dinomix", "apgem", "sfrs",
-                                                 "cricavpr", "supervlad", "supervladcrossimage"):  # one backbone each
+                                                 "cricavpr", "supervlad", "supervladcrossimage", "qaa", "edtformer"):  # one backbone each
         backbone = None if backbone == "ResNet50" else backbone
     return hub_published(method, backbone, dim, pretrained=pretrained, weights=weights, protocol=protocol, variation=variation)
 
@@ -161,3 +162,12 @@ def get_vlad_model(domain=None, backbone="DINOv2", vit_model="ViT-G/14", vit_lay
 
     return hub_anyloc(domain, backbone, vit_model, vit_layer, vit_facet, num_c, device=device, weights=weights,
                       pretrained=pretrained, protocol=protocol)
+def qaa(descriptors_dimension=8192, weights=None, pretrained=True):
+    """QAA DINOv2 ViT-B/14 (1024, 2048, 4096 or 8192-d), as VPR-methods-evaluation's
+    ``get_qaa(descriptors_dimension)`` loads it from Hugging Face ``xjh19972/QAA-<dim>``."""
+    return get_trained_model("qaa", None, descriptors_dimension, weights=weights, pretrained=pretrained)
+
+
+def EDTformer(weights=None, pretrained=True):  # noqa: N802 - the name of the original hub entry
+    """EDTformer DINOv2 ViT-B/14, 4096-d, called as ``torch.hub.load("Tong-Jin01/EDTformer", "EDTformer")``."""
+    return get_trained_model("edtformer", None, 4096, weights=weights, pretrained=pretrained)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vprlab.pretrained.keymaps import check_state, load_strict, map_keys
+from vprlab.pretrained.keymaps import check_state, load_strict, map_keys, prefix_rules
 
 
 def test_map_keys_renames_whole_keys_by_the_first_rule_and_keeps_the_order() -> None:
@@ -40,3 +40,13 @@ def test_check_state_orders_like_the_model_and_names_every_difference() -> None:
     before = model[0].weight.detach().clone()
     load_strict(model, {k: torch.ones_like(v) for k, v in state.items()}, "file", "the model")
     assert torch.equal(model[0].weight, torch.ones(3, 2)) and not torch.equal(before, model[0].weight)
+
+
+def test_prefix_rules_rename_both_ways_in_order() -> None:
+    pairs = (("a.norm_q", "b.norm"), ("a", "b"), ("x.y", "z"))
+    state = {"a.norm_q.weight": torch.zeros(1), "a.queries": torch.ones(1), "x.y.0.bias": torch.zeros(2)}
+    ours = map_keys(state, prefix_rules(pairs), "test")
+    assert list(ours) == ["b.norm.weight", "b.queries", "z.0.bias"]
+    assert list(map_keys(ours, prefix_rules(pairs, inverse=True), "test")) == list(state)
+    with pytest.raises(ValueError, match=r"keys that no mapping knows: ab\.c"):  # a prefix ends at a dot
+        map_keys({"ab.c": torch.zeros(1)}, prefix_rules(pairs), "test")

@@ -68,10 +68,15 @@ def random_release(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[st
 # ------------------------------------------------------------------ the README, step by step
 
 
-def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, adapter=None) -> tuple[torch.Tensor, torch.Tensor]:
+def ref_dinov2(
+    x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, adapter=None, adapters: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DINOv2 ViT-B/14 from the release tensors under prefix ``p``: (patch features [B, 768, gh, gw],
     class token [B, 768]), final norm applied to every token. ``adapter(normed tokens, block prefix, grid)``
-    (CricaVPR) is added to the MLP's output inside the second LayerScale."""
+    (CricaVPR) is added to the MLP's output inside the second LayerScale. ``adapters``: the prefix of
+    EDTformer's parallel adapters (``<adapters><i>.D_fc1/D_fc2``): a side stream y, starting as the
+    embedded tokens, becomes ``y + out_i + 0.5 * D_fc2(GELU(D_fc1(y + out_i)))`` after block i and is
+    the output."""
     batch, _, height, width = x.shape
     gh, gw = height // 14, width // 14
     tokens = F.conv2d(x, sd[p + "patch_embed.proj.weight"], sd[p + "patch_embed.proj.bias"], stride=14)
@@ -83,6 +88,7 @@ def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, adapter=Non
         grid = F.interpolate(grid, scale_factor=((gh + 0.1) / 37, (gw + 0.1) / 37), mode="bicubic", antialias=False)
         pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
     tokens = tokens + pos
+    side = tokens
     for i in range(12):
         b = f"{p}blocks.{i}."
         h = F.layer_norm(tokens, (dim,), sd[b + "norm1.weight"], sd[b + "norm1.bias"], eps=1e-6)
@@ -94,6 +100,13 @@ def ref_dinov2(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, adapter=Non
         h = F.layer_norm(tokens, (dim,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], eps=1e-6)
         mlp = F.linear(F.gelu(F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])), sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
         tokens = tokens + sd[b + "ls2.gamma"] * (mlp if adapter is None else mlp + adapter(h, b, (gh, gw)))
+        if adapters is not None:
+            a = f"{adapters}{i}."
+            side = side + tokens
+            hidden = F.gelu(F.linear(side, sd[a + "D_fc1.weight"], sd[a + "D_fc1.bias"]))
+            side = side + 0.5 * F.linear(hidden, sd[a + "D_fc2.weight"], sd[a + "D_fc2.bias"])
+    if adapters is not None:
+        tokens = side
     tokens = F.layer_norm(tokens, (dim,), sd[p + "norm.weight"], sd[p + "norm.bias"], eps=1e-6)
     patches = tokens[:, 1:].transpose(1, 2).reshape(batch, dim, gh, gw)
     return patches, tokens[:, 0]

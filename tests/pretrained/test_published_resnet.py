@@ -320,6 +320,7 @@ def test_registry_covers_every_released_pair() -> None:
     others |= {"dinomix_dinov2_4096", "apgem_resnet101_2048", "sfrs_vgg16_4096"}  # VPR-methods-evaluation's DINO-Mix, AP-GeM, SFRS
     others |= {"cricavpr_dinov2_10752", "supervlad_dinov2_3072", "supervlad_crossimage_dinov2_3072"}  # Lu-Feng's
     others |= {f"anyloc_{d}_dinov2g_49152" for d in ("urban", "indoor", "aerial", "structured", "unstructured", "global")}
+    others |= {f"qaa_dinov2_{d}" for d in (1024, 2048, 4096, 8192)} | {"edtformer_dinov2_4096"}
     assert names == cosplace | eigen | others
     assert len(cosplace) == 30
     assert "may not exist" in published_model("eigenplaces_resnet101_1024").note

@@ -23,6 +23,16 @@ def list_keys(keys: Sequence[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def prefix_rules(pairs: Sequence[tuple[str, str]], *, inverse: bool = False) -> Rules:
+    """Rules renaming ``<old>.<rest>`` to ``<new>.<rest>`` for each (old, new) prefix pair, in order (put a
+    longer prefix before a shorter one it starts with); ``inverse=True``: ``<new>.<rest>`` back to
+    ``<old>.<rest>``, so one table gives a family's convert and its export."""
+    return tuple(
+        (re.escape(new if inverse else old) + r"\.(.+)", (old if inverse else new).replace("\\", "\\\\") + r".\1")
+        for old, new in pairs
+    )
+
+
 def map_keys(raw: Mapping[str, torch.Tensor], rules: Rules, what: str, *, drop: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """Rename every key of ``raw`` by the first rule whose pattern matches the whole key, keeping the
     order; a key matching one of the ``drop`` patterns (whole key) is left out on purpose. A key that

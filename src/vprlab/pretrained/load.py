@@ -74,7 +74,9 @@ def read_published_state(
     keys: read from its container (tensors only; GPU-saved tensors land on the CPU), a ``module.``
     prefix shared by every key dropped, the family's explicit key mapping applied, float16/bfloat16
     values cast to float32. A model of several files (AnyLoc) also reads its ``extra_files``: from the
-    folder of ``path`` when there, else the torch hub cache, else downloaded once (:func:`extra_files`)."""
+    folder of ``path`` when there, else the torch hub cache, else downloaded once (:func:`extra_files`).
+    A family's ``check_sidecar`` first checks the files kept next to it (QAA: the Hugging Face
+    ``config.json``)."""
     spec = published_model(name)
     path = Path(path).expanduser()
     if not path.is_file():
@@ -82,6 +84,8 @@ def read_published_state(
     raw = _read_file(spec.read, path, allow_unsafe_pickle)
     for file, extra_path in zip(spec.extra_files, extra_files(spec.name, beside=path.parent)):  # AnyLoc: + DINOv2
         raw.update((file.prefix + k, v) for k, v in _read_file(file.read, extra_path, allow_unsafe_pickle).items())
+    if spec.check_sidecar is not None:
+        resolve_callable(spec.check_sidecar)(path, spec)
     if spec.convert is not None:
         try:
             raw = resolve_callable(spec.convert)(raw, spec)

@@ -36,6 +36,9 @@ from vprlab.utils.errors import ConfigError
 #   export(state, entry) -> dict                        optional: our state dict -> the release's keys
 #                                                       (the inverse of convert), to write fine-tuned
 #                                                       weights in the released layout
+#   check_sidecar(path, entry) -> None                  optional: check the files the release keeps next
+#                                                       to its weights (e.g. a Hugging Face config.json)
+#                                                       against the entry; ValueError naming what differs
 # ``entry.options`` carries the family's sizes (e.g. {"backbone": "resnet50", "fc_dim": 2048}).
 # A model whose weights come in more than one file (AnyLoc: its vocabulary + Meta's DINOv2 weights)
 # lists the others as ``extra_files`` (:class:`ReleaseFile`); their tensors reach ``convert`` with
@@ -103,6 +106,7 @@ class PublishedModel:
     aliases: tuple[str, ...] = ()
     paper_model: str = ""  # the model column of the paper's results that this file reproduces (BoQ's)
     extra_files: tuple[ReleaseFile, ...] = ()  # further files the model needs (AnyLoc: the DINOv2 weights)
+    check_sidecar: str | None = None  # "module:function", check_sidecar(weights path, entry): see above
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:

@@ -73,7 +73,8 @@ def _read_container(path: Path, allow_unsafe_pickle: bool) -> Any:
 
 def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The model weights in ``path``: a bare state dict (torch or safetensors), a vprlab checkpoint
-    (``model``) or a Lightning checkpoint (``state_dict``), read without running code
+    (``model``), a Lightning checkpoint (``state_dict``) or a checkpoint of the deep-visual-geo-localization
+    benchmark's training code (``model_state_dict``: EDTformer), read without running code
     (:func:`torch_load`; ``allow_unsafe_pickle`` is the user's explicit opt-out)."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -85,7 +86,7 @@ def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> d
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file means the same thing to the user
         raise DataError(f"weights file {str(path)!r} could not be read ({error_summary(err)}); is it a torch file?") from err
     if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model", "model_state_dict"):  # Lightning, vprlab, CricaVPR / SuperVLAD
+        for wrapper in ("state_dict", "model", "model_state_dict"):  # Lightning, vprlab, CricaVPR / SuperVLAD / EDTformer
             inner = obj.get(wrapper)
             if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 return dict(inner)
@@ -94,7 +95,7 @@ def read_state_dict(path: str | Path, *, allow_unsafe_pickle: bool = False) -> d
     keys = sorted(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
     raise DataError(
         f"weights file {str(path)!r} holds neither a state dict (name -> tensor) nor a checkpoint with one under "
-        f"'state_dict' or 'model' (found {keys}); export it with `vprlab models export`"
+        f"'state_dict', 'model' or 'model_state_dict' (found {keys}); export it with `vprlab models export`"
     )
 
 

@@ -42,6 +42,23 @@ def feature_map(x: Any, owner: str) -> torch.Tensor:
     return x
 
 
+def map_and_class_token(x: Any, in_channels: int, owner: str, hint: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(feature map [B, C, H, W], class token [B, C]) from a backbone built with ``return_cls_token=true``,
+    checked against ``in_channels``; an error says what to set (``hint``: e.g. "experiment=salad_dinov2")."""
+    if not isinstance(x, (tuple, list)) or len(x) != 2:
+        raise ValueError(
+            f"{owner} needs the backbone's class token as well as its feature map, but the backbone returned "
+            f"{'a single tensor' if isinstance(x, torch.Tensor) else type(x).__name__}; set "
+            "backbone.return_cls_token=true (DINOv2 or timm ViT backbones)" + (f" or use {hint}" if hint else "")
+        )
+    features, token = x
+    features = feature_map(features, owner)
+    check_channels(features, in_channels, owner)
+    if token.shape != (features.shape[0], in_channels):
+        raise ValueError(f"{owner} expects a class token of shape [B, {in_channels}], got {tuple(token.shape)}")
+    return features, token
+
+
 def check_channels(x: torch.Tensor, in_channels: int, owner: str) -> None:
     if x.shape[1] != in_channels:
         raise ValueError(

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprlab.models.aggregators._common import (
-    check_channels,
     check_positive_int,
-    feature_map,
     full_precision,
     l2_flatten,
+    map_and_class_token,
 )
 from vprlab.models.spec import Aggregator, AggregatorSpec
 
@@ -142,19 +141,7 @@ class SALAD(Aggregator):
         return log_optimal_transport(scores, self.dust_bin, self.sinkhorn_iters)[:, :-1].exp()
 
     def forward(self, x: Any) -> torch.Tensor:
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError(
-                "SALAD needs the backbone's class token as well as its feature map, but the backbone returned "
-                f"{'a single tensor' if isinstance(x, torch.Tensor) else type(x).__name__}; set "
-                "backbone.return_cls_token=true (DINOv2 or timm ViT backbones) or use experiment=salad_dinov2"
-            )
-        features, token = x
-        features = feature_map(features, "SALAD")
-        check_channels(features, self.in_channels, "SALAD")
-        if token.shape != (features.shape[0], self.in_channels):
-            raise ValueError(
-                f"SALAD expects a class token of shape [B, {self.in_channels}], got {tuple(token.shape)}"
-            )
+        features, token = map_and_class_token(x, self.in_channels, "SALAD", "experiment=salad_dinov2")
         local = self.cluster_features(features).flatten(2)  # [B, l, n]
         glob = self.token_features(token)  # [B, g]
         plan = self.transport_plan(features)  # [B, m, n], float32

@@ -124,6 +124,23 @@ def resize_to_patch_multiple(x: torch.Tensor, patch_size: int = PATCH_SIZE) -> t
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+class ParallelAdapter(nn.Module):
+    """A low-rank residual adapter on the side stream of :class:`DinoV2Backbone` (EDTformer's "LoPA",
+    Jin et al., TCSVT 2025): ``y + scale * up(GELU(down(y)))`` with a ``hidden_dim``-wide bottleneck.
+    ``up`` starts at zero, as EDTformer initialises it."""
+
+    def __init__(self, dim: int, hidden_dim: int, scale: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, hidden_dim)
+        self.up = nn.Linear(hidden_dim, dim)
+        self.scale = float(scale)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.up(F.gelu(self.down(x)))
+
+
 def release_to_timm_keys(state: dict[str, torch.Tensor], no_embed_class: bool) -> dict[str, torch.Tensor]:
     """A state dict of the DINOv2 release with timm's names: ``register_tokens`` -> ``reg_token`` (the
     class-token position folded into ``cls_token``, as timm's register models hold it) and ViT-G's
@@ -203,6 +220,11 @@ class DinoV2Backbone(Backbone):
 
     ``timm_overrides`` (e.g. ``{"depth": 3, "embed_dim": 64, "num_heads": 4}``) are passed to
     ``timm.create_model``: a smaller network with the same code path, for tests.
+    ``adapter_dim=N`` (EDTformer's setting: 4) adds one :class:`ParallelAdapter` per block on a side
+    stream that starts as the embedded tokens: after block i, ``side = adapters[i](side + tokens_i)``,
+    and the side stream (not the blocks' output) goes on to the final norm and the output. The adapters
+    always train (EDTformer trains only them in the backbone); ``adapter_scale`` is their residual
+    weight (0.5). The frozen/trainable split of :meth:`forward_frozen` does not apply then (None).
     """
 
     can_return_cls_token = True
@@ -233,6 +255,8 @@ class DinoV2Backbone(Backbone):
         facet_layer: int | None = None,
         facet: str = "value",
         timm_overrides: dict | None = None,
+        adapter_dim: int | None = None,
+        adapter_scale: float = 0.5,
     ) -> None:
         super().__init__()
         if apply_final_norm and not keep_final_norm:
@@ -325,6 +349,11 @@ class DinoV2Backbone(Backbone):
                 block.adapter.requires_grad_(True)
         if self.apply_final_norm and num_trainable_blocks > 0:
             self.dino.norm.requires_grad_(True)
+        self.adapters: nn.ModuleList | None = None
+        if adapter_dim is not None:
+            if isinstance(adapter_dim, bool) or not isinstance(adapter_dim, int) or adapter_dim < 1:
+                raise ValueError(f"adapter_dim must be a positive integer or null, got {adapter_dim!r}")
+            self.adapters = nn.ModuleList(ParallelAdapter(dino.embed_dim, adapter_dim, adapter_scale) for _ in range(depth))
 
     @property
     def trainable_blocks(self) -> list[nn.Module]:
@@ -358,6 +387,8 @@ class DinoV2Backbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.facet_layer is not None:
             return self.forward_facet(x)
+        if self.adapters is not None:
+            return self._forward_adapted(x)
         return self.forward_from_frozen(self._forward_frozen(x))
 
     def forward_facet(self, x: torch.Tensor) -> torch.Tensor:
@@ -379,11 +410,28 @@ class DinoV2Backbone(Backbone):
 
     def forward_frozen(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
         """(tokens after the frozen blocks, patch rows, patch columns), computed without autograd; None when
-        part of it was unfrozen by hand (then only the whole forward is right) or with a ``facet_layer``.
-        See :meth:`forward_from_frozen`."""
-        if self.facet_layer is not None:
+        part of it was unfrozen by hand, with adapters or with a ``facet_layer`` (then only the whole
+        forward is right). See :meth:`forward_from_frozen`."""
+        if self.facet_layer is not None or self.adapters is not None:
             return None
         return self._forward_frozen(x) if self._frozen_part_is_frozen() else None
+
+    def _forward_adapted(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass with parallel adapters: the blocks on the main stream (frozen ones without
+        autograd), each adapter on ``side + block output``; the side stream is the output."""
+        if self.round_to_patch_multiple:
+            x = resize_to_patch_multiple(x, self.patch_size)
+        _, _, height, width = x.shape
+        grid = (height // self.patch_size, width // self.patch_size)
+        frozen = self._frozen_part_is_frozen()
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            tokens = self.embed(x)
+        side = tokens
+        num_frozen = len(self.frozen_blocks)
+        for index, (block, adapter) in enumerate(zip(self.dino.blocks, self.adapters)):
+            tokens = self._run_block(block, tokens, grid, frozen=frozen and index < num_frozen)
+            side = adapter(side + tokens)
+        return self._outputs(side, *grid)
 
     def _frozen_part_is_frozen(self) -> bool:
         embeddings = [self.dino.cls_token, self.dino.pos_embed]
@@ -401,25 +449,34 @@ class DinoV2Backbone(Backbone):
             tokens = self.embed(x)
             grid = (height // self.patch_size, width // self.patch_size)
             for block in self.frozen_blocks:
-                tokens = self._run_block(block, tokens, grid)
+                tokens = self._block(block, tokens, grid)
         return tokens, grid[0], grid[1]
 
-    def _run_block(self, block: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _block(self, block: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """One block (with its CricaVPR adapter when ``conv_adapters``)."""
         return adapted_block(block, tokens, grid) if self.conv_adapters else block(tokens)
+
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor, grid: tuple[int, int], frozen: bool = False) -> torch.Tensor:
+        """:meth:`_block` without autograd when ``frozen``, else under a non-reentrant checkpoint when
+        ``grad_checkpointing`` is on and gradients are recorded."""
+        if frozen:
+            with torch.no_grad():
+                return self._block(block, tokens, grid)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self._block, block, tokens, grid, use_reentrant=False)
+        return self._block(block, tokens, grid)
 
     def forward_from_frozen(self, frozen: tuple[torch.Tensor, int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The trainable blocks (+ final norm) on :meth:`forward_frozen`'s tokens -> the feature map (and class token)."""
         tokens, grid_h, grid_w = frozen
-        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
+        # With grad_checkpointing, non-reentrant checkpoints: they work with frozen inputs, autocast and
+        # keyword-free blocks; the random state is replayed in the recomputation (stochastic depth, dropout).
         for block in self.trainable_blocks:
-            if checkpointing:
-                # Non-reentrant: works with frozen inputs, autocast and keyword-free blocks; the random
-                # state is replayed in the recomputation (stochastic depth, dropout).
-                tokens = torch.utils.checkpoint.checkpoint(
-                    self._run_block, block, tokens, (grid_h, grid_w), use_reentrant=False
-                )
-            else:
-                tokens = self._run_block(block, tokens, (grid_h, grid_w))
+            tokens = self._run_block(block, tokens, (grid_h, grid_w))
+        return self._outputs(tokens, grid_h, grid_w)
+
+    def _outputs(self, tokens: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Final norm (if applied), then the patch tokens as a map [B, C, grid_h, grid_w] (and the class token)."""
         if self.apply_final_norm:
             tokens = self.dino.norm(tokens)
         patches = tokens[:, 1 + self.num_register_tokens :]

@@ -8,4 +8,4 @@ mapping) or a reader for another container. Backbone configs and key rules share
 families live in :mod:`._common`."""
 
 FAMILIES = ("boq", "cosplace", "eigenplaces", "mixvpr", "convap", "salad", "megaloc", "netvlad", "cliquemining", "indoor_vpr",
-            "dinomix", "apgem", "sfrs", "cricavpr", "supervlad", "anyloc")
+            "dinomix", "apgem", "sfrs", "cricavpr", "supervlad", "anyloc", "qaa", "edtformer")
