@@ -109,6 +109,27 @@ def test_a_checkpoint_with_rng_states_and_numpy_values_loads_weights_only(tmp_pa
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
 
 
+def test_a_foreign_training_checkpoint_with_numpy_values_loads_without_opt_in(tmp_path):
+    """CricaVPR's, SuperVLAD's and EDTformer's train.py save ``recalls`` (a numpy array) and ``best_r5``
+    (a numpy float64) beside ``model_state_dict`` with plain ``torch.save``: their released files must
+    load tensors-only, as numpy arrays rebuild without running code from the file."""
+    path = tmp_path / "CricaVPR.pth"
+    weights = {"module.backbone.w": torch.arange(3.0)}
+    torch.save({"epoch_num": 7, "model_state_dict": weights, "optimizer_state_dict": {"state": {}, "param_groups": []},
+                "recalls": np.array([91.2, 96.1, 97.4, 98.0]), "best_r5": np.float64(96.1), "not_improved_num": 0}, path)
+    state = read_state_dict(path)
+    assert list(state) == ["module.backbone.w"] and torch.equal(state["module.backbone.w"], torch.arange(3.0))
+
+
+def test_a_payload_inside_a_numpy_object_array_is_still_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "recalls": np.array([Payload(marker)], dtype=object)}, path)
+    with pytest.raises(UnsafeFileError, match=REFUSED):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
 def test_npy_object_arrays_load_without_the_full_unpickler(tmp_path):
     gt = np.empty(3, dtype=object)
     gt[:] = [np.array([1, 2]), np.array([0]), np.array([], dtype=np.int64)]

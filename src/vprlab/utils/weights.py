@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vprlab.utils.errors import DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# How torch's weights-only unpickler names what it refuses: a global, or a class it may not build
+# (e.g. numpy's object dtype, whose items could be anything).
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>")
 
 
 def error_summary(err: BaseException) -> str:
@@ -39,13 +42,28 @@ class UnsafeFileError(DataError):
     """A torch file that only a full unpickle could read: loading it could run code stored in it."""
 
 
+def numpy_safe_globals() -> list[Any]:
+    """The globals of numpy arrays, scalars and dtypes (both module spellings: numpy < 2 wrote
+    ``numpy.core``), which the weights-only unpickler admits besides tensors and plain types. Training
+    scripts store them beside the weights (CricaVPR, SuperVLAD and EDTformer keep ``recalls`` and
+    ``best_r5``; dirtorch its PCA arrays); rebuilding them runs no code from the file (an object array's
+    items go through the same restricted unpickler)."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list[Any] = [np.ndarray, np.dtype, (np.dtype, "numpy.dtype")]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    allowed += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")]
+    return allowed
+
+
 def torch_load(path: str | Path, *, map_location: Any = "cpu", allow_unsafe_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors and plain Python types only, so a file can never
-    run code. Files that need the full unpickler (pickled objects of other classes) are refused with
+    """``torch.load`` with ``weights_only=True``: tensors, plain Python types and numpy arrays / scalars
+    (:func:`numpy_safe_globals`) only, so a file can never run code. Files that need the full unpickler (pickled objects of other classes) are refused with
     :class:`UnsafeFileError`, unless ``allow_unsafe_pickle`` (the config key of the same name) says the
     user trusts the file; that load is logged as a warning."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch names a refused class or function as "Unsupported global: GLOBAL module.name ...";
         # any other failure of the weights-only unpickler is a damaged or foreign file.
@@ -54,7 +72,7 @@ def torch_load(path: str | Path, *, map_location: Any = "cpu", allow_unsafe_pick
             raise
         if not allow_unsafe_pickle:
             raise UnsafeFileError(
-                f"{str(path)!r} holds Python objects other than tensors and plain types ({refused.group(1)}); "
+                f"{str(path)!r} holds Python objects other than tensors and plain types ({refused.group(1) or refused.group(2)}); "
                 "loading it would run code stored in the file, so vprlab does not. If you trust where the file "
                 "comes from (e.g. a checkpoint you wrote with an older vprlab), load it once with "
                 "allow_unsafe_pickle=true and export or re-save it"

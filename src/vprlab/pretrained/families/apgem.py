@@ -41,7 +41,7 @@ from vprlab.pretrained.families._common import (
 from vprlab.pretrained.keymaps import map_keys
 from vprlab.pretrained.registry import PublishedModel, register
 from vprlab.utils.errors import ConfigError, MissingFileError
-from vprlab.utils.weights import error_summary
+from vprlab.utils.weights import error_summary, numpy_safe_globals
 
 _HERE = f"{FAMILIES_MODULE}.apgem"
 WHITENING = "Landmarks_clean"  # VME's conf["whiten_name"], dirtorch test_dir.py's --whiten default
@@ -60,13 +60,9 @@ class PickledPCA:
 
 
 def _safe_globals() -> list[Any]:
-    """The only non-plain globals :func:`read_apgem` admits: numpy's array and scalar reconstruction
-    (both module spellings: numpy < 2 wrote ``numpy.core``) and sklearn's PCA, read as :class:`PickledPCA`."""
-    multiarray = np._core.multiarray
-    allowed: list[Any] = [np.ndarray, np.dtype, (np.dtype, "numpy.dtype")]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
-    allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "bool")]
+    """The only non-plain globals :func:`read_apgem` admits: numpy's arrays and scalars
+    (:func:`~vprlab.utils.weights.numpy_safe_globals`) and sklearn's PCA, read as :class:`PickledPCA`."""
+    allowed = numpy_safe_globals()
     for module in ("sklearn.decomposition.pca", "sklearn.decomposition._pca"):
         allowed.append((PickledPCA, f"{module}.PCA"))
     return allowed
