@@ -28,7 +28,7 @@ from vprlab.pretrained.families.boq import (
     infer_architecture,
     released_model,
 )
-from vprlab.pretrained.hub import HUB_MODELS, find_published, hub_anyloc, hub_model, hub_published
+from vprlab.pretrained.hub import HUB_MODELS, VME_METHODS, find_published, hub_anyloc, hub_model, hub_published, vme_published
 from vprlab.pretrained.keymaps import describe_differences, map_keys
 from vprlab.pretrained.layouts import (
     NON_MODEL_PREFIXES,
@@ -46,7 +46,7 @@ from vprlab.pretrained.registry import PUBLISHED_MODELS, PublishedModel, registe
 
 __all__ = [
     "HUB_MODELS", "NON_MODEL_PREFIXES", "PUBLISHED_MODELS", "PublishedModel", "RELEASED_MODELS", "RELEASE_URL", "WRAPPER_PREFIXES", "BoQArchitecture",
-    "HubBoQModel", "describe_differences", "export_published", "export_release", "find_published", "hub_anyloc", "hub_model", "hub_published", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "map_keys", "read_published_state", "published_model", "register",
+    "HubBoQModel", "describe_differences", "export_published", "export_release", "find_published", "hub_anyloc", "hub_model", "hub_published", "vme_published", "VME_METHODS", "eval_preprocessing", "infer_architecture", "is_published", "load_published", "map_keys", "read_published_state", "published_model", "register",
     "load_pretrained", "load_release_state_dict", "release_file", "released_model",
     "to_release_layout",
 ]

@@ -141,3 +141,26 @@ def hub_anyloc(
         model, _ = load_published(spec.name, weights)
     model.eval_preprocessing = spec.eval_preprocessing(protocol)
     return model.eval().to(device)
+
+
+# VPR-methods-evaluation's --method choices (gmberton/VPR-methods-evaluation@adbb6e2 parser.py), in its
+# order, with the method names of vprlab's registry where the spelling differs beyond case and dashes.
+VME_METHODS: tuple[str, ...] = (
+    "netvlad", "apgem", "sfrs", "cosplace", "convap", "mixvpr", "eigenplaces", "eigenplaces-indoor",
+    "anyloc-urban", "anyloc-indoor", "anyloc-aerial", "anyloc-structured", "anyloc-unstructured", "anyloc-global",
+    "salad", "salad-indoor", "cricavpr", "clique-mining", "megaloc", "boq", "dinomix", "edtformer", "supervlad",
+    "supervlad-crossim", "qaa",
+)
+_VME_SPELLINGS = {"supervlad-crossim": "SuperVLAD-CrossImage"}
+
+
+def vme_published(method: str, backbone: str | None = None, descriptors_dimension: int | None = None) -> PublishedModel:
+    """The published model that VPR-methods-evaluation's ``--method METHOD [--backbone B]
+    [--descriptors_dimension D]`` evaluates (:data:`VME_METHODS`; ``anyloc-<domain>`` picks the domain's
+    vocabulary). A ConfigError lists the methods or the released (backbone, dim) pairs."""
+    key = str(method).lower()
+    if key not in VME_METHODS:
+        raise ConfigError(f"VPR-methods-evaluation has no method {method!r}; its methods: {', '.join(VME_METHODS)}")
+    if key.startswith("anyloc-"):
+        return PUBLISHED_MODELS[f"anyloc_{key.split('-', 1)[1]}_dinov2g_49152"]
+    return find_published(_VME_SPELLINGS.get(key, key), backbone, descriptors_dimension)
