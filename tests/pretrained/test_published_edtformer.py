@@ -93,11 +93,12 @@ def test_wrong_keys_are_named(raw) -> None:
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path) -> None:
-    """If the release also holds objects other than tensors and plain values, it is not unpickled."""
-    import numpy as np
+    """If the release also holds objects other than tensors, plain values and numpy arrays (train.py's
+    ``recalls`` are admitted), e.g. an argparse Namespace, it is not unpickled."""
+    import argparse
 
     path = tmp_path / "EDTformer.pth"
-    torch.save({"model_state_dict": {"module.queries": torch.zeros(1, 64, 768)}, "recalls": np.zeros(4)}, path)
+    torch.save({"model_state_dict": {"module.queries": torch.zeros(1, 64, 768)}, "args": argparse.Namespace(lr=1e-5)}, path)
     with pytest.raises(UnsafeFileError, match="allow_unsafe_pickle=true"):
         vprlab.load_pretrained(NAME, weights=path)
 
