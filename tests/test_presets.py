@@ -15,6 +15,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from vprlab.config.checks import validate_train_config
+from vprlab.models.aggregators import registry
 from vprlab.config.composition import check_component_keys
 from vprlab.models.vpr_model import build_model
 
@@ -27,18 +28,19 @@ EXPERIMENTS, AGGREGATORS = _options("experiment"), _options("aggregator")
 # Experiments on the CPU-sized ResNet18: their models are built and run (the others are only composed and
 # checked against the classes' signatures: building a ResNet50 or a DINOv2 120 times is not cheap).
 CHEAP = {"quickstart", "synthetic_compare"}
+NEEDS_CLS_TOKEN = {name for name, entry in registry().items() if entry.spec.needs_cls_token}  # SALAD, CricaVPR, EDTformer
 # Experiments whose feature maps are the 20x20 MixVPR is sized for (ResNet50 cropped at 320x320).
 MIXVPR_READY = {"mixvpr_resnet50_4096", "netvlad_resnet50"}
 
 
 def expected_failure(experiment: str, aggregator: str) -> str | None:
     """The pairs that cannot work, each with (a regex of) the message that names the conflict."""
-    if experiment == "salad_dinov2" and aggregator != "salad":
-        # SALAD's recipe turns on the backbone's class token, which only SALAD reads.
+    if experiment == "salad_dinov2" and aggregator not in NEEDS_CLS_TOKEN:
+        # SALAD's recipe turns on the backbone's class token, which only SALAD (CricaVPR, EDTformer) reads.
         return (rf"experiment=salad_dinov2 sets backbone.return_cls_token=true, but aggregator={aggregator} "
                 r"\(vprlab\.models\.aggregators\..*\) takes a feature map.*backbone.return_cls_token=false")
-    if aggregator == "salad" and experiment != "salad_dinov2":
-        return r"aggregator=salad needs the backbone's class token.*return_cls_token=true"
+    if aggregator in NEEDS_CLS_TOKEN and experiment != "salad_dinov2":
+        return rf"aggregator={aggregator} needs the backbone's class token.*return_cls_token=true"
     if aggregator == "mixvpr" and experiment not in MIXVPR_READY:
         return r"gives \d+x\d+ feature maps \(stride \d+\) but MixVPR is built for 20x20.*aggregator.in_h="
     return None
@@ -107,7 +109,7 @@ def test_an_experiment_key_the_swapped_aggregator_does_not_take_is_named(tmp_pat
     cfg = _train_cfg(tmp_path, "experiment=legacy_boq", "aggregator=gem", searchpath)
     with pytest.raises(ValueError, match=(
         r"^experiment=legacy_boq sets aggregator.num_queries, aggregator.row_dim, which aggregator=gem "
-        r"\(vprlab.models.aggregators.gem.GeM\) does not take \(it takes: eps, p\); drop them "
+        r"\(vprlab.models.aggregators.gem.GeM\) does not take \(it takes: eps, fc_dim, p, whitening\); drop them "
         r"\(~aggregator.num_queries ~aggregator.row_dim\)"
     )):
         validate_train_config(cfg)

@@ -56,6 +56,7 @@ class QueryScores(nn.Module):
         self.proj = nn.Conv1d(in_channels, num_clusters, 1)
         self.out_norm = nn.LayerNorm(num_clusters)  # held (and released) even when not applied
         self.apply_out_norm = bool(out_norm)
+        self.out_norm.requires_grad_(self.apply_out_norm)  # unused weights do not train (no grads, no DDP complaint)
 
     def forward(self, local: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         out = self.norm(self.cross_attn(queries, local, local, need_weights=False)[0])  # [B, Q, C]
@@ -115,7 +116,7 @@ class QAA(Aggregator):
         self.feature_queries = LearnedQueries(cluster_dim, num_queries, feature_heads, query_self_attention)
         self.score_queries = LearnedQueries(in_channels, num_queries, score_heads, query_self_attention)
         self.score = QueryScores(in_channels, num_clusters, score_heads, out_norm)
-        self.dust_bin = nn.Parameter(torch.tensor(1.0))  # used only with sinkhorn_iters > 0
+        self.dust_bin = nn.Parameter(torch.tensor(1.0), requires_grad=sinkhorn_iters > 0)  # used only with sinkhorn_iters > 0
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The cluster scores of each score query for feature map x [B, C, H, W]: [B, M, Q] (after
