@@ -81,8 +81,17 @@ def test_models_are_found_in_the_hub_a_weights_dir_or_by_name_and_the_rest_is_sk
     assert "no stand-in" in skipped[0].reason and "matlab" in skipped[0].reason
 
 
-def test_benchmarks_are_found_when_present_and_complete(tiny_synthetic):
+def test_benchmarks_are_found_when_present_and_complete(tiny_synthetic, tmp_path):
     data_dir = tiny_synthetic.root.parent
+    # A root without the lists is missing data; lists that do not read are unreadable: both skipped, with the reader's words.
+    (tmp_path / "empty").mkdir()
+    _, skipped, _ = find_benchmarks(["synthetic"], data_dir, [f"benchmark.synthetic.root={tmp_path / 'empty'}"])
+    assert skipped[0].reason.startswith("missing: MissingFileError: database list ")
+    (tmp_path / "broken").mkdir()
+    for suffix in ("dbImages", "qImages", "gt"):
+        (tmp_path / "broken" / f"synthetic_{suffix}.npy").write_text("not an npy file")
+    _, skipped, _ = find_benchmarks(["synthetic"], data_dir, [f"benchmark.synthetic.root={tmp_path / 'broken'}"])
+    assert skipped[0].reason.startswith("unreadable: ") and skipped[0].benchmark == "synthetic"
     names = ["synthetic", "pitts30k_test"] + (["real_gardenspoint"] if GARDENS.is_dir() else [])
     overrides = ["benchmark.pitts30k_test.root=/nonexistent/Pittsburgh", "benchmark.real_gardenspoint.expected_num_db=11"]
     present, skipped, cfg = find_benchmarks(names, data_dir, overrides)

@@ -179,7 +179,11 @@ def find_benchmarks(
     skipped: list[Skipped] = []
     for name in names:
         node = cfg.benchmark[name]
-        root = OmegaConf.select(node, "root", throw_on_missing=False, default=None)
+        try:
+            root = OmegaConf.select(node, "root", throw_on_missing=False, default=None)
+        except Exception as error:  # noqa: BLE001 - an interpolation that cannot resolve (an unset variable)
+            skipped.append(Skipped("*", name, f"unreadable: its root does not resolve ({str(error).splitlines()[0]})"))
+            continue
         if root is not None and not Path(str(root)).exists():
             skipped.append(Skipped("*", name, f"missing: no data at {root} (vprlab benchmarks; vprlab data list)"))
             continue
@@ -189,7 +193,8 @@ def find_benchmarks(
                 bench = build(node)
         except Exception as error:  # noqa: BLE001 - any failure to read a benchmark is a reason to skip it
             cause = error.__cause__ or error
-            skipped.append(Skipped("*", name, f"unreadable: {type(cause).__name__}: {str(cause).split(';')[0]}"))
+            what = "missing" if isinstance(cause, (FileNotFoundError, NotADirectoryError)) else "unreadable"
+            skipped.append(Skipped("*", name, f"{what}: {type(cause).__name__}: {str(cause).split(';')[0]}"))
             continue
         counts = [w for w in caught if issubclass(w.category, BenchmarkCountWarning)]
         if not getattr(bench, "has_ground_truth", True):
