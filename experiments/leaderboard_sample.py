@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     status = vprlab(command)
     seconds = time.perf_counter() - start
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1 / 5 / 15 minutes, at the end of the run
     quoted = " ".join(["vprlab", *command]).replace("image_size=[32,64]", "image_size='[32,64]'")
     readme = f"""# Sample `vprlab leaderboard` output
 
@@ -81,13 +83,14 @@ on every benchmark that is here.
 
 - Benchmarks: the small real-image sets of `../shared/data/real` (Nordland 64x32 winter vs summer, every
   10th frame; VPR-Bench Corridor; 10 Gardens Point frames). Nordland is evaluated at its stored 32x64 for
-  every model (each method's own size would take hours on a CPU), so SALAD (DINOv2, patch 14) is refused
-  there and that cell is listed as skipped; Corridor and Gardens Point use each method's own size.
+  every model (each method's own size would take hours on a CPU), so MixVPR (built for 320x320), Conv-AP
+  (its 2x2 cells need a larger feature map) and SALAD (DINOv2, patch 14) refuse it: those cells are listed
+  as skipped with the model's message. Corridor and Gardens Point use each method's own size.
 - `netvlad_vgg16_pitts30k` shows a model without a stand-in (its MATLAB file is not written) and
   `pitts30k_test` a benchmark whose data is not here: both are listed under *Skipped*.
 - Runtime: {seconds / 60:.1f} min wall (exit status {status}), descriptor cache empty at the start, on
   {cpu_description()}, torch {torch.__version__} with {torch.get_num_threads()} thread(s), shared with
-  other jobs; img/s in the table is the extraction speed of this run.
+  other jobs (load average {load}); img/s in the table is the extraction speed of this run under that load.
 
 Files: [leaderboard.md](leaderboard.md), [leaderboard.csv](leaderboard.csv), [leaderboard.tex](leaderboard.tex),
 [R@1 vs descriptor size](leaderboard_r1_vs_dim.png), [R@1 vs img/s](leaderboard_r1_vs_speed.png).

@@ -185,6 +185,9 @@ def test_stand_ins_are_labelled_and_never_compared_with_published_numbers(hub, t
     from vprlab.utils.weights import file_hash
 
     assert row["checkpoint_hash"] == file_hash(again)
+    # Seeded by name too: two families with one architecture never share a stand-in (nor its cache entries).
+    twins = [write_random_release(n, tmp_path / "twins") for n in ("cosplace_resnet18_512", "eigenplaces_resnet18_512")]
+    assert file_hash(twins[0]) != file_hash(twins[1])
     assert float(row["R@1"]) == pytest.approx(_evaluate_py(A, again, data_dir, tmp_path / "eval")["R@1"])
     markdown = (out / "leaderboard.md").read_text()
     assert markdown.splitlines()[2] == "**Random stand-in weights, not the published models: the recalls below mean nothing.**"

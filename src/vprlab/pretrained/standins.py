@@ -8,11 +8,13 @@ names by the family's ``export`` function (the inverse of the mapping loading us
 release does: ``torch.save`` of a bare state dict, or safetensors. A family without an ``export``
 mapping (NetVLAD's MATLAB file) gets no stand-in: :func:`standin_reason` says why. The same name and
 seed always give the same bytes, so a stand-in's file hash (and its descriptor cache entries) is
-stable across runs.
+stable across runs; the random state is seeded from the seed and the name, so two models of one
+architecture (CosPlace and EigenPlaces ResNet18-512) never get the same file.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import torch
@@ -36,7 +38,7 @@ def write_random_release(name: str, out_dir: str | Path, seed: int = 0, hub_layo
     reason = standin_reason(spec)
     if reason:
         raise ConfigError(f"{spec.name}: {reason}")
-    torch.manual_seed(seed)
+    torch.manual_seed(seed * 1_000_003 + zlib.crc32(spec.name.encode()))  # two families with one architecture differ
     state = {k: v.detach().clone().contiguous() for k, v in spec.build_model().state_dict().items()}
     release = resolve_callable(spec.export)(state, spec)
     path = Path(out_dir) / (spec.cache_dir if hub_layout else "") / spec.file_name

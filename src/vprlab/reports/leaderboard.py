@@ -76,6 +76,11 @@ def _published_cells(row: dict, ks: Sequence[int], latex: bool = False) -> dict[
     return cells
 
 
+def speed_text(value: Any) -> str:
+    """img/s in a cell: whole numbers from 10 up, one decimal below (a slow model never reads 0)."""
+    return number_text(value, 0 if value is not None and value >= 10 else 1)
+
+
 def leaderboard_table(result: Comparison) -> list[dict[str, str]]:
     """The printed table, one line per evaluated cell: rank, model, benchmark, dim, size, img/s, measured
     R@1/R@5 (marked :data:`SUBSET_MARK` on a benchmark with other image counts than published), the
@@ -85,7 +90,7 @@ def leaderboard_table(result: Comparison) -> list[dict[str, str]]:
     for row in ranked_rows(result):
         mark = SUBSET_MARK if row.get("subset") else ""
         line = {"#": str(row["rank"]), "model": str(row["model"]), "benchmark": str(row["benchmark"]),
-                "dim": str(row["descriptor_dim"]), "size": str(row["image_size"]), "img/s": number_text(row["img_per_s"], 0)}
+                "dim": str(row["descriptor_dim"]), "size": str(row["image_size"]), "img/s": speed_text(row["img_per_s"])}
         line.update({f"R@{k}": number_text(row.get(f"R@{k}")) + mark for k in ks})
         line.update(_published_cells(row, ks))
         out.append(line)
