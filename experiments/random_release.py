@@ -7,7 +7,7 @@ and container, for trying the loading, evaluation and comparison commands withou
 
 The model is built from the zoo (seeded random initialisation), mapped back to the release's key
 names by the family's export function (the inverse of the mapping loading uses) and saved as the
-release does: ``torch.save`` of a bare state dict, or safetensors (MegaLoc). NetVLAD's MATLAB file
+release does (:func:`vprlab.pretrained.standins.write_random_release`); NetVLAD's MATLAB file
 is not written.
 """
 
@@ -16,28 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from vprlab.pretrained.catalog import published_model
-from vprlab.pretrained.registry import resolve_callable
-from vprlab.utils.io import atomic_torch_save
-
-
-def write_random_release(name: str, out_dir: Path, seed: int = 0) -> Path:
-    spec = published_model(name)
-    if spec.export is None:
-        raise SystemExit(f"{spec.name}: no export mapping for its layout ({spec.container} file); cannot write a stand-in")
-    torch.manual_seed(seed)
-    state = {k: v.detach().clone().contiguous() for k, v in spec.build_model().state_dict().items()}
-    release = resolve_callable(spec.export)(state, spec)
-    path = Path(out_dir) / spec.file_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if spec.container == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file(release, str(path))
-        return path
-    return atomic_torch_save(release, path)
+from vprlab.pretrained.standins import write_random_release
+from vprlab.utils.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for name in args.names:
-        path = write_random_release(name, args.out_dir, args.seed)
+        try:
+            path = write_random_release(name, args.out_dir, args.seed)
+        except ConfigError as err:
+            raise SystemExit(str(err)) from err
         print(f"{name}={path}")
 
 

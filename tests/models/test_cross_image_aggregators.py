@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vprlab.models.aggregators import CricaVPR, SuperVLAD
 from vprlab.models.aggregators._common import region_bounds

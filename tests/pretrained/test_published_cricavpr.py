@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import REPO, compose_config
 from PIL import Image
 from release_reference import forbid_network
-from test_pretrained_evaluate import tiny_benchmark  # noqa: F401 (a fixture)
+from test_pretrained_evaluate import tiny_benchmark  # noqa: F401, F811 (a fixture)
 from test_published_dinov2_vgg import TOL, random_release, ref_dinov2
 
 from vprlab.commands.evaluate import run_evaluation

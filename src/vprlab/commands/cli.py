@@ -3,6 +3,7 @@
     vprlab report <kind> RUNS [--out DIR]   tables and plots from run folders (collect, sweep, methods, paper, seeds)
     vprlab models list|download|export      released models: what there is, fetch one, export a checkpoint
     vprlab compare --models M.. --benchmarks B..  released models and checkpoints in one table, published numbers beside
+    vprlab leaderboard [--data-dir DIR]     every published model on disk x every benchmark here: one ranked table
     vprlab benchmarks [--data-dir DIR]      every benchmark config: format, published counts, root, present or not
     vprlab data list|download|format|verify every dataset a config names: where from, get it, format it, verify it
     vprlab synth [--root DIR]               generate the built-in synthetic data (GSV-Cities layout + benchmark)
@@ -26,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("vprlab.reports.cli", "tables and plots from run folders"),
     "models": ("vprlab.pretrained.cli", "released models: list, download, export"),
     "compare": ("vprlab.commands.compare", "models x benchmarks: one table with the published numbers"),
+    "leaderboard": ("vprlab.commands.leaderboard", "every published model on disk x every benchmark here, ranked"),
     "benchmarks": ("vprlab.commands.benchmarks", "benchmark configs, their counts and whether their data is here"),
     "data": ("vprlab.commands.data", "datasets: list, download, format, verify"),
     "synth": ("vprlab.data.synthetic", "generate the built-in synthetic data"),

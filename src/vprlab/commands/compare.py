@@ -59,22 +59,20 @@ from vprlab.evaluation.protocol import (
     transform_for_settings,
 )
 from vprlab.evaluation.results import (
-    SUBSET_MARK,
     markdown_table,
     subset_note,
 )
 from vprlab.evaluation.settings import EvalSettings
 from vprlab.reports.comparison import (
-    SKIP_RULE,
     Comparison,
     Skipped,
     published_columns,
-    skipped_lines,
-    subset_notes,
     table_rows,
+    terminal_notes,
     write_comparison,
 )
 from vprlab.reports.published import PUBLISHED_RESULTS, published_results
+from vprlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +99,20 @@ def is_released(source: str) -> bool:
     return is_published(source)
 
 
-def load_compare_model(source: str, weights: str | Path | None = None, allow_unsafe_pickle: bool = False) -> LoadedModel:
+def load_compare_model(source: str, weights: str | Path | None = None, allow_unsafe_pickle: bool = False,
+                       protocol: str | None = None) -> LoadedModel:
     """One ``--models`` item through the one evaluation loader (:func:`vprlab.commands.models.load_model`).
 
     ``source``: a released model name (weights from ``weights``, a local copy of its file, or the
     torch hub cache, downloaded once; each method with its own evaluation preprocessing), a vprlab checkpoint (``*.ckpt``, rebuilt from its stored
     config exactly as ``evaluate.py ckpt_path=...`` does), or another weights file in a release
     layout (architecture read off its keys). Names and hashes are those ``evaluate.py`` uses, so both
-    share descriptor cache entries."""
+    share descriptor cache entries. ``protocol``: a released model's other named evaluation protocol
+    (``vpr-methods-evaluation``), as ``evaluate.py pretrained.protocol=``."""
     if weights is not None and not is_released(source):
         raise ValueError(f"--weights {source}=...: {source!r} is not a released model name; only released names take a weights file")
     loaded = load_model(source if is_released(source) else str(Path(source).expanduser()), weights,
-                        allow_unsafe_pickle=allow_unsafe_pickle)
+                        allow_unsafe_pickle=allow_unsafe_pickle, protocol=protocol if is_released(source) else None)
     from vprlab.pretrained import published_model
 
     if weights is not None and Path(weights).name != published_model(source).file_name:
@@ -182,6 +182,7 @@ def compare_models(
     weights: dict[str, str] | None = None,
     published: str | Path | Sequence[dict] | None = None,
     allow_unsafe_pickle: bool = False,
+    protocol: str | None = None,
 ) -> Comparison:
     """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
     benchmarks from their configs and calls this).
@@ -193,7 +194,8 @@ def compare_models(
     ``settings``: how every cell is evaluated (:class:`~vprlab.evaluation.settings.EvalSettings`: device,
     batch size, precision, recall ks, search options; ``cache_dir``: the descriptor cache, evaluate.py's
     keys; None: no cache; the command builds it from evaluate.yaml's keys). One model is in memory at
-    a time. Returns the rows (one per evaluated cell, with the published numbers and differences) and
+    a time. ``protocol``: every released model evaluated with that named protocol instead of its
+    method's own preprocessing (checkpoints keep theirs). Returns the rows (one per evaluated cell, with the published numbers and differences) and
     the skipped cells with their reasons."""
     weights = dict(weights or {})
     specs = [_model_spec(m) for m in models]
@@ -226,7 +228,7 @@ def compare_models(
         if not present:
             break
         try:
-            loaded = load_compare_model(source, w, allow_unsafe_pickle)
+            loaded = load_compare_model(source, w, allow_unsafe_pickle, protocol)
         except (RuntimeError, FileNotFoundError) as err:  # a release that could not be downloaded
             if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
                 raise
@@ -302,7 +304,7 @@ def _parse_weights(items: Iterable[str]) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--weights {item!r}: write NAME=PATH, e.g. boq_resnet50_16384=/data/resnet50_16384.pth")
+            raise ConfigError(f"--weights {item!r}: write NAME=PATH, e.g. boq_resnet50_16384=/data/resnet50_16384.pth")
         name, path = item.split("=", 1)
         out[name] = path
     return out
@@ -342,12 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     paths = write_comparison(result, args.out, command=" ".join(["vprlab compare", *argv]))
     print(markdown_table(table_rows(result)) if result.rows else "no cell evaluated")
-    for note in subset_notes(result):
-        print(f"{SUBSET_MARK} {note} (not comparable with published numbers)")
-    for line in skipped_lines(result):
-        print(f"skipped: {line}")
-    if result.skipped:
-        print(SKIP_RULE)
+    for line in terminal_notes(result):
+        print(line)
     print(f"{len(result.rows)} cells in {time.perf_counter() - start:.1f} s; wrote " + "  ".join(str(p) for p in paths.values()))
     if not result.rows or (args.strict and result.skipped):
         return 1

@@ -149,6 +149,8 @@ def skipped_lines(result: Comparison) -> list[str]:
     for s in result.skipped:
         if s.model == "*":
             lines.append(f"benchmark {s.benchmark}: skipped for every model ({s.reason})")
+        elif s.benchmark != "*":
+            lines.append(f"model {s.model} on benchmark {s.benchmark}: skipped ({s.reason})")
         else:
             lines.append(f"model {s.model}: skipped on every benchmark ({s.reason})")
     return lines
@@ -178,6 +180,14 @@ def comparison_markdown(result: Comparison, title: str = "Model comparison", com
     )
     for note in result.notes:
         parts.append(f"Note: {note}.\n")
+    parts.append(sources_and_skipped_markdown(result))
+    return "".join(parts)
+
+
+def sources_and_skipped_markdown(result: Comparison) -> str:
+    """The end of a Markdown table file: the sources of the published numbers shown (numbered as the
+    'published' column cites them), the notes of those numbers, then the skipped cells."""
+    parts = []
     refs = source_refs(result)
     if refs:
         parts.append("\nSources of the published numbers (where several give a cell, the method's own is compared "
@@ -189,6 +199,13 @@ def comparison_markdown(result: Comparison, title: str = "Model comparison", com
     lines = skipped_lines(result)
     parts.append("".join(f"- {line}\n" for line in lines) if lines else "Nothing was skipped.\n")
     return "".join(parts)
+
+
+def terminal_notes(result: Comparison) -> list[str]:
+    """What a command prints under its table: the subset marks, the skipped cells and the skip rule."""
+    lines = [f"{SUBSET_MARK} {note} (not comparable with published numbers)" for note in subset_notes(result)]
+    lines += [f"skipped: {line}" for line in skipped_lines(result)]
+    return lines + ([SKIP_RULE] if result.skipped else [])
 
 
 def latex_escape(text: str) -> str:
@@ -229,10 +246,11 @@ def comparison_latex(result: Comparison) -> str:
     return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
 
 
-def comparison_csv(result: Comparison) -> str:
+def comparison_csv(result: Comparison, extra_columns: Sequence[str] = ()) -> str:
     """Every evaluated cell with all its numbers (published R@k empty where there is none: ``published
-    status`` says whether the file has a row), then one ``skipped`` line per skipped model or benchmark."""
-    columns = ["status", "model", "source", "kind", "checkpoint_hash", "benchmark", "image_size", "descriptor_dim",
+    status`` says whether the file has a row), then one ``skipped`` line per skipped model or benchmark
+    (``extra_columns``: row keys written after ``status``, e.g. the leaderboard's rank)."""
+    columns = ["status", *extra_columns, "model", "source", "kind", "checkpoint_hash", "benchmark", "image_size", "descriptor_dim",
                "num_queries", "num_db", "expected_num_queries", "expected_num_db", "subset", *[f"R@{k}" for k in result.ks], *[f"published R@{k}" for k in result.ks],
                *[f"diff R@{k}" for k in result.ks], "published status", "published source", "published note",
                "other published sources", "img_per_s", "speed measured", "reason"]
