@@ -1,8 +1,10 @@
 """Every published model vprlab loads by name: importing this module imports each family module of
 :mod:`vprlab.pretrained.families` (BoQ, CosPlace, EigenPlaces, MixVPR, Conv-AP, SALAD, MegaLoc,
-NetVLAD), which registers its released files in :data:`~vprlab.pretrained.registry.PUBLISHED_MODELS`
-with their architecture, file, URL and the evaluation preprocessing of their own code (facts:
-reference/published_checkpoints/README.md); and :func:`config_yaml`, the text of
+NetVLAD, CliqueMining, Indoor-VPR, DINO-Mix, AP-GeM, SFRS, CricaVPR, SuperVLAD, AnyLoc, QAA, EDTformer:
+every method VPR-methods-evaluation serves), which registers its released files in
+:data:`~vprlab.pretrained.registry.PUBLISHED_MODELS` with their architecture, file, URL and the
+evaluation preprocessing of their own code (facts: reference/published_checkpoints/README.md and
+docs/models.md); and :func:`config_yaml`, the text of
 ``conf/pretrained/<name>.yaml``."""
 
 from __future__ import annotations
