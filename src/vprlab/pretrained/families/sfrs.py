@@ -88,8 +88,9 @@ def export_sfrs(state: Mapping[str, torch.Tensor], entry: Any = None) -> dict[st
     ), export_what(entry))
     if "pca_layer.weight" in out and out["pca_layer.weight"].dim() == 2:
         out["pca_layer.weight"] = out["pca_layer.weight"][:, :, None, None]
-    # The release's order: EmbedNetPCA's base_model, net_vlad (conv before centroids), pca_layer.
-    rank = {"net_vlad.conv.weight": 1, "net_vlad.centroids": 2, "pca_layer.weight": 3, "pca_layer.bias": 4}
+    # The release's order: EmbedNetPCA's base_model, net_vlad (its own parameter centroids before its
+    # submodule conv, as state_dict() lists them), pca_layer.
+    rank = {"net_vlad.centroids": 1, "net_vlad.conv.weight": 2, "pca_layer.weight": 3, "pca_layer.bias": 4}
     return dict(sorted(out.items(), key=lambda item: rank.get(item[0], 0)))
 
 
