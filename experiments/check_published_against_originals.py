@@ -639,8 +639,8 @@ def check_anyloc(originals: Path, tmp: Path, name: str) -> dict:
 
 
 def check_anyloc_vitg(originals: Path, tmp: Path, key: str) -> dict:
-    """The real ViT-G/14 once (``--families anyloc_vitg_56x56``; about 9 GB of memory at its peak, the
-    original is freed before vprlab's model is built): AnyLoc's own ``AnyLocVladDinov2`` with its defaults
+    """The real ViT-G/14 once (``--families anyloc_vitg_56x56``: 4.5 GB models and a 4.5 GB file; the
+    original is freed before vprlab's model is built; about 1 minute on 2 CPU cores): AnyLoc's own ``AnyLocVladDinov2`` with its defaults
     (dinov2_vitg14, layer 31, value facet, 32 centres) and vprlab's anyloc_urban_dinov2g_49152 on the same
     normalised 2x3x56x56 tensor (the preprocessing is compared by anyloc_urban_dinov2g_49152 above)."""
     import gc
