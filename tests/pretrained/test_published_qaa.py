@@ -9,8 +9,10 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from release_reference import _attention, _layer_norm, forbid_network
 from safetensors.torch import save_file
@@ -20,6 +22,7 @@ import vprlab
 from vprlab.pretrained.catalog import published_model
 from vprlab.pretrained.families import qaa as qaa_family
 from vprlab.utils.errors import DownloadError
+from vprlab.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from vprlab.utils.weights import read_state_dict
 
 LAYOUTS = Path(__file__).parent / "release_layouts"
@@ -174,11 +177,19 @@ def test_wrong_file_is_refused_naming_the_keys() -> None:
 
 def test_preprocessing_is_the_originals() -> None:
     """QAA's evaluation code (GenericDataloader test_transform): 322x322 bilinear resize of the PIL image,
-    then ImageNet normalisation; VPR-methods-evaluation: native size, sides rounded to multiples of 14
-    after normalisation."""
+    then ImageNet normalisation; VPR-methods-evaluation: parser.py's --image_size 322 322 for qaa (its input
+    transform resizes the normalised tensor, antialiased), then dino_v2_resize, which keeps 322x322. (The VME
+    protocol used to be the native size rounded to multiples of 14, which ignored --image_size: the
+    side-by-side run against VME's code, experiments/check_published_against_originals.py, differed by 5.7e-2.)"""
     spec = published_model("qaa_dinov2_4096")
     assert spec.preprocessing.describe() == "322x322 PIL bilinear"
-    assert spec.eval_preprocessing("vpr-methods-evaluation").describe() == "native size, sides rounded to multiples of 14"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
+    normed = (tensor - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    expected = F.interpolate(normed[None], size=(322, 322), mode="bilinear", align_corners=False, antialias=True)[0]
+    for dim in DIMS:
+        vme = published_model(f"qaa_dinov2_{dim}").eval_preprocessing("vpr-methods-evaluation")
+        torch.testing.assert_close(vme.transform()(image), expected, atol=1e-5, rtol=1e-5)
     assert spec.container == "safetensors" and spec.file_name == "model.safetensors"
     assert {published_model(f"qaa_dinov2_{d}").local_path().parent.name for d in DIMS} == {f"qaa-{d}" for d in DIMS}
 

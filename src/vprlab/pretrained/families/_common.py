@@ -22,6 +22,9 @@ NATIVE = EvalPreprocessing(size=None)
 # VPR-methods-evaluation (github.com/gmberton/VPR-methods-evaluation): ToTensor, normalise, then the
 # model wrapper resizes the normalised tensor (bilinear, antialiased).
 VME_320 = EvalPreprocessing((320, 320), "bilinear", antialias=True, stage="normalized")
+# parser.py's --image_size 322 322 (SuperVLAD, QAA): the input transform resizes the normalised tensor to
+# 322x322 (antialiased); the dino_v2_resize wrapper then keeps it (322 is a multiple of 14).
+VME_322 = EvalPreprocessing((322, 322), "bilinear", antialias=True, stage="normalized")
 VME_DINO = EvalPreprocessing(None, "bilinear", antialias=True, stage="normalized", multiple_of=14)
 
 

@@ -29,7 +29,7 @@ from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.pretrained.families._common import (
     AGGREGATORS,
     FAMILIES_MODULE,
-    VME_DINO,
+    VME_322,
     Configs,
     check_against_model,
     dinov2_cfg,
@@ -150,7 +150,7 @@ register(*(
         preprocessing=QAA_PREPROCESSING, build=f"{_HERE}:build_qaa", convert=f"{_HERE}:convert_qaa",
         configs=f"{_HERE}:configs_qaa", export=f"{_HERE}:export_qaa", check_sidecar=f"{_HERE}:check_qaa_config",
         cache_dir=f"qaa-{dim}",
-        repo="arplaboratory/QAA", protocols={"vpr-methods-evaluation": VME_DINO},
+        repo="arplaboratory/QAA", protocols={"vpr-methods-evaluation": VME_322},
         note=(f"Hugging Face xjh19972/QAA-{dim}; heads, out_norm and score_norm (not visible in the weights) are checked "
               "against its config.json only when that file lies next to the weights"),
     )

@@ -21,6 +21,7 @@ from vprlab.models.vpr_model import VPRModel, build_model
 from vprlab.pretrained.families._common import (
     AGGREGATORS,
     FAMILIES_MODULE,
+    VME_322,
     Configs,
     check_against_model,
     dinov2_cfg,
@@ -75,9 +76,6 @@ def export_supervlad(state: Mapping[str, torch.Tensor], entry: Any = None) -> di
 # SuperVLAD's eval.py / datasets_ws.py: ToTensor, Normalize, then torchvision's tensor resize to 322x322
 # (bilinear; no antialiasing with the pinned torchvision 0.15).
 _OWN = EvalPreprocessing((322, 322), "bilinear", antialias=False, stage="normalized")
-# VPR-methods-evaluation: parser.py sets --image_size 322 322 (Resize on the normalised tensor, antialiased);
-# the ResizingWrapper's rounding to multiples of 14 then leaves 322x322 as it is.
-_VME = EvalPreprocessing((322, 322), "bilinear", antialias=True, stage="normalized")
 for _cross in (False, True):
     _method = "SuperVLAD-CrossImage" if _cross else "SuperVLAD"
     register(PublishedModel(
@@ -88,7 +86,7 @@ for _cross in (False, True):
         configs=f"{_HERE}:configs_supervlad", export=f"{_HERE}:export_supervlad",
         options={"cross_image": _cross},
         manual_download=f"Google Drive file id {_DRIVE[_cross]} (https://drive.google.com/file/d/{_DRIVE[_cross]})",
-        repo="Lu-Feng/SuperVLAD", protocols={"vpr-methods-evaluation": _VME},
+        repo="Lu-Feng/SuperVLAD", protocols={"vpr-methods-evaluation": VME_322},
         note=(
             "descriptors depend on the other images of the batch (cross-image encoder); evaluation records its batch "
             "size, and the README evaluates with 8 (the code's default is 16) for database and queries alike"
