@@ -25,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["cosplace_resnet18_512", "cosplace_resnet50_2048", "eigenplaces_resnet18_512", "mixvpr_resnet50_512",
-          "convap_resnet50_2048", "boq_resnet50_16384", "salad_dinov2_8448", "netvlad_vgg16_pitts30k"]
+          "convap_resnet50_2048", "boq_resnet50_16384", "salad_dinov2_8448", "netvlad_vgg16_pitts30k",
+          "eigenplaces_indoor_resnet50_2048", "apgem_resnet101_2048", "dinomix_dinov2_4096"]
 BENCHMARKS = ["real_nordland64", "real_corridor", "real_gardenspoint", "pitts30k_test"]
 OVERRIDES = ["device=cpu", "num_workers=0", "batch_size=32", "progress=false", "benchmark.real_nordland64.image_size=[32,64]"]
 
@@ -61,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     command = ["leaderboard", "--stand-ins", "--models", *models, "--benchmarks", *BENCHMARKS,
                "--cache", str(args.cache), "--out", str(shown), "--override", *OVERRIDES]
+    cached_before = sum(1 for f in args.cache.rglob("*") if f.is_file()) if args.cache.is_dir() else 0
     start = time.perf_counter()
     status = vprlab(command)
     seconds = time.perf_counter() - start
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1 / 5 / 15 minutes, at the end of the run
+    cache_state = ("descriptor cache empty at the start" if not cached_before else
+                   f"descriptor cache already holding {cached_before} files from earlier runs (their cells were read, not extracted)")
     quoted = " ".join(["vprlab", *command]).replace("image_size=[32,64]", "image_size='[32,64]'")
     readme = f"""# Sample `vprlab leaderboard` output
 
@@ -86,9 +90,10 @@ on every benchmark that is here.
   every model (each method's own size would take hours on a CPU), so MixVPR (built for 320x320), Conv-AP
   (its 2x2 cells need a larger feature map) and SALAD (DINOv2, patch 14) refuse it: those cells are listed
   as skipped with the model's message. Corridor and Gardens Point use each method's own size.
-- `netvlad_vgg16_pitts30k` shows a model without a stand-in (its MATLAB file is not written) and
+- `netvlad_vgg16_pitts30k` and `apgem_resnet101_2048` show models without a stand-in writer (NetVLAD's
+  MATLAB file, dirtorch's pickle are not written) and
   `pitts30k_test` a benchmark whose data is not here: both are listed under *Skipped*.
-- Runtime: {seconds / 60:.1f} min wall (exit status {status}), descriptor cache empty at the start, on
+- Runtime: {seconds / 60:.1f} min wall (exit status {status}), {cache_state}, on
   {cpu_description()}, torch {torch.__version__} with {torch.get_num_threads()} thread(s), shared with
   other jobs (load average {load}); img/s in the table is the extraction speed of this run under that load.
 
