@@ -29,9 +29,9 @@ def test_the_console_script_is_declared_and_points_at_the_dispatcher():
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("report", "models", "compare", "benchmarks", "data", "synth", "resize-cache"):
+    for name in ("report", "models", "compare", "leaderboard", "benchmarks", "data", "synth", "resize-cache"):
         assert name in out
-    assert set(SUBCOMMANDS) == {"report", "models", "compare", "benchmarks", "data", "synth", "resize-cache"}
+    assert set(SUBCOMMANDS) == {"report", "models", "compare", "leaderboard", "benchmarks", "data", "synth", "resize-cache"}
 
 
 def test_unknown_subcommand_is_a_message_not_a_traceback():

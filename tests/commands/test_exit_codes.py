@@ -57,6 +57,9 @@ def _success_commands(work) -> dict[str, list[str]]:
                     "--override", f"paths.data_dir={data_dir}", "device=cpu", "num_workers=0", "batch_size=8",
                     f"cache_dir={folder / 'cache'}", f"benchmark.synthetic.image_size={SIZE}"],
         "benchmarks": ["benchmarks", "--data-dir", str(data_dir), "--no-check"],
+        "leaderboard": ["leaderboard", "--stand-ins", "--models", "cosplace_resnet18_32", "--benchmarks", "synthetic",
+                        "--data-dir", str(data_dir), "--out", str(folder / "leaderboard"), "--cache", str(folder / "lb_cache"),
+                        "--override", "device=cpu", "num_workers=0", "batch_size=8", f"benchmark.synthetic.image_size={SIZE}"],
         "data": ["data", "list", "--data-dir", str(data_dir), "--no-progress"],
         "synth": ["synth", "--root", str(folder / "synth"), "--num-train-places", "4", "--images-per-place", "4",
                   "--num-cities", "1", "--num-bench-places", "4", "--image-size", "32", "32"],
@@ -71,7 +74,7 @@ def test_every_subcommand_is_tested():
 
 
 # Those that import torch and build models take ~20 s each on a busy CPU: in the slow suite.
-_SLOW = {"compare", "models", "synth"}
+_SLOW = {"compare", "leaderboard", "models", "synth"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in sorted(SUBCOMMANDS)])
@@ -90,6 +93,7 @@ def test_success_exits_0(work, name):
     pytest.param(["compare", "--models", "x.ckpt", "--weights", "x.ckpt", "--benchmarks", "synthetic"], "write NAME=PATH",
                  marks=pytest.mark.slow),
     (["not-a-command"], "unknown command"),
+    (["leaderboard", "--stand-ins"], "--stand-ins writes random weights for the models you name: add --models"),
     (["benchmarks", "--no-such-option"], "unrecognized arguments"),
 ])
 def test_a_user_error_exits_2_with_its_message(tmp_path, args, message):

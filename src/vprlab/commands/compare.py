@@ -182,7 +182,6 @@ def compare_models(
     weights: dict[str, str] | None = None,
     published: str | Path | Sequence[dict] | None = None,
     allow_unsafe_pickle: bool = False,
-    protocol: str | None = None,
 ) -> Comparison:
     """Evaluate every model on every benchmark (Hydra-free; the ``vprlab compare`` command builds the
     benchmarks from their configs and calls this).
@@ -194,8 +193,8 @@ def compare_models(
     ``settings``: how every cell is evaluated (:class:`~vprlab.evaluation.settings.EvalSettings`: device,
     batch size, precision, recall ks, search options; ``cache_dir``: the descriptor cache, evaluate.py's
     keys; None: no cache; the command builds it from evaluate.yaml's keys). One model is in memory at
-    a time. ``protocol``: every released model evaluated with that named protocol instead of its
-    method's own preprocessing (checkpoints keep theirs). Returns the rows (one per evaluated cell, with the published numbers and differences) and
+    a time. ``settings.protocol``: every released model evaluated with that named protocol instead of
+    its method's own preprocessing (checkpoints keep theirs). Returns the rows (one per evaluated cell, with the published numbers and differences) and
     the skipped cells with their reasons."""
     weights = dict(weights or {})
     specs = [_model_spec(m) for m in models]
@@ -228,7 +227,7 @@ def compare_models(
         if not present:
             break
         try:
-            loaded = load_compare_model(source, w, allow_unsafe_pickle, protocol)
+            loaded = load_compare_model(source, w, allow_unsafe_pickle, settings.protocol)
         except (RuntimeError, FileNotFoundError) as err:  # a release that could not be downloaded
             if "could not download" not in str(err) and "cannot be downloaded" not in str(err):
                 raise

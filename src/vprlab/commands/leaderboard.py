@@ -266,13 +266,13 @@ def _evaluate_model(item: tuple[str, str], benchmarks: Sequence[Any], settings: 
     multiple of its patch, SALAD at an image too small for its clusters: a UserError / ValueError), each
     benchmark again on its own, the refused cells skipped with the message."""
     try:
-        return [compare_models([item], benchmarks, settings, published=published, protocol=protocol)]
+        return [compare_models([item], benchmarks, settings.replace(protocol=protocol), published=published)]
     except (UserError, ValueError):
         pass
     parts = []
     for bench in benchmarks:
         try:
-            parts.append(compare_models([item], [bench], settings, published=published, protocol=protocol))
+            parts.append(compare_models([item], [bench], settings.replace(protocol=protocol), published=published))
         except (UserError, ValueError) as err:
             label = item[0].split("=", 1)[0]
             parts.append(Comparison([], [Skipped(label, bench.name, f"refused: {str(err).splitlines()[0]}")],

@@ -51,6 +51,7 @@ class EvalSettings:
     channels_last: bool = False  # NHWC model and batches
     fold_batchnorm: bool = False  # BatchNorm folded into its convolution (evaluation only)
     pictures: PictureSettings | None = None  # what evaluate.py draws (None: nothing)
+    protocol: str | None = None  # released models: a named eval protocol instead of their own preprocessing
 
     def __post_init__(self) -> None:
         device = self.device if isinstance(self.device, torch.device) else resolve_device(str(self.device))
