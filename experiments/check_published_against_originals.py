@@ -545,7 +545,6 @@ def check_edtformer(originals: Path, tmp: Path, name: str) -> dict:
 
 
 def check_qaa(originals: Path, tmp: Path, name: str, dim: int) -> dict:
-    import torch
     import torchvision.transforms as T
 
     # The QAA repository could not be fetched: VME's vpr_models/qaa.py is the original here. Its config

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import REPO, compose_config
 from PIL import Image
 from release_reference import forbid_network
-from test_pretrained_evaluate import tiny_benchmark  # noqa: F401, F811 (a fixture)
+from test_pretrained_evaluate import tiny_benchmark  # noqa: F401 (a fixture)
 from test_published_dinov2_vgg import TOL, random_release, ref_dinov2
 
 from vprlab.commands.evaluate import run_evaluation
@@ -212,7 +212,7 @@ def test_hub_entry_as_vme_calls_it(release, monkeypatch, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_py_records_the_batch_size_and_keys_the_cache_on_it(release, tiny_benchmark, tmp_path, monkeypatch) -> None:
+def test_evaluate_py_records_the_batch_size_and_keys_the_cache_on_it(release, tiny_benchmark, tmp_path, monkeypatch) -> None:  # noqa: F811 (tiny_benchmark: a fixture)
     """evaluate.py pretrained=cricavpr_dinov2_10752: the row records eval_batch_size; a rerun with the
     same batch size reads the cache, another batch size extracts again (13 images of ViT-B at 224: slow)."""
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
