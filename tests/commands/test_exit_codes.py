@@ -93,7 +93,8 @@ def test_success_exits_0(work, name):
     pytest.param(["compare", "--models", "x.ckpt", "--weights", "x.ckpt", "--benchmarks", "synthetic"], "write NAME=PATH",
                  marks=pytest.mark.slow),
     (["not-a-command"], "unknown command"),
-    (["leaderboard", "--stand-ins"], "--stand-ins writes random weights for the models you name: add --models"),
+    pytest.param(["leaderboard", "--stand-ins"], "--stand-ins writes random weights for the models you name: add --models",
+                 marks=pytest.mark.slow),
     (["benchmarks", "--no-such-option"], "unrecognized arguments"),
 ])
 def test_a_user_error_exits_2_with_its_message(tmp_path, args, message):
