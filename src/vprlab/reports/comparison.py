@@ -214,6 +214,22 @@ def latex_escape(text: str) -> str:
     return text
 
 
+def latex_caption_tail(result: Comparison) -> str:
+    """The end of a LaTeX caption: the numbered sources of the published numbers, the benchmarks marked
+    with a dagger (other image counts than published) and the skipped cells."""
+    text = ""
+    refs = source_refs(result)
+    if refs:
+        text += " Published: " + "; ".join(f"[{n}] {latex_escape(s)}" for s, n in refs.items()) + "."
+    notes = subset_notes(result)
+    if notes:
+        text += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
+                 + "; ".join(latex_escape(n) for n in notes) + ".")
+    if result.skipped:
+        text += " Skipped: " + "; ".join(latex_escape(line) for line in skipped_lines(result)) + "."
+    return text
+
+
 def comparison_latex(result: Comparison) -> str:
     """A booktabs table: one row per evaluated cell, measured R@k with the published number and the
     difference in parentheses where there is one."""
@@ -235,14 +251,7 @@ def comparison_latex(result: Comparison) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = (f"Recall@N (\\%); in parentheses: published number and measured minus published ({NOT_GIVEN}: the source "
                f"gives none); {NO_PUBLISHED}: none in the published-results file.")
-    if refs:
-        caption += " Published: " + "; ".join(f"[{n}] {latex_escape(s)}" for s, n in refs.items()) + "."
-    notes = subset_notes(result)
-    if notes:
-        caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
-                    + "; ".join(latex_escape(n) for n in notes) + ".")
-    if result.skipped:
-        caption += " Skipped: " + "; ".join(latex_escape(line) for line in skipped_lines(result)) + "."
+    caption += latex_caption_tail(result)
     return "\n".join([r"\begin{table}[t]", r"\centering", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
 
 

@@ -21,11 +21,11 @@ from vprlab.reports.comparison import (
     Comparison,
     comparison_csv,
     diff_text,
+    latex_caption_tail,
     latex_escape,
     number_text,
     published_ref,
     published_text,
-    skipped_lines,
     source_refs,
     sources_and_skipped_markdown,
     subset_notes,
@@ -146,15 +146,7 @@ def leaderboard_latex(result: Comparison) -> str:
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = " ".join(latex_escape(text) for text in caption_lines(result)).replace("Δ", r"$\Delta$")
-    refs = source_refs(result)
-    if refs:
-        caption += " Published: " + "; ".join(f"[{n}] {latex_escape(s)}" for s, n in refs.items()) + "."
-    notes = subset_notes(result)
-    if notes:
-        caption += (r" $^\dagger$Not the published benchmark (other image counts; not comparable with published numbers): "
-                    + "; ".join(latex_escape(n) for n in notes) + ".")
-    if result.skipped:
-        caption += " Skipped: " + "; ".join(latex_escape(line) for line in skipped_lines(result)) + "."
+    caption += latex_caption_tail(result)
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", *lines, r"\caption{" + caption + "}", r"\end{table}"]) + "\n"
 
 
